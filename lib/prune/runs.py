@@ -8,7 +8,8 @@ plan), each into ``out_dir/<arch>/<name>``, and writes a summary of all of them 
 ``dataset`` picks the data (default: the embedded dataset in ``data_dir``)::
 
     {"name": "shapes", "root": "data/shapes"}
-    {"name": "cifar10", "root": "../shared/data/cifar10/test", "retrain_share": 0.5, "seed": 0, "n_val": 500}
+    {"name": "cifar10", "root": "../shared/data/cifar10/test", "retrain_share": 0.5, "seed": 0, "n_val": 500,
+     "augment": True}
     {"name": "imagenet", "root": "/data/imagenet", "split": "val", "retrain_per_class": 25,
      "test_per_class": 25, "n_val": 1000, "image_size": 224, "resize": 256, "seed": 0}
 
@@ -31,7 +32,7 @@ from lib.train import Recipe, evaluate
 
 DATASETS = {
     "shapes": {"root"},
-    "cifar10": {"root", "retrain_share", "seed", "n_val"},
+    "cifar10": {"root", "retrain_share", "seed", "n_val", "augment"},
     "imagenet": {"root", "split", "retrain_per_class", "test_per_class", "n_val", "image_size", "resize", "seed"},
 }
 PRETRAINED_KEYS = {"model", "weights", "num_classes", "model_kwargs", "drop_keys", "recorded_acc"}
