@@ -46,7 +46,9 @@ def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[di
     unknown = set(dataset) - DATASETS[name] - {"name"}
     if unknown:
         raise ValueError(f"dataset {name!r} has no parameter(s) {sorted(unknown)}; known: {sorted(DATASETS[name])}")
-    if "root" in dataset and not Path(dataset["root"]).exists():
+    if "root" not in dataset:
+        raise ValueError(f"dataset {name!r} needs a 'root' folder")
+    if not Path(dataset["root"]).exists():
         raise FileNotFoundError(f"dataset root {dataset['root']} does not exist")
     for arch, source in models.items():
         if "checkpoint" in source:
@@ -127,7 +129,9 @@ def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict
     """
     grid = bool(models or plans)
     models = models or {arch: {"checkpoint": f"{train_dir}/model.pt"}}
-    dataset = dataset or {"name": "shapes", "root": data_dir}
+    dataset = dict(dataset or {"name": "shapes"})
+    if dataset.get("name", "shapes") == "shapes":
+        dataset.setdefault("root", data_dir)
     plans, recipe = validate(dataset, models, plans or {method: plan}, recipe)
     rows, dense, records, cache = [], {}, {}, {}
     for model_arch, source in models.items():
