@@ -6,8 +6,8 @@ compacted model against the dense one, for the default CNN and the CIFAR ResNet-
 
 ``speedup`` = dense latency / compacted latency, ``macs_reduction`` = dense MACs / compacted MACs, and
 ``efficiency`` = speedup / macs_reduction (1: the speed-up is all the MACs reduction promises). Latency is
-the fastest of ``--repeats`` timed forward passes (after a warm-up): on a shared machine the minimum is the
-least disturbed estimate. The ResNets use their pretrained CIFAR-10 weights when ../shared/data is there,
+the fastest of ``--repeats`` timed forward passes (after a warm-up), dense and compacted taking turns: on a
+shared machine the minimum is the least disturbed estimate. The ResNets use their pretrained CIFAR-10 weights when ../shared/data is there,
 so that L1 selection sees real weights; the default CNN is randomly initialised.
 """
 
@@ -33,15 +33,18 @@ MODELS = {  # name: (registry name, image size, pretrained weights file)
 
 
 @torch.no_grad()
-def latency(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
-    model.eval()
-    model(x)  # warm-up (allocations, oneDNN primitive creation)
-    times = []
+def latencies(models: list[torch.nn.Module], x: torch.Tensor, repeats: int) -> list[float]:
+    """Fastest forward pass of each model; the models take turns, so a burst of load on a shared
+    machine hits them alike."""
+    for model in models:
+        model.eval()(x)  # warm-up (allocations, oneDNN primitive creation)
+    best = [float("inf")] * len(models)
     for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, model in enumerate(models):
+            start = time.perf_counter()
+            model(x)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def macs(model, x) -> int:
@@ -63,14 +66,14 @@ def main(argv=None) -> pd.DataFrame:
         path = WEIGHTS / weights if weights and (WEIGHTS / weights).is_file() else None
         dense = create_model(name, 10, weights=path).eval()
         x = torch.randn(args.batch, 3, size, size)
-        dense_latency, dense_macs = latency(dense, x, args.repeats), macs(dense, x)
+        dense_macs = macs(dense, x)
         for method in ("filters", "connections"):
             for rate in args.rates:
                 model = create_model(name, 10, weights=path).eval()
                 params = prunable_parameters(model, exclude=(get_spec(name).classifier,))
                 get_method(method, scope=args.scope).prune(model, params, rate, x[:2])
                 small = compact(model, x[:2])
-                small_latency = latency(small, x, args.repeats)
+                dense_latency, small_latency = latencies([dense, small], x, args.repeats)
                 speedup, reduction = dense_latency / small_latency, dense_macs / macs(small, x)
                 rows.append({"model": label, "method": method, "sparsity": rate,
                              "macs_ratio": round(1 / reduction, 3), "latency_ratio": round(1 / speedup, 3),

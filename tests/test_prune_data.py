@@ -86,3 +86,23 @@ def test_pretrained_cifar_resnets_load_and_classify(shared_data, cifar_test, nam
     sample = np.arange(0, 10000, 25)  # 400 images, 40 per class
     data = ArrayDataset(cifar_test["images"][sample], cifar_test["labels"][sample], spec.mean, spec.std)
     assert evaluate(model, data) > 0.85
+
+
+def test_pad_crop_flip_pads_with_black_pixels():
+    from lib.data.transforms import ArrayDataset
+
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    image = np.zeros((1, 8, 8, 3), np.uint8)
+    image[0, :, :4] = 255  # left half white, right half black
+    augmented = cifar10.PadCropFlip(ArrayDataset(image, np.zeros(1), mean, std), mean, std, pad=4)
+    black = torch.tensor([-m / s for m, s in zip(mean, std)]).view(3, 1, 1)
+    white = torch.tensor([(1 - m) / s for m, s in zip(mean, std)]).view(3, 1, 1)
+    torch.manual_seed(0)
+    white_counts = set()
+    for _ in range(30):
+        x, _ = augmented[0]
+        assert x.shape == (3, 8, 8)
+        is_white, is_black = (x == white).all(0), (x == black).all(0)
+        assert (is_white | is_black).all()  # padding is black pixels, nothing else appears
+        white_counts.add(int(is_white.sum()))
+    assert len(white_counts) > 3 and max(white_counts) == 32  # random shifts; never more than the white half

@@ -62,3 +62,17 @@ def test_studyB_preset_on_a_tiny_imagenet_stand_in(tmp_path):
         run = json.loads((out / "googlenet" / plan / "metrics.json").read_text())["checkpoints"]
         assert max(r["sparsity"] for r in run.values()) == pytest.approx(0.5, abs=0.01)
     assert (out / "plots" / "accuracy.png").is_file() and (out / "plots" / "accuracy.csv").is_file()
+
+
+@pytest.mark.parametrize("dataset, models, message", [
+    ({"name": "cifar100", "root": "."}, {}, "unknown dataset"),
+    ({"name": "cifar10", "root": ".", "shuffle": True}, {}, "no parameter"),
+    ({"name": "imagenet"}, {}, "needs a 'root'"),
+    ({"name": "cifar10", "root": "."}, {"r20": {"model": "cifar_resnet20", "weights": "missing.th"}}, "does not exist"),
+    ({"name": "cifar10", "root": "."}, {"r20": {"model": "resnet20"}}, "unknown model"),
+])
+def test_grid_parameters_fail_before_any_compute(dataset, models, message):
+    from lib.prune.runs import validate
+
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        validate(dataset, models, {"p": {"schedule": "oneshot", "targets": [0.5]}}, {})

@@ -8,7 +8,8 @@ plan), each into ``out_dir/<arch>/<name>``, and writes a summary of all of them 
 ``dataset`` picks the data (default: the embedded dataset in ``data_dir``)::
 
     {"name": "shapes", "root": "data/shapes"}
-    {"name": "cifar10", "root": "../shared/data/cifar10/test", "retrain_share": 0.5, "seed": 0, "n_val": 500}
+    {"name": "cifar10", "root": "../shared/data/cifar10/test", "retrain_share": 0.5, "seed": 0, "n_val": 500,
+     "augment": True}
     {"name": "imagenet", "root": "/data/imagenet", "split": "val", "retrain_per_class": 25,
      "test_per_class": 25, "n_val": 1000, "image_size": 224, "resize": 256, "seed": 0}
 
@@ -31,7 +32,7 @@ from lib.train import Recipe, evaluate
 
 DATASETS = {
     "shapes": {"root"},
-    "cifar10": {"root", "retrain_share", "seed", "n_val"},
+    "cifar10": {"root", "retrain_share", "seed", "n_val", "augment"},
     "imagenet": {"root", "split", "retrain_per_class", "test_per_class", "n_val", "image_size", "resize", "seed"},
 }
 PRETRAINED_KEYS = {"model", "weights", "num_classes", "model_kwargs", "drop_keys", "recorded_acc"}
@@ -45,7 +46,9 @@ def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[di
     unknown = set(dataset) - DATASETS[name] - {"name"}
     if unknown:
         raise ValueError(f"dataset {name!r} has no parameter(s) {sorted(unknown)}; known: {sorted(DATASETS[name])}")
-    if "root" in dataset and not Path(dataset["root"]).exists():
+    if "root" not in dataset:
+        raise ValueError(f"dataset {name!r} needs a 'root' folder")
+    if not Path(dataset["root"]).exists():
         raise FileNotFoundError(f"dataset root {dataset['root']} does not exist")
     for arch, source in models.items():
         if "checkpoint" in source:
@@ -126,7 +129,9 @@ def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict
     """
     grid = bool(models or plans)
     models = models or {arch: {"checkpoint": f"{train_dir}/model.pt"}}
-    dataset = dataset or {"name": "shapes", "root": data_dir}
+    dataset = dict(dataset or {"name": "shapes"})
+    if dataset.get("name", "shapes") == "shapes":
+        dataset.setdefault("root", data_dir)
     plans, recipe = validate(dataset, models, plans or {method: plan}, recipe)
     rows, dense, records, cache = [], {}, {}, {}
     for model_arch, source in models.items():
