@@ -91,8 +91,7 @@ def main(argv=None):
         with torch.no_grad():
             target = model(x).argmax(1)
         for method in methods:
-            reps = 1 if method.nominal_passes > 10 else args.repeats
-            wall, cpu = (t / args.batch for t in best_time(lambda: method.attribute(x, target), reps))
+            wall, cpu = (t / args.batch for t in best_time(lambda: method.attribute(x, target), args.repeats))
             print(f"{method.name:16s} {wall:8.4f} {wall / wall_pass:7.2f} {cpu / cpu_pass:10.2f} "
                   f"{method.nominal_passes:8.1f} {cpu / cpu_pass / method.nominal_passes:9.2f}")
 

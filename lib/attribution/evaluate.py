@@ -6,22 +6,29 @@ predicted class of every image in batches (all methods of a batch share one forw
 ``lib.attribution.methods.Attributor``), turns the attributions into relevance maps at the mask's
 resolution and scores them. Everything that does not depend on the checkpoint (the ground truth and its
 distance transform, the uniform-map baseline, the normalised inputs) is computed once, before the loop.
+With ``state_dir``, every finished checkpoint is written there, and a rerun after an interruption picks
+up where the first one stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lib import io
 from lib.attribution.methods import DEFAULT_METHODS, Attributor, check_method_names, create_method
 from lib.attribution.metrics import FAITHFULNESS, LOCALISATION, GroundTruth, relevance_map, uniform_scores
 from lib.checkpoints import iter_checkpoints, validate_source
 from lib.data.transforms import normalize, to_tensor
 from lib.models import get_spec
+from lib.results import step_key
 
 METRICS = tuple(cls.name for cls in LOCALISATION + FAITHFULNESS)
 
@@ -82,16 +89,50 @@ def score_model(model, methods: list, inputs: torch.Tensor, truth: GroundTruth, 
     return frame, {k: np.concatenate(v) for k, v in kept.items() if v}
 
 
+class CheckpointState:
+    """Finished checkpoints on disk (``state_dir/step_XX.pt``), so an interrupted run resumes where it stopped.
+
+    A file is reused only when its fingerprint (settings, images, masks, checkpoint record) matches.
+    """
+
+    def __init__(self, state_dir, settings: dict, data: dict):
+        self.dir = Path(state_dir) if state_dir else None
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+        for key in ("images", "masks", "labels"):
+            if data.get(key) is not None:
+                digest.update(np.ascontiguousarray(data[key]).tobytes())
+        self.base = digest.hexdigest()
+
+    def fingerprint(self, record: dict) -> str:
+        return hashlib.sha256((self.base + json.dumps(record, sort_keys=True, default=str)).encode()).hexdigest()
+
+    def load(self, record: dict):
+        path = self.dir / f"{step_key(record['step'])}.pt" if self.dir else None
+        if path is None or not path.is_file():
+            return None
+        state = io.load_torch(path)
+        if state.get("fingerprint") != self.fingerprint(record):
+            return None
+        return state["row"], pd.DataFrame(state["frame"]), {k: v.numpy() for k, v in state["maps"].items()}, state["names"]
+
+    def save(self, record: dict, row: dict, frame: pd.DataFrame, maps: dict, names: list) -> None:
+        if self.dir:
+            io.save_torch(self.dir / f"{step_key(record['step'])}.pt", {
+                "fingerprint": self.fingerprint(record), "row": row, "frame": frame.to_dict("list"),
+                "maps": {k: torch.from_numpy(v) for k, v in maps.items()}, "names": names})
+
+
 def score_checkpoints(source, data: dict, methods: list[str] | None = None, method_options: dict | None = None,
                       cam_layer: str | None = None, tolerance: float = 15.0, perturbation_steps: int = 16,
                       blur_sigma: float = 5.0, batch_size: int = 16, eval_batch_size: int = 128, gallery_size: int = 4,
-                      device: str = "cpu", progress: bool = True) -> Scores:
+                      device: str = "cpu", state_dir=None, progress: bool = True) -> Scores:
     """Attribute and score every checkpoint of ``source`` on ``data`` (a ``lib.data.masks`` dict).
 
     methods: names from ``lib.attribution.METHODS`` (default: every method that applies to the model family);
     method_options: {method: {option: value}} (e.g. ``{"ig_smoothgrad": {"steps": 50, "samples": 2}}``);
     tolerance: the pointing game's, in pixels; perturbation_steps, blur_sigma: deletion/insertion curves;
-    batch_size: images per attribution call; eval_batch_size: images per forward pass of the perturbation curves.
+    batch_size: images per attribution call; eval_batch_size: images per forward pass of the perturbation curves;
+    state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes.
     """
     from tqdm.auto import tqdm
 
@@ -106,35 +147,37 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     truth = GroundTruth(torch.from_numpy(np.asarray(data["masks"])), tolerance)
     faithfulness = [cls(perturbation_steps, eval_batch_size, blur_sigma) for cls in FAITHFULNESS]
     baseline = {f"uniform_{k}": float(v.mean()) for k, v in uniform_scores(truth).items()}
-    labels = data.get("labels")
+    settings = {"methods": methods, "options": method_options, "cam_layer": cam_layer, "tolerance": tolerance,
+                "perturbation_steps": perturbation_steps, "blur_sigma": blur_sigma, "gallery_size": gallery_size}
+    state = CheckpointState(state_dir, settings, data)
     images = to_tensor(np.asarray(data["images"]))
     inputs_by_norm: dict[tuple, torch.Tensor] = {}
 
     rows, frames, gallery_maps, sparsities, names = [], [], {}, {}, None
     for record, model in tqdm(iter_checkpoints(source), desc="checkpoints", disable=not progress):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        spec = get_spec(record["model"])
-        names = list(methods or DEFAULT_METHODS[spec.family])
-        chosen = [create_method(n, model, spec, cam_layer=cam_layer, **method_options.get(n, {})) for n in names]
-        # channels_last: oneDNN's convolutions run about 1.4x faster in it on CPU (benchmarks/attribution.py).
-        layout = torch.channels_last if spec.family == "cnn" else torch.contiguous_format
-        key = (spec.mean, spec.std, layout)
-        if key not in inputs_by_norm:
-            inputs_by_norm[key] = normalize(images, spec.mean, spec.std).contiguous(memory_format=layout)
-        model.to(device, memory_format=layout).eval()
-        frame, maps = score_model(model, chosen, inputs_by_norm[key], truth, batch_size, faithfulness,
-                                  keep=gallery_size, progress=progress)
-        frame.insert(0, "image", np.asarray(data.get("ids", np.arange(len(frame)))).astype(str))
-        if labels is not None:
-            frame.insert(2, "label", np.asarray(labels))
-            frame.insert(3, "correct", (frame["prediction"] == frame["label"]).astype(float))
-        frame.insert(0, "step", record["step"])
-        frame.insert(1, "sparsity", record["sparsity"])
-        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        row = {"step": record["step"], "sparsity": record["sparsity"], "test_acc": record.get("test_acc"),
-               **({"scored_acc": float(frame["correct"].mean())} if labels is not None else {}),
-               "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
-               **{c: float(frame[c].mean()) for c in frame.columns if c.split("_")[0] in METRICS}}
+        done = state.load(record)
+        if done is None:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            spec = get_spec(record["model"])
+            names = list(methods or DEFAULT_METHODS[spec.family])
+            chosen = [create_method(n, model, spec, cam_layer=cam_layer, **method_options.get(n, {})) for n in names]
+            # channels_last: oneDNN's convolutions run about 1.4x faster in it on CPU (benchmarks/attribution.py).
+            layout = torch.channels_last if spec.family == "cnn" else torch.contiguous_format
+            key = (spec.mean, spec.std, layout)
+            if key not in inputs_by_norm:
+                inputs_by_norm[key] = normalize(images, spec.mean, spec.std).contiguous(memory_format=layout)
+            model.to(device, memory_format=layout).eval()
+            frame, maps = score_model(model, chosen, inputs_by_norm[key], truth, batch_size, faithfulness,
+                                      keep=gallery_size, progress=progress)
+            frame = describe_images(frame, record, data)
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+            row = {"step": record["step"], "sparsity": record["sparsity"], "test_acc": record.get("test_acc"),
+                   **({"scored_acc": float(frame["correct"].mean())} if "correct" in frame else {}),
+                   "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+                   **{c: float(frame[c].mean()) for c in frame.columns if c.split("_")[0] in METRICS}}
+            state.save(record, row, frame, maps, names)
+            done = row, frame, maps, names
+        row, frame, maps, names = done
         rows.append(row)
         frames.append(frame)
         gallery_maps[record["step"]], sparsities[record["step"]] = maps, record["sparsity"]
@@ -144,3 +187,14 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
                "ids": np.asarray(data.get("ids", np.arange(keep)))[:keep], "maps": gallery_maps,
                "sparsity": sparsities}
     return Scores(rows, pd.concat(frames, ignore_index=True), names, baseline, gallery)
+
+
+def describe_images(frame: pd.DataFrame, record: dict, data: dict) -> pd.DataFrame:
+    """Prefix a checkpoint's per-image scores with the checkpoint, the image id, and the label where known."""
+    frame.insert(0, "image", np.asarray(data.get("ids", np.arange(len(frame)))).astype(str))
+    if data.get("labels") is not None:
+        frame.insert(2, "label", np.asarray(data["labels"]))
+        frame.insert(3, "correct", (frame["prediction"] == frame["label"]).astype(float))
+    frame.insert(0, "step", record["step"])
+    frame.insert(1, "sparsity", record["sparsity"])
+    return frame
