@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from lib import distributed as dd
 from lib import io
+from lib.params import dataclass_from_params
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, params: dict) -> "Recipe":
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown training parameter(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        params = dict(params)
-        if "augment" in params:
-            params["augment"] = tuple(params["augment"] or ())
-        return cls(**params)
+        return dataclass_from_params(cls, params, "training", tuple_fields=("augment",))
 
 
 def seed_everything(seed: int) -> None:

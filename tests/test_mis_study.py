@@ -93,7 +93,7 @@ def test_unknown_control_is_rejected(tiny_shapes):
 
 def test_stage_and_preset_parameters_are_known_to_the_notebook():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    check_parameters(NOTEBOOK, {**params["mis"], "arch": "cnn", "method": "lrr", "data_dir": "d", "prune_dir": "p",
+    check_parameters(NOTEBOOK, {**params["mis"], "arch": "cnn", "method": "lrr", "data_dir": "d", "source": "p",
                                 "embeddings_dir": "e"})
     notebook, out_dir, parameters = load_preset(ROOT / "presets" / "mis_imagenet_lite0.yaml")
     assert notebook == Path("notebooks/06_unit_interpretability.ipynb") and str(out_dir) == "results/mis_imagenet_lite0"

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from lib.params import dataclass_from_params
+
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -39,10 +41,7 @@ class TaskConfig:
 
     @classmethod
     def from_dict(cls, params: dict | None) -> "TaskConfig":
-        unknown = set(params or {}) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown task parameter(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**(params or {}))
+        return dataclass_from_params(cls, params, "task")
 
     @property
     def per_side(self) -> int:

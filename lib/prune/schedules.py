@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from lib import distributed as dd
 from lib import io
+from lib.params import dataclass_from_params
 from lib.models import get_spec, load_checkpoint, save_checkpoint
 from lib.prune.accounting import accounting
 from lib.prune.masks import apply_masks, current_masks, fold_masks, prunable_parameters
@@ -74,14 +75,7 @@ class PruningPlan:
 
     @classmethod
     def from_dict(cls, params: dict) -> "PruningPlan":
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown pruning parameter(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        params = dict(params)
-        for key in ("targets", "layers", "exclude"):
-            if key in params:
-                params[key] = tuple(params[key] or ())
-        return cls(**params)
+        return dataclass_from_params(cls, params, "pruning", tuple_fields=("targets", "layers", "exclude"))
 
     def sparsities(self) -> list[tuple[float, int]]:
         """(target sparsity, parent step) of every pruning step; parent 0 is the dense model."""

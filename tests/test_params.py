@@ -1,0 +1,34 @@
+from dataclasses import dataclass
+
+import pytest
+
+from lib.params import dataclass_from_params
+from lib.prune.schedules import PruningPlan
+from lib.train import Recipe
+
+
+@dataclass(frozen=True)
+class Block:
+    size: int = 1
+    names: tuple = ()
+
+
+def test_known_parameters_build_the_dataclass_and_lists_become_tuples():
+    block = dataclass_from_params(Block, {"size": 3, "names": ["a", "b"]}, "block", tuple_fields=("names",))
+    assert block == Block(3, ("a", "b"))
+    assert dataclass_from_params(Block, None, "block") == Block()
+    assert dataclass_from_params(Block, {"names": None}, "block", tuple_fields=("names",)).names == ()
+
+
+def test_unknown_parameter_is_named_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown block parameter\(s\) \['sise'\]; known: \['names', 'size'\]"):
+        dataclass_from_params(Block, {"sise": 3}, "block")
+
+
+def test_recipe_and_plan_use_it():
+    assert Recipe.from_dict({"augment": ["flip"]}).augment == ("flip",)
+    assert PruningPlan.from_dict({"targets": [0.5]}).targets == (0.5,)
+    with pytest.raises(ValueError, match="unknown training parameter"):
+        Recipe.from_dict({"epoch": 1})
+    with pytest.raises(ValueError, match="unknown pruning parameter"):
+        PruningPlan.from_dict({"rates": 0.2})
