@@ -353,7 +353,8 @@ def execute_in_process(input_path, output_path, parameters=None, cwd=None, **_):
 
 def figure_placeholder(fig, out_dir, name):
     """lib.results.save_figure without rendering (seconds per figure on one core): the figure is built by the
-    notebook's code as usual; a 1-pixel PNG stands where the rendered one goes."""
+    notebook's code as usual (but for its tight layout, cosmetic and as slow); a 1-pixel PNG stands where the
+    rendered one goes."""
     import matplotlib.pyplot as plt
 
     from lib import io
@@ -367,6 +368,7 @@ def figure_placeholder(fig, out_dir, name):
 
 def dry_run(project: Path, monkeypatch) -> list:
     """Every stage of the resolved pipeline, dependencies first, as its command would run; its outputs checked."""
+    import matplotlib.figure
     import papermill
 
     import lib.results
@@ -375,6 +377,7 @@ def dry_run(project: Path, monkeypatch) -> list:
     experiment.check(stages, project)  # the stand-ins are where the parameters point
     monkeypatch.setattr(papermill, "execute_notebook", execute_in_process)
     monkeypatch.setattr(lib.results, "save_figure", figure_placeholder)
+    monkeypatch.setattr(matplotlib.figure.Figure, "tight_layout", lambda self, *args, **kwargs: None)
     monkeypatch.chdir(project)
     modules = {"lib.stage": lib.stage.main, "lib.mis.embeddings": lib.mis.embeddings.main}
     for stage in stages:

@@ -176,10 +176,28 @@ def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
             "rerun the stage that writes it, or load plain weights with create_model(..., weights=path)."
         )
     info = payload["model"]
-    model = create_model(info["name"], num_classes=info["num_classes"], **info["kwargs"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as error:
-        raise io.CheckpointError(f"{path} does not match model {info['name']}: {error}") from error
+    model = _built_from_state(info, payload["state_dict"])
+    if model is None:
+        model = create_model(info["name"], num_classes=info["num_classes"], **info["kwargs"])
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as error:
+            raise io.CheckpointError(f"{path} does not match model {info['name']}: {error}") from error
     model.eval()
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+def _built_from_state(info: dict, state: dict) -> nn.Module | None:
+    """The model built on the meta device and given the checkpoint's tensors, skipping the random
+    initialisation that loading would overwrite (seconds for a ViT-B on a CPU, at every checkpoint of every
+    analysis). None where that cannot be done (a builder that needs real tensors, a tensor that the state
+    dict does not hold, such as a non-persistent buffer, or a mismatch): the caller builds it normally."""
+    try:
+        with torch.device("meta"):
+            model = create_model(info["name"], num_classes=info["num_classes"], **info["kwargs"])
+        model.load_state_dict(state, assign=True)
+    except Exception:  # noqa: BLE001 -- any failure here only means the ordinary path is taken
+        return None
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        return None
+    return model
