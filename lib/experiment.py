@@ -167,7 +167,8 @@ def _chosen(stages: list[Stage], targets) -> list[Stage]:
     for target in targets:  # a stage name, or a matrix stage's base name (all of its items)
         hits = {s.name for s in stages if s.name == target or s.name.split("@")[0] == target}
         if not hits:
-            raise PresetError(f"no stage {target!r} in dvc.yaml; stages: {sorted({s.name.split('@')[0] for s in stages})}")
+            known = sorted({s.name.split("@")[0] for s in stages})
+            raise PresetError(f"no stage {target!r} in dvc.yaml; stages: {known}")
         names |= hits
     names |= {u for s in stages if s.name in names for u in s.upstream}
     return [s for s in stages if s.name in names]
@@ -297,9 +298,8 @@ def _check_alignment(p: dict) -> list[tuple]:
     root = Path(p["mvh_root"])
     if not root.exists():
         return [("mvh_root", root, "mvh")]
-    return [
-        (f"datasets[{name}]", next((c for c in (root / name, root / "datasets" / name) if c.is_dir()), root / name), "mvh")
-        for name in p["datasets"]]
+    found = {name: [c for c in (root / name, root / "datasets" / name) if c.is_dir()] for name in p["datasets"]}
+    return [(f"datasets[{name}]", (dirs or [root / name])[0], "mvh") for name, dirs in found.items()]
 
 
 def _check_units(p: dict) -> list[tuple]:
@@ -335,7 +335,7 @@ def default_name(params_file: str | Path) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.experiment", description=__doc__.split("\n\n")[0])
-    parser.add_argument("params_file", help="a parameter file in params.yaml's schema, e.g. presets/study_a.params.yaml")
+    parser.add_argument("params_file", help="a file in params.yaml's schema, e.g. presets/study_a.params.yaml")
     parser.add_argument("targets", nargs="*", help="stages to run with what they need (default: every stage)")
     parser.add_argument("--name", help="the experiment's name (default: from the file name, e.g. study-a)")
     parser.add_argument("--queue", action="store_true", help="queue it for `dvc queue start` instead of running it")

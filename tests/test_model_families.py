@@ -32,10 +32,12 @@ def vit():
 
 def test_specs_name_layers_that_exist(swin, vit):
     spec = get_spec(SWIN)
-    assert (spec.family, spec.cam_layer, spec.feature_layer, spec.classifier) == ("cnn", "permute", "features.-1", "head")
+    layers = (spec.family, spec.cam_layer, spec.feature_layer, spec.classifier)
+    assert layers == ("cnn", "permute", "features.-1", "head")
     assert spec.nhwc("features.3") and spec.nhwc("norm") and not spec.nhwc("permute") and not spec.nhwc("head")
     spec = get_spec(VIT)
-    assert (spec.family, spec.cam_layer, spec.feature_layer, spec.classifier) == ("vit", "blocks.-1", "blocks.-1", "head")
+    layers = (spec.family, spec.cam_layer, spec.feature_layer, spec.classifier)
+    assert layers == ("vit", "blocks.-1", "blocks.-1", "head")
     for model, spec in ((swin, get_spec(SWIN)), (vit, get_spec(VIT))):
         for layer in (spec.cam_layer, spec.feature_layer, spec.classifier):
             assert isinstance(get_layer(model, layer), nn.Module)

@@ -60,7 +60,8 @@ def _data_sizes(archs, **dataset):
 SIZES = {
     "study_a": {
         **COMMON_SIZES, **_data_sizes(A_ARCHS),
-        **{f"train.{arch}.recipe.{key}": value for arch in A_ARCHS for key, value in {"epochs": 1, "batch_size": 6}.items()},
+        **{f"train.{arch}.recipe.{key}": value for arch in A_ARCHS
+           for key, value in (("epochs", 1), ("batch_size", 6))},
         "train.vit_b32.recipe.warmup_epochs": 0, "train.swin_v2_t.recipe.warmup_epochs": 0,
         "prune.lrr.plan.threshold": 0.2,                     # one LRR round (ViT-B/32, Swin-V2-T)
         "retrain.resnet18.plan_overrides.threshold": 0.36,   # two rounds: the ResNets' own threshold applies
@@ -292,7 +293,8 @@ def write_model_vs_human(root: Path, datasets) -> None:
                          "imagename": f"{t + 1:04d}_s{subject}_s01_0_{shape}_00_{name}"}
                         for t, (shape, name) in enumerate(names)]
                 lines = [",".join(rows[0])] + [",".join(str(v) for v in row.values()) for row in rows]
-                (root / "raw-data" / dataset / f"{dataset}_subject-0{subject}_session_1.csv").write_text("\n".join(lines))
+                csv = root / "raw-data" / dataset / f"{dataset}_subject-0{subject}_session_1.csv"
+                csv.write_text("\n".join(lines))
 
 
 def write_googlenet_weights(path: Path) -> None:

@@ -44,7 +44,8 @@ def rectifier_network(model: nn.Module) -> bool:
     that ReLU is off the path from the input to the output, and guiding it would change nothing.
     """
     modules = list(model.modules())
-    return any(isinstance(m, RECTIFIERS) for m in modules) and not any(isinstance(m, SMOOTH_ACTIVATIONS) for m in modules)
+    return (any(isinstance(m, RECTIFIERS) for m in modules)
+            and not any(isinstance(m, SMOOTH_ACTIVATIONS) for m in modules))
 
 
 @contextmanager

@@ -2,9 +2,9 @@
 
 - CNNs: the output of the architecture's ``feature_layer`` (``get_spec(name).feature_layer``,
   e.g. ResNet ``layer4``; Swin's last stage, read as a CNN's map), one patch per spatial position,
-  with LOST's LayerNorm over patches x channels. ``dilation`` (2 or 4) turns the stride of the last stage(s) into dilation
-  first, as LOST does for ResNet-50 (torchvision's ``replace_stride_with_dilation``): the map
-  gets 2x (4x) finer with the same weights.
+  with LOST's LayerNorm over patches x channels. ``dilation`` (2 or 4) turns the stride of the last
+  stage(s) into dilation first, as LOST does for ResNet-50 (torchvision's ``replace_stride_with_dilation``):
+  the map gets 2x (4x) finer with the same weights.
 - ViTs (timm and torchvision): the keys, queries or values of the last block's attention
   (``which="k" | "q" | "v"``, heads concatenated, LOST's default ``k``) or the last block's output
   tokens (``"tokens"``); class and register tokens are dropped.
