@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import shlex
 import shutil
 import subprocess
@@ -67,7 +68,8 @@ class Stage:
 
 # ----------------------------------------------------------------------------- resolving with DVC
 def check_schema(params: dict, reference: dict, source: str) -> None:
-    """The same top-level blocks as ``params.yaml``; every arch and method with its per-item sections."""
+    """The same top-level blocks as ``params.yaml`` (the per-arch and per-method sections are checked with the
+    stages that read them)."""
     if not isinstance(params, dict):
         raise PresetError(f"{source} is not a YAML mapping of parameter blocks")
     missing, unknown = sorted(set(reference) - set(params)), sorted(set(params) - set(reference))
@@ -132,24 +134,30 @@ def check(stages: list[Stage], root: str | Path = ".", targets=(), paths: bool =
     """Check the stages that ``dvc exp run TARGETS`` would run (all without targets); returns them.
 
     Parameters are checked stage by stage (the first error stops); then every missing input is listed at once.
+    Relative paths are the repository root's (``root``), as for the stages.
     """
-    root = Path(root)
+    root = Path(root).resolve()
     chosen = _chosen(stages, targets)
     produced = [Path(out) for stage in stages for out in stage.outs]
     missing = {}  # kind -> {path: (parameter, stages)}
-    for stage in chosen:
-        try:
-            values = _effective(stage, root)
-            needed = CHECKS.get(Path(stage.notebook).stem if stage.notebook else stage.module, _no_check)(values)
-        except PresetError:
-            raise
-        except (ParameterError, ValueError, TypeError, KeyError) as error:
-            raise PresetError(f"stage {stage.name}: {error}") from None
-        for name, path, kind in needed:
-            path = Path(path)
-            produced_here = any(path == out or out in path.parents for out in produced)  # a stage writes it
-            if paths and not produced_here and not (path if path.is_absolute() else root / path).exists():
-                missing.setdefault(kind, {}).setdefault(path, (name, []))[1].append(stage.name)
+    previous = os.getcwd()
+    os.chdir(root)
+    try:
+        for stage in chosen:
+            try:
+                values = _effective(stage, root)
+                needed = CHECKS.get(Path(stage.notebook).stem if stage.notebook else stage.module, _no_check)(values)
+            except PresetError:
+                raise
+            except (ParameterError, ValueError, TypeError, KeyError) as error:
+                raise PresetError(f"stage {stage.name}: {error}") from None
+            for name, path, kind in needed:
+                path = Path(path)
+                produced_here = any(path == out or out in path.parents for out in produced)  # a stage writes it
+                if paths and not produced_here and not path.exists():
+                    missing.setdefault(kind, {}).setdefault(path, (name, []))[1].append(stage.name)
+    finally:
+        os.chdir(previous)
     if missing:
         lines = ["input data missing: get it, or point the parameters at your copy"]
         for kind, found in missing.items():
@@ -305,10 +313,14 @@ def _check_alignment(p: dict) -> list[tuple]:
 def _check_units(p: dict) -> list[tuple]:
     from lib.data.image_pool import POOL_KEYS
     from lib.mis import TaskConfig, create_backend
+    from lib.mis.similarity import BackendUnavailable
 
     _unknown(p["pool"], POOL_KEYS, "pool")
     for spec in p["backends"]:
-        create_backend(spec)
+        try:
+            create_backend(spec)
+        except BackendUnavailable as error:
+            raise ValueError(str(error)) from None
     if "tasks" in p:
         TaskConfig.from_dict(p["tasks"])
     return [("pool.folder", p["pool"]["folder"], "pool")] if "folder" in p["pool"] else []
@@ -356,7 +368,8 @@ def main(argv=None) -> int:
         return 0
     params = Path("params.yaml")
     previous = params.read_bytes()
-    shutil.copy(args.params_file, params)
+    if Path(args.params_file).resolve() != params.resolve():
+        shutil.copy(args.params_file, params)
     try:
         return subprocess.run(command).returncode
     finally:

@@ -149,6 +149,12 @@ def test_missing_data_is_named_with_how_to_get_it(tmp_path):
     message = str(error.value)
     assert "data/imagenet/val" in message and "googlenet-1378be20.pth" in message and "download.pytorch.org" in message
     assert "VOCdevkit" not in message  # `mis` and what it needs read no VOC
+    (tmp_path / "data" / "model-vs-human" / "cue-conflict").mkdir(parents=True)  # one dataset of 17
+    with pytest.raises(experiment.PresetError) as error:
+        experiment.check(experiment.resolve(PRESETS["study_a"], ROOT), tmp_path, targets=["align@resnet18-lrr"])
+    message = str(error.value)
+    assert "data/model-vs-human/edge" in message and "data/model-vs-human/cue-conflict" not in message
+    assert "data/imagenet/train" in message and "align@resnet50-lrr" not in message  # what align@resnet18 needs
 
 
 @pytest.mark.parametrize("change, message", [
@@ -158,6 +164,7 @@ def test_missing_data_is_named_with_how_to_get_it(tmp_path):
     (("discover", "vit_b32", "features", "dilatation", 2), "dilatation"),
     (("align", "datasets", ["cue-conflict", "sketches"]), "sketches"),
     (("archs", ["resnet18", "resnet34"]), "resnet34"),
+    (("mis", "backends", [{"name": "dreamsim"}]), "DreamSim backend needs"),
 ])
 def test_bad_parameters_fail_before_any_compute(tmp_path, change, message):
     params = load("study_a")
