@@ -183,6 +183,8 @@ def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_boot: int = 100
                 if column in items.columns and items[column].notna().any():
                     values = items[["step", "image", column]].dropna().rename(columns={column: metric})
                     values[metric] = values[metric].astype(float)
+                    if not (values["step"] == 0).any():
+                        continue  # undefined on every image of the dense model (e.g. all-zero maps): no reference
                     spot = sweet_spot(values, metric, sparsity, n_boot=n_boot, seed=seed)
                     rows.append({"arch": arch, "method": method, "stage": stage, **spot,
                                  "resampled": "units" if stage == "mis" else "images"})

@@ -41,11 +41,11 @@ class Recipe:
 
     def __post_init__(self):
         checks = {
-            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+            "epochs": self.epochs >= 0, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
             "optimizer": self.optimizer in ("sgd", "adamw"),
             "schedule": self.schedule in ("cosine", "step", "exponential", "constant"),
             "augment": set(self.augment) <= {"flip", "crop", "resized_crop"},
-            "warmup_epochs": 0 <= self.warmup_epochs < self.epochs,
+            "warmup_epochs": self.warmup_epochs == 0 or 0 < self.warmup_epochs < self.epochs,
             "label_smoothing": 0 <= self.label_smoothing < 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -274,22 +274,31 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
 
 
 def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_dir: str | Path,
-                     model_kwargs: dict | None = None, dataset: dict | None = None, progress: bool = True) -> dict:
-    """Train a registered model from scratch; write ``model.pt`` and DVCLive logs to ``out_dir``.
+                     model_kwargs: dict | None = None, dataset: dict | None = None, pretrained: dict | None = None,
+                     progress: bool = True) -> dict:
+    """Train a registered model; write ``model.pt`` and DVCLive logs to ``out_dir``.
 
     Data: the embedded dataset in ``data_dir``, or ``dataset`` (the pruning stage's dataset dict, e.g.
     ``{"name": "imagenet", "root": ..., "num_classes": 1000, ...}``, see ``lib.prune.runs``).
-    Everything is validated (model name, recipe, data) before the first training step. The training
+    ``pretrained``: start from a local weights file instead of a random initialisation,
+    ``{"weights": path, "drop_keys": [...], "recorded_acc": 0.6978}`` (the pruning presets' pretrained
+    models, ``lib.prune.runs.load_pretrained``); with ``recipe.epochs`` 0 the model is taken as it is and
+    only evaluated (Study B prunes torchvision's ImageNet GoogLeNet), otherwise it is fine-tuned.
+    Everything is validated (model name, recipe, data, weights) before the first training step. The training
     state lives in ``out_dir/state`` until the run has finished, so an interrupted run resumes.
     """
     import shutil
 
     from lib.data import shapes
-    from lib.models import create_model, get_spec, save_checkpoint
-    from lib.prune.runs import pruning_data  # the one place that knows every dataset's layout
+    from lib.models import get_spec, save_checkpoint
+    from lib.prune.runs import load_pretrained, pruning_data  # every dataset's layout, one place
 
     out_dir = Path(out_dir)
     spec = get_spec(model_name)
+    pretrained = dict(pretrained or {})
+    check_pretrained(pretrained)
+    if recipe.epochs == 0 and not pretrained:
+        raise ValueError("epochs 0 trains nothing: give pretrained weights, or at least one epoch")
     if dataset:
         dataset = dict(dataset)
         if "num_classes" not in dataset:
@@ -300,15 +309,53 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
         num_classes = len(shapes.load_meta(data_dir)["classes"])
     data = pruning_data(dataset, spec.mean, spec.std)
     seed_everything(recipe.seed)
-    model = create_model(model_name, num_classes=num_classes, **(model_kwargs or {}))
-    result = fit(model, data["train"], data["val"], recipe, out_dir / "state", image_size=data["image_size"],
-                 live_dir=out_dir / "dvclive", run_info={"model": model_name, "kwargs": model_kwargs, "data": data["id"]},
-                 progress=progress)
+    source = {"model": model_name, "num_classes": num_classes, "model_kwargs": model_kwargs or {}, **pretrained}
+    model = load_pretrained(source)
+    if recipe.epochs:
+        history = fit(model, data["train"], data["val"], recipe, out_dir / "state", image_size=data["image_size"],
+                      live_dir=out_dir / "dvclive", progress=progress,
+                      run_info={"model": model_name, "kwargs": model_kwargs, "data": data["id"],
+                                **({"pretrained": pretrained} if pretrained else {})})["history"]
+    else:  # the pretrained model as it is: its evaluation is the whole learning curve (epoch 0)
+        model.to(dd.default_device())
+        history = [{"epoch": 0, "train_acc": evaluate(model, data["train"]), "val_acc": evaluate(model, data["val"])}]
+        log_history(out_dir / "dvclive", history)
     test_acc = evaluate(model, data["test"])
     if dd.is_main():
         save_checkpoint(out_dir / "model.pt", model, model_name, num_classes, model_kwargs, recipe=asdict(recipe),
-                        test_acc=test_acc)
+                        test_acc=test_acc, **({"weights": str(pretrained["weights"]),
+                                               "recorded_acc": pretrained.get("recorded_acc")} if pretrained else {}))
         shutil.rmtree(out_dir / "state", ignore_errors=True)
     dd.barrier()
     return {"model": model_name, "params": sum(p.numel() for p in model.parameters()), "test_acc": test_acc,
-            "val_acc": result["history"][-1]["val_acc"], "epochs": recipe.epochs, "history": result["history"]}
+            "val_acc": history[-1]["val_acc"], "epochs": recipe.epochs, "history": history,
+            **({"recorded_acc": pretrained.get("recorded_acc")} if pretrained else {})}
+
+
+def check_pretrained(pretrained: dict | None, exists: bool = True) -> None:
+    """``pretrained`` of :func:`train_classifier`: empty, or 'weights' (a local file that ``exists``) and
+    optionally 'drop_keys' and 'recorded_acc'."""
+    from lib.prune.runs import PRETRAINED_KEYS
+
+    pretrained = pretrained or {}
+    unknown = set(pretrained) - (PRETRAINED_KEYS - {"model", "num_classes", "model_kwargs"})
+    if unknown or (pretrained and not pretrained.get("weights")):
+        raise ValueError(f"pretrained takes 'weights' (a local file) and optionally 'drop_keys', 'recorded_acc'; "
+                         f"got {sorted(pretrained)}")
+    if exists and pretrained and not Path(pretrained["weights"]).is_file():
+        raise FileNotFoundError(f"pretrained weights file {pretrained['weights']} does not exist")
+
+
+def log_history(live_dir: str | Path, history: list[dict]) -> None:
+    """Write ``history`` (one dict of metrics per epoch) as DVCLive metrics, as ``fit`` logs them."""
+    if not dd.is_main():
+        return
+    from dvclive import Live
+
+    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
+    for record in history:
+        for key, value in record.items():
+            if key != "epoch":
+                live.log_metric(key, value)
+        live.next_step()
+    live.end()

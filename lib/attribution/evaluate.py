@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from lib import io
-from lib.attribution.methods import DEFAULT_METHODS, Attributor, check_method_names, create_method
+from lib.attribution.methods import Attributor, check_method_names, create_method, default_methods
 from lib.attribution.metrics import FAITHFULNESS, LOCALISATION, GroundTruth, relevance_map, uniform_scores
 from lib.checkpoints import iter_checkpoints, validate_source
 from lib.data.transforms import normalize, to_tensor
@@ -125,17 +125,22 @@ class CheckpointState:
 def score_checkpoints(source, data: dict, methods: list[str] | None = None, method_options: dict | None = None,
                       cam_layer: str | None = None, tolerance: float = 15.0, perturbation_steps: int = 16,
                       blur_sigma: float = 5.0, batch_size: int = 16, eval_batch_size: int = 128, gallery_size: int = 4,
-                      device: str = "cpu", state_dir=None, progress: bool = True) -> Scores:
+                      device: str | None = "cpu", state_dir=None, progress: bool = True) -> Scores:
     """Attribute and score every checkpoint of ``source`` on ``data`` (a ``lib.data.masks`` dict).
 
-    methods: names from ``lib.attribution.METHODS`` (default: every method that applies to the model family);
+    methods: names from ``lib.attribution.METHODS`` (default: every method of the model family that applies
+    to the model, ``lib.attribution.methods.default_methods``);
     method_options: {method: {option: value}} (e.g. ``{"ig_smoothgrad": {"steps": 50, "samples": 2}}``);
     tolerance: the pointing game's, in pixels; perturbation_steps, blur_sigma: deletion/insertion curves;
     batch_size: images per attribution call; eval_batch_size: images per forward pass of the perturbation curves;
-    state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes.
+    state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes;
+    device: where the models run (None: the GPU when there is one, see ``lib.distributed.default_device``).
     """
     from tqdm.auto import tqdm
 
+    from lib.distributed import default_device
+
+    device = device or default_device()
     # Everything that can be wrong is checked before the first forward pass.
     validate_source(source)
     check_data(data)
@@ -159,7 +164,7 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
         if done is None:
             started, cpu_started = time.perf_counter(), time.process_time()
             spec = get_spec(record["model"])
-            names = list(methods or DEFAULT_METHODS[spec.family])
+            names = list(methods or default_methods(model, spec))
             chosen = [create_method(n, model, spec, cam_layer=cam_layer, **method_options.get(n, {})) for n in names]
             # channels_last: oneDNN's convolutions run about 1.4x faster in it on CPU (benchmarks/attribution.py).
             layout = torch.channels_last if spec.family == "cnn" else torch.contiguous_format

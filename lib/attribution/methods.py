@@ -34,6 +34,18 @@ from torch import nn
 from lib.models import get_layer
 
 RECTIFIERS = (nn.ReLU, nn.ReLU6)
+SMOOTH_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.ELU)
+
+
+def rectifier_network(model: nn.Module) -> bool:
+    """Whether guided backpropagation is defined for ``model``: its activations are rectifier modules.
+
+    A GELU transformer is not one even where a small MLP inside it has a ReLU (Swin V2's position-bias MLP):
+    that ReLU is off the path from the input to the output, and guiding it would change nothing.
+    """
+    modules = list(model.modules())
+    return (any(isinstance(m, RECTIFIERS) for m in modules)
+            and not any(isinstance(m, SMOOTH_ACTIVATIONS) for m in modules))
 
 
 @contextmanager
@@ -67,8 +79,11 @@ def tokens_to_grid(tokens: torch.Tensor, num_prefix_tokens: int, grid: tuple[int
 
 
 def vit_layout(model: nn.Module) -> tuple[int, tuple[int, int] | None]:
-    """(number of prefix tokens, patch grid) of a timm-style ViT."""
+    """(number of prefix tokens, patch grid) of a timm-style ViT; the grid is None (square, read from the
+    token count) when the model takes any input size (timm's ``dynamic_img_size``)."""
     grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if getattr(model, "dynamic_img_size", False):
+        grid = None
     return int(getattr(model, "num_prefix_tokens", 1)), (tuple(grid) if grid is not None else None)
 
 
@@ -347,6 +362,23 @@ DEFAULT_METHODS = {"cnn": ("gradcam", "guided_gradcam", "ig_smoothgrad", "salien
                    "vit": ("gradcam", "ig_smoothgrad", "saliency", "attention", "rollout")}
 
 
+def default_methods(model: nn.Module, spec) -> list[str]:
+    """The model family's default methods (``DEFAULT_METHODS``) that apply to this model: Guided Grad-CAM
+    needs a rectifier network (:func:`rectifier_network`: not GELU transformers, not GoogLeNet, whose ReLUs are
+    functions), the attention maps need timm ViT blocks (torchvision's ViT and Swin have none)."""
+    names = []
+    for name in DEFAULT_METHODS[spec.family]:
+        if name == "guided_gradcam" and not rectifier_network(model):
+            continue
+        if issubclass(METHODS[name], CLSAttention):
+            try:
+                attention_modules(model)
+            except ValueError:
+                continue
+        names.append(name)
+    return names
+
+
 def check_method_names(names) -> None:
     unknown = sorted(set(names) - set(METHODS))
     if unknown:
@@ -378,9 +410,9 @@ def create_method(name: str, model: nn.Module, spec=None, cam_layer: str | None 
         method = cls(model, layer, **options)
     else:
         method = cls(model, **options)
-    if isinstance(method, GuidedGradCAM) and not any(isinstance(m, RECTIFIERS) for m in model.modules()):
-        raise ValueError(f"guided_gradcam needs ReLU/ReLU6 modules and {type(model).__name__} has none "
-                         "(e.g. a ViT uses GELU); drop it from the methods")
+    if isinstance(method, GuidedGradCAM) and not rectifier_network(model):
+        raise ValueError(f"guided_gradcam needs a network of ReLU/ReLU6 modules and {type(model).__name__} is not one "
+                         "(e.g. a ViT uses GELU, GoogLeNet calls relu as a function); drop it from the methods")
     return method
 
 

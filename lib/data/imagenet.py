@@ -1,11 +1,20 @@
 """ImageNet (or any ImageFolder-style dataset) in the standard layout ``<root>/<split>/<wnid>/<image>``.
 
 Classes are the sorted sub-folder names of the split, which for ImageNet-1k is the standard class
-index order. Study B retrains on part of the validation split and tests on the rest:
-:func:`split` takes, per class, ``retrain_per_class`` images for retraining and ``test_per_class``
-of the others for testing (``None``: all the others), after a seeded shuffle of the sorted files.
-Images are decoded lazily: resized (shorter side ``resize``) and centre-cropped to ``image_size``,
-as for evaluation; the retraining recipe's augmentation is applied on top (``lib.train``).
+index order. Two ways to make training and test data (:func:`datasets`):
+
+- Study B retrains on part of the validation split and tests on the rest: :func:`split` takes, per
+  class, ``retrain_per_class`` images for retraining and ``test_per_class`` of the others for testing
+  (``None``: all the others), after a seeded shuffle of the sorted files.
+- Study A trains from scratch on ImageNet-1k: ``train_split="train"`` trains on every image of
+  ``<root>/train`` and tests on every image of ``<root>/<split>`` (``val``).
+
+Either way ``val`` (monitoring during training only) is a seeded subset of ``n_val`` test images.
+Images are decoded lazily. Test images are resized (shorter side ``resize``) and centre-cropped to
+``image_size``, the evaluation transform. Training images get the same transform, with the training
+recipe's augmentation on top (``lib.train``), unless ``augment=True``: then they get the standard
+ImageNet training transform instead, ``RandomResizedCrop(image_size)`` of the decoded image and a
+horizontal flip (torchvision's reference recipe, Study A's), and the recipe should add none.
 """
 
 from __future__ import annotations
@@ -54,14 +63,17 @@ def split(labels: np.ndarray, retrain_per_class: int, test_per_class: int | None
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """(normalised image, label) items decoded from files: resize the shorter side, centre crop."""
+    """(normalised image, label) items decoded from files: resize the shorter side and centre crop, or
+    (``augment``) a random resized crop of the whole image and a random horizontal flip."""
 
-    def __init__(self, files, labels, mean, std, image_size: int = 224, resize: int = 256):
+    def __init__(self, files, labels, mean, std, image_size: int = 224, resize: int = 256, augment: bool = False):
         from torchvision.transforms import v2
 
         self.files, self.labels = list(files), torch.as_tensor(labels, dtype=torch.long)
-        self.transform = v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), v2.CenterCrop(image_size),
-                                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+        geometry = ([v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()] if augment
+                    else [v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)])
+        self.transform = v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True),
+                                     v2.Normalize(list(mean), list(std))])
 
     def __len__(self) -> int:
         return len(self.files)
@@ -73,15 +85,35 @@ class ImageFiles(torch.utils.data.Dataset):
             return self.transform(image.convert("RGB")), self.labels[index]
 
 
-def datasets(root: str | Path, mean, std, split_name: str = "val", retrain_per_class: int = 25,
+def datasets(root: str | Path, mean, std, split_name: str = "val", retrain_per_class: int | None = None,
              test_per_class: int | None = None, n_val: int = 1000, image_size: int = 224, resize: int = 256,
-             seed: int = 0) -> dict:
-    """``train`` (retraining part), ``test`` (the rest, or ``test_per_class`` per class) and ``val``
-    (``n_val`` images of the test part, only for monitoring retraining) of one split."""
-    found = scan(root, split_name)
-    retrain, test = split(found["labels"], retrain_per_class, test_per_class, seed)
-    files = np.array(found["files"], dtype=object)
-    make = lambda idx: ImageFiles(files[idx], found["labels"][idx], mean, std, image_size, resize)  # noqa: E731
-    val = test[np.random.default_rng(seed).permutation(len(test))[:n_val]]
-    return {"train": make(retrain), "val": make(np.sort(val)), "test": make(test), "classes": found["classes"],
-            "image_size": image_size}
+             seed: int = 0, train_split: str | None = None, augment: bool = False) -> dict:
+    """``train``, ``test`` and ``val`` (``n_val`` images of the test part, only for monitoring training).
+
+    Without ``train_split`` (Study B): ``train`` is ``retrain_per_class`` images per class of ``split_name``
+    (default 25) and ``test`` the rest of it (or ``test_per_class`` per class). With ``train_split``
+    (Study A): ``train`` is all of ``<root>/<train_split>`` and ``test`` all of ``<root>/<split_name>``,
+    which must have the same classes. ``augment``: the training transform (see the module docstring).
+    """
+    test_found = scan(root, split_name)
+    test_files = np.array(test_found["files"], dtype=object)
+    if train_split is None:
+        retrain, test = split(test_found["labels"], 25 if retrain_per_class is None else retrain_per_class,
+                              test_per_class, seed)
+        train_files, train_labels = test_files[retrain], test_found["labels"][retrain]
+        test_files, test_labels = test_files[test], test_found["labels"][test]
+    else:
+        if retrain_per_class is not None or test_per_class is not None:
+            raise ValueError("retrain_per_class and test_per_class split one split into two; with train_split "
+                             "the training and test splits are used whole: leave them out")
+        train_found = scan(root, train_split)
+        if train_found["classes"] != test_found["classes"]:
+            raise ValueError(f"{root}/{train_split} and {root}/{split_name} must have the same class folders "
+                             f"({len(train_found['classes'])} and {len(test_found['classes'])} found)")
+        train_files, train_labels = np.array(train_found["files"], dtype=object), train_found["labels"]
+        test_labels = test_found["labels"]
+    val = np.sort(np.random.default_rng(seed).permutation(len(test_files))[:n_val])
+    make = lambda files, labels, train=False: ImageFiles(files, labels, mean, std, image_size, resize,  # noqa: E731
+                                                        augment=augment and train)
+    return {"train": make(train_files, train_labels, train=True), "val": make(test_files[val], test_labels[val]),
+            "test": make(test_files, test_labels), "classes": test_found["classes"], "image_size": image_size}

@@ -1,10 +1,10 @@
 """A backbone's last feature map as a set of patch features, the input of LOST and TokenCut.
 
 - CNNs: the output of the architecture's ``feature_layer`` (``get_spec(name).feature_layer``,
-  e.g. ResNet ``layer4``), one patch per spatial position, with LOST's LayerNorm over
-  patches x channels. ``dilation`` (2 or 4) turns the stride of the last stage(s) into dilation
-  first, as LOST does for ResNet-50 (torchvision's ``replace_stride_with_dilation``): the map
-  gets 2x (4x) finer with the same weights.
+  e.g. ResNet ``layer4``; Swin's last stage, read as a CNN's map), one patch per spatial position,
+  with LOST's LayerNorm over patches x channels. ``dilation`` (2 or 4) turns the stride of the last
+  stage(s) into dilation first, as LOST does for ResNet-50 (torchvision's ``replace_stride_with_dilation``):
+  the map gets 2x (4x) finer with the same weights.
 - ViTs (timm and torchvision): the keys, queries or values of the last block's attention
   (``which="k" | "q" | "v"``, heads concatenated, LOST's default ``k``) or the last block's output
   tokens (``"tokens"``); class and register tokens are dropped.
@@ -144,6 +144,7 @@ class PatchFeatures:
         self.layernorm, self.centre = layernorm, centre
         self.model = dilate_last_stages(model, self.dilation).eval()
         self.layer = None if self.vit else get_layer(self.model, spec.feature_layer)
+        self.nhwc = not self.vit and spec.nhwc(spec.feature_layer)  # Swin: (B, h, w, C) maps
 
     # --- the hooked module and how its output becomes (B, N, d)
     def _hook_target(self) -> nn.Module:
@@ -190,7 +191,7 @@ class PatchFeatures:
             handle.remove()
         if "out" not in captured:
             raise RuntimeError(f"the feature layer of {self.name} was not reached in the forward pass")
-        output = captured["out"]
+        output = captured["out"].permute(0, 3, 1, 2) if self.nhwc else captured["out"]
         feats = self._to_patches(output).float()
         if self.vit:
             patch = self.patch_size()

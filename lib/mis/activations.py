@@ -29,9 +29,10 @@ def default_layers(model: nn.Module, model_name: str) -> list[str]:
     """Every block of the model's main stack, then ``logits`` and ``softmax``.
 
     The stack is the container of the spec's ``feature_layer`` (e.g. ``features`` of ``small_cnn``,
-    ``_blocks`` of EfficientNet-Lite, ``blocks`` of a ViT); for CNNs only children holding a
-    convolution count as blocks (pooling layers between blocks do not). Other architectures: pass
-    ``layers`` explicitly.
+    ``_blocks`` of EfficientNet-Lite, ``blocks`` of a ViT, ``features`` of a Swin); for CNNs only
+    children holding a convolution count as blocks (pooling layers between blocks do not), for
+    transformer stacks (ViT blocks; Swin stages, whose outputs are (N, H, W, C)) every child does.
+    Other architectures: pass ``layers`` explicitly.
     """
     spec = get_spec(model_name)
     if not spec.feature_layer:
@@ -40,7 +41,8 @@ def default_layers(model: nn.Module, model_name: str) -> list[str]:
     container = get_layer(model, parent) if parent else model
     prefix = f"{parent}." if parent else ""
     blocks = [f"{prefix}{name}" for name, child in container.named_children()
-              if spec.family == "vit" or any(isinstance(m, nn.Conv2d) for m in child.modules())]
+              if spec.family == "vit" or spec.nhwc(f"{prefix}{name}")
+              or any(isinstance(m, nn.Conv2d) for m in child.modules())]
     if not blocks:
         raise ValueError(f"found no blocks under {parent or 'the model'} of {model_name!r}: pass `layers` explicitly")
     return blocks + list(OUTPUT_LAYERS)
@@ -60,12 +62,13 @@ def check_layers(model: nn.Module, layers: list[str]) -> None:
                              f"use dotted names of model.named_modules(), or {OUTPUT_LAYERS}") from None
 
 
-def _channel_means(output, prefix_tokens: int) -> torch.Tensor:
-    """(B, C) spatial means of a module's output: conv maps (B, C, H, W) or token sequences (B, T, D)."""
+def _channel_means(output, prefix_tokens: int, nhwc: bool = False) -> torch.Tensor:
+    """(B, C) spatial means of a module's output: conv maps (B, C, H, W) (or (B, H, W, C) if ``nhwc``)
+    or token sequences (B, T, D)."""
     if isinstance(output, (tuple, list)):
         output = output[0]
     if output.ndim == 4:
-        return output.float().mean((2, 3))
+        return output.float().mean((1, 2) if nhwc else (2, 3))
     if output.ndim == 3:  # tokens: the spatial positions are the patch tokens (class/register tokens excluded)
         return output[:, prefix_tokens:].float().mean(1)
     if output.ndim == 2:
@@ -75,10 +78,11 @@ def _channel_means(output, prefix_tokens: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def unit_activations(model: nn.Module, pool: ImagePool, layers: list[str], mean, std, batch_size: int = 128,
-                     progress: bool = False) -> dict[str, torch.Tensor]:
+                     progress: bool = False, nhwc_layers=()) -> dict[str, torch.Tensor]:
     """``{layer: (units, images)}`` float tensors: every unit's spatial-mean activation on every pool image.
 
-    ``mean``/``std``: the input normalisation the model expects (``get_spec(name).mean/.std``).
+    ``mean``/``std``: the input normalisation the model expects (``get_spec(name).mean/.std``);
+    ``nhwc_layers``: the layers whose 4-d outputs are (N, H, W, C) (``get_spec(name).nhwc(layer)``).
     """
     check_layers(model, layers)
     hooked = [name for name in layers if name not in OUTPUT_LAYERS]
@@ -90,7 +94,7 @@ def unit_activations(model: nn.Module, pool: ImagePool, layers: list[str], mean,
 
     def hook_for(name):
         def hook(_module, _inputs, output):
-            collected[name].append(_channel_means(output, prefix_tokens).cpu())
+            collected[name].append(_channel_means(output, prefix_tokens, name in nhwc_layers).cpu())
             fired.add(name)
             if not need_output and len(fired) == len(hooked):
                 raise _StopForward

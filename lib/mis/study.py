@@ -86,7 +86,8 @@ def score_model(model: nn.Module, model_name: str, pool: ImagePool, scorers: dic
     """Every unit of ``layers`` (default: every block, logits, softmax) of one model, under every backend."""
     spec = get_spec(model_name)
     layers = list(layers) if layers else default_layers(model, model_name)
-    activations = unit_activations(model, pool, layers, spec.mean, spec.std, batch_size)
+    activations = unit_activations(model, pool, layers, spec.mean, spec.std, batch_size,
+                                   nhwc_layers=[layer for layer in layers if spec.nhwc(layer)])
     record = dict(record or {})
     keys = {k: record[k] for k in ("step", "sparsity", "control") if k in record}
     primary = next(iter(scorers))

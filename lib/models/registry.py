@@ -24,6 +24,9 @@ class ModelSpec:
     feature_layer: dotted name of the module whose output is the "last feature map" (LOST).
     classifier: dotted name of the final classifier, so pruning can exclude it.
     mean, std: the input normalisation the weights expect (ImageNet's unless the weights say otherwise).
+    nhwc_modules: dotted names of modules whose 4-d outputs, and their submodules', are (N, H, W, C), not
+    (N, C, H, W) (Swin's ``features`` and ``norm``; only its patch embedding's convolution, features.0.0, is
+    not); the analyses that read activations permute those first (:meth:`nhwc`).
     """
 
     name: str
@@ -35,6 +38,11 @@ class ModelSpec:
     defaults: dict = field(default_factory=dict)
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
+    nhwc_modules: tuple = ()
+
+    def nhwc(self, layer: str) -> bool:
+        """Whether the 4-d output of module ``layer`` (a dotted name) is laid out (N, H, W, C)."""
+        return any(layer == m or layer.startswith(m + ".") for m in self.nhwc_modules)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -69,7 +77,10 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY) + ["torchvision/<name>", "timm/<name>"]
 
 
-# Analysis layers of the common torchvision/timm architectures (same names the papers use).
+# Analysis layers of the common torchvision architectures (same names the papers use): family, cam_layer,
+# feature_layer, classifier. Swin has no class token and its stages give feature maps, as a CNN's do (in
+# (N, H, W, C) layout), so the analyses treat it as a CNN: Grad-CAM on ``permute`` (the last stage after the
+# final norm, as (N, C, H, W)), patch features and unit activations from the stages (``nhwc_modules``).
 _KNOWN_LAYERS = {
     "resnet": ("cnn", "layer4", "layer4", "fc"),
     "googlenet": ("cnn", "inception5b", "inception5b", "fc"),
@@ -77,13 +88,16 @@ _KNOWN_LAYERS = {
     "efficientnet": ("cnn", "features", "features", "classifier"),
     "mobilenet": ("cnn", "features", "features", "classifier"),
     "vit": ("vit", "encoder.layers", "encoder.layers", "heads"),
-    "swin": ("vit", "features", "features", "head"),
+    "swin": ("cnn", "permute", "features.-1", "head"),
 }
+# timm ViTs (``blocks``, ``head``), as the repository's small_vit: the attention maps need timm's blocks.
+_TIMM_VIT = ("vit", "blocks.-1", "blocks.-1", "head")
 
 
 def _external_spec(name: str) -> ModelSpec:
     source, _, model_name = name.partition("/")
     family, cam, feat, cls = next((v for k, v in _KNOWN_LAYERS.items() if model_name.startswith(k)), ("cnn", None, None, None))
+    nhwc = ("features", "norm") if source == "torchvision" and model_name.startswith("swin") else ()
     if source == "torchvision":
         import torchvision
 
@@ -98,15 +112,17 @@ def _external_spec(name: str) -> ModelSpec:
 
         if not timm.is_model(model_name):
             raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
-        if model_name.startswith(("vit", "deit", "swin")):
-            family, cls = "vit", "head"
+        if model_name.startswith(("vit", "deit")):
+            family, cam, feat, cls = _TIMM_VIT
+        elif model_name.startswith("swin"):  # stages without a (N, C, H, W) module to read: no analysis layers
+            family, cam, feat, cls = "vit", None, None, "head"
 
         def builder(num_classes, **kwargs):
             return timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
 
     else:
         raise ValueError(f"unknown model source {source!r} in {name!r}; use torchvision/<name> or timm/<name>")
-    return ModelSpec(name, builder, family, cam, feat, cls)
+    return ModelSpec(name, builder, family, cam, feat, cls, nhwc_modules=nhwc)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -160,10 +176,28 @@ def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
             "rerun the stage that writes it, or load plain weights with create_model(..., weights=path)."
         )
     info = payload["model"]
-    model = create_model(info["name"], num_classes=info["num_classes"], **info["kwargs"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as error:
-        raise io.CheckpointError(f"{path} does not match model {info['name']}: {error}") from error
+    model = _built_from_state(info, payload["state_dict"])
+    if model is None:
+        model = create_model(info["name"], num_classes=info["num_classes"], **info["kwargs"])
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as error:
+            raise io.CheckpointError(f"{path} does not match model {info['name']}: {error}") from error
     model.eval()
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+def _built_from_state(info: dict, state: dict) -> nn.Module | None:
+    """The model built on the meta device and given the checkpoint's tensors, skipping the random
+    initialisation that loading would overwrite (seconds for a ViT-B on a CPU, at every checkpoint of every
+    analysis). None where that cannot be done (a builder that needs real tensors, a tensor that the state
+    dict does not hold, such as a non-persistent buffer, or a mismatch): the caller builds it normally."""
+    try:
+        with torch.device("meta"):
+            model = create_model(info["name"], num_classes=info["num_classes"], **info["kwargs"])
+        model.load_state_dict(state, assign=True)
+    except Exception:  # noqa: BLE001 -- any failure here only means the ordinary path is taken
+        return None
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        return None
+    return model

@@ -12,6 +12,8 @@ plan), each into ``out_dir/<arch>/<name>``, and writes a summary of all of them 
      "augment": True}
     {"name": "imagenet", "root": "/data/imagenet", "split": "val", "retrain_per_class": 25,
      "test_per_class": 25, "n_val": 1000, "image_size": 224, "resize": 256, "seed": 0}
+    {"name": "imagenet", "root": "/data/imagenet", "train_split": "train", "split": "val", "n_val": 10000,
+     "image_size": 224, "resize": 256, "augment": True, "seed": 0}     (train on train, test on val)
 
 A pretrained dense model: ``{"model": "cifar_resnet20", "weights": "path/to/file", "num_classes": 10,
 "model_kwargs": {}, "drop_keys": [], "recorded_acc": 0.9178}`` (``drop_keys``: prefixes of weight
@@ -33,13 +35,14 @@ from lib.train import Recipe, evaluate
 DATASETS = {
     "shapes": {"root"},
     "cifar10": {"root", "retrain_share", "seed", "n_val", "augment"},
-    "imagenet": {"root", "split", "retrain_per_class", "test_per_class", "n_val", "image_size", "resize", "seed"},
+    "imagenet": {"root", "split", "train_split", "retrain_per_class", "test_per_class", "n_val", "image_size", "resize",
+                 "seed", "augment"},
 }
 PRETRAINED_KEYS = {"model", "weights", "num_classes", "model_kwargs", "drop_keys", "recorded_acc"}
 
 
-def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[dict, Recipe]:
-    """Check every parameter before any compute; returns the parsed plans and recipe."""
+def check_dataset(dataset: dict, exists: bool = True) -> None:
+    """A dataset dict's name and keys (and, with ``exists``, that its root is there)."""
     name = dataset.get("name", "shapes")
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
@@ -48,8 +51,13 @@ def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[di
         raise ValueError(f"dataset {name!r} has no parameter(s) {sorted(unknown)}; known: {sorted(DATASETS[name])}")
     if "root" not in dataset:
         raise ValueError(f"dataset {name!r} needs a 'root' folder")
-    if not Path(dataset["root"]).exists():
+    if exists and not Path(dataset["root"]).exists():
         raise FileNotFoundError(f"dataset root {dataset['root']} does not exist")
+
+
+def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[dict, Recipe]:
+    """Check every parameter before any compute; returns the parsed plans and recipe."""
+    check_dataset(dataset)
     for arch, source in models.items():
         if "checkpoint" in source:
             if set(source) != {"checkpoint"}:
@@ -88,19 +96,25 @@ def pruning_data(dataset: dict, mean, std) -> dict:
     return {**data, "id": {"name": name, "root": str(root), **options}}
 
 
-def dense_checkpoint(arch: str, source: dict, out_dir: str | Path) -> Path:
-    """Path of the dense model's checkpoint; a pretrained model is first written to ``out_dir/<arch>/dense.pt``."""
-    if "checkpoint" in source:
-        return Path(source["checkpoint"])
-    path = Path(out_dir) / arch / "dense.pt"
-    kwargs = dict(source.get("model_kwargs", {}))
-    model = create_model(source["model"], num_classes=source.get("num_classes", 1000), **kwargs)
+def load_pretrained(source: dict):
+    """The model of a pretrained source (see the module docstring), its weights loaded from the local file."""
+    model = create_model(source["model"], num_classes=source.get("num_classes", 1000), **source.get("model_kwargs", {}))
     if source.get("weights"):
         state = io.load_torch(source["weights"])
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         drop = tuple(source.get("drop_keys", ()))
         state = {k.removeprefix("module."): v for k, v in state.items()}
         model.load_state_dict({k: v for k, v in state.items() if not (drop and k.startswith(drop))})
+    return model
+
+
+def dense_checkpoint(arch: str, source: dict, out_dir: str | Path) -> Path:
+    """Path of the dense model's checkpoint; a pretrained model is first written to ``out_dir/<arch>/dense.pt``."""
+    if "checkpoint" in source:
+        return Path(source["checkpoint"])
+    path = Path(out_dir) / arch / "dense.pt"
+    kwargs = dict(source.get("model_kwargs", {}))
+    model = load_pretrained(source)
     save_checkpoint(path, model, source["model"], source.get("num_classes", 1000), kwargs,
                     weights=str(source.get("weights")), recorded_acc=source.get("recorded_acc"))
     return path
@@ -122,8 +136,11 @@ def summary_row(record: dict, arch: str, method: str, plan: PruningPlan) -> dict
 
 def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict, out_dir: str, data_dir: str,
                 dataset: dict | None = None, models: dict | None = None, plans: dict | None = None,
-                progress: bool = True) -> dict:
+                plan_overrides: dict | None = None, progress: bool = True) -> dict:
     """Run one pruning schedule, or a grid of them (see the module docstring).
+
+    ``plan_overrides``: fields that replace the plan's for this architecture (the pipeline's plans belong to
+    methods, shared by every architecture; e.g. Study A prunes ResNets further: ``{"threshold": 0.997}``).
 
     Returns ``{"rows": [...], "dense": {arch: {...}}, "records": {(arch, name): [...]}, "grid": bool}``.
     """
@@ -132,17 +149,19 @@ def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict
     dataset = dict(dataset or {"name": "shapes"})
     if dataset.get("name", "shapes") == "shapes":
         dataset.setdefault("root", data_dir)
-    plans, recipe = validate(dataset, models, plans or {method: plan}, recipe)
+    plans = {name: {**p, **(plan_overrides or {})} for name, p in (plans or {method: plan}).items()}
+    plans, recipe = validate(dataset, models, plans, recipe)
     rows, dense, records, cache = [], {}, {}, {}
     for model_arch, source in models.items():
         checkpoint = dense_checkpoint(model_arch, source, out_dir)
-        model_info = io.load_torch(checkpoint)["model"]
+        payload = io.load_torch(checkpoint)
+        model_info, recorded_acc = payload["model"], source.get("recorded_acc", payload["meta"].get("recorded_acc"))
         spec = get_spec(model_info["name"])
         key = (spec.mean, spec.std)
         if key not in cache:
             cache = {key: pruning_data(dataset, spec.mean, spec.std)}  # one normalisation in memory at a time
         data = cache[key]
-        dense[model_arch] = dense_scores(checkpoint, data, source.get("recorded_acc"))
+        dense[model_arch] = dense_scores(checkpoint, data, recorded_acc)
         dense_accounting = {}  # the same for every plan that prunes the same layers
         for name, pruning_plan in plans.items():
             run_dir = Path(out_dir) / model_arch / name if grid else Path(out_dir)
