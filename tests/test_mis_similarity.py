@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from lib.data.image_pool import ImagePool, from_folder, load_pool
-from lib.mis import BackendUnavailable, cached_embeddings, create_backend, similarity_matrix
+from lib.mis import BackendUnavailable, create_backend, similarity_matrix
+from lib.mis.embeddings import cached_embeddings
 from lib.mis import embeddings as embeddings_module
 from lib.mis.similarity import DreamSimBackend
 

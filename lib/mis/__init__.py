@@ -9,7 +9,8 @@
 """
 
 from lib.mis.activations import OUTPUT_LAYERS, constant_units, default_layers, unit_activations  # noqa: F401
-from lib.mis.embeddings import cached_embeddings  # noqa: F401
+# lib.mis.embeddings is not imported here: it is also a script (python -m lib.mis.embeddings), and runpy
+# warns when the package has already imported the module it is asked to run.
 from lib.mis.score import MIS, UnitScores  # noqa: F401
 from lib.mis.similarity import BackendUnavailable, create_backend, similarity_matrix  # noqa: F401
 from lib.mis.tasks import TaskConfig, Tasks, build_tasks  # noqa: F401
