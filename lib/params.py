@@ -8,8 +8,8 @@ T = TypeVar("T")
 
 
 def dataclass_from_params(cls: type[T], params: dict | None, kind: str, tuple_fields: tuple[str, ...] = ()) -> T:
-    """``cls(**params)`` with a clear error naming any unknown ``kind`` parameter; ``tuple_fields`` lists
-    (YAML gives lists, the dataclasses keep hashable tuples; None becomes the empty tuple)."""
+    """``cls(**params)``, with a clear error naming any unknown ``kind`` parameter. ``tuple_fields``: the
+    fields kept as tuples (YAML gives lists, the frozen dataclasses want hashable values; None gives ())."""
     params = dict(params or {})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(params) - known
