@@ -4,8 +4,9 @@
 
 A parameter file has ``params.yaml``'s schema (the same top-level blocks; ``archs`` x ``methods`` is the
 stages' matrix). Before anything runs, DVC itself templates every stage of ``dvc.yaml`` with the file,
-and for every stage: its notebook knows every parameter it is given, the model names build, recipes,
-plans, datasets and analysis options parse, and every input file or folder that no stage produces
+and for every stage: its notebook knows every parameter it is given, and the stage's own check
+(``check`` of its declaration in ``lib.pipeline``) passes: model names build, recipes, plans, datasets and
+analysis options parse, and every input file or folder that no stage produces
 exists (the error names the parameter, the path and how to get the data). Only then is the file
 copied to ``params.yaml`` and ``dvc exp run`` started (TARGETs: only those stages and what they need).
 ``--queue`` queues the experiment for ``dvc queue start`` and puts ``params.yaml`` back; ``--dry`` checks
@@ -17,7 +18,6 @@ and prints the stages' commands without running anything. By hand, without the c
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shlex
 import shutil
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from lib.pipeline import stage_of
 from lib.stage import ParameterError, check_parameters, load_params, notebook_parameters, parse_sets
 
 # How to get each kind of input data, for the error that names a missing path.
@@ -44,6 +45,7 @@ HOW_TO_GET = {
     "boxes": "the dataset in its own layout (lib.data.boxes)",
     "mvh": "model-vs-human's datasets: lib.data.modelvshuman.download(name, root) for each of them, and the human "
            "trials (bethgelab/model-vs-human, raw-data/<dataset>/*.csv) in <root>/raw-data",
+    "shapes": "the embedded dataset (dvc repro data, or notebooks/00_data.ipynb)",
     "pool": "a folder of images for MIS, e.g. ImageNet's <root>/train (a seeded subset of `limit` images is used)",
 }
 
@@ -146,7 +148,8 @@ def check(stages: list[Stage], root: str | Path = ".", targets=(), paths: bool =
         for stage in chosen:
             try:
                 values = _effective(stage, root)
-                needed = CHECKS.get(Path(stage.notebook).stem if stage.notebook else stage.module, _no_check)(values)
+                checker = stage_of(stage.name).checker()
+                needed = checker(values) if checker else []
             except PresetError:
                 raise
             except (ParameterError, ValueError, TypeError, KeyError) as error:
@@ -192,147 +195,6 @@ def _effective(stage: Stage, root: Path) -> dict:
     notebook = root / stage.notebook
     check_parameters(notebook, {**stage.parameters, "out_dir": stage.out_dir})
     return {**notebook_parameters(notebook), **stage.parameters}
-
-
-def _keys_of(callable_, skip=()) -> set:
-    return set(inspect.signature(callable_).parameters) - set(skip)
-
-
-def _unknown(options: dict, known: set, what: str) -> None:
-    unknown = sorted(set(options or {}) - known)
-    if unknown:
-        raise ValueError(f"{what} has no option(s) {unknown}; known: {sorted(known)}")
-
-
-def _data_paths(dataset: dict, name: str) -> list[tuple]:
-    """The folders a pruning/training dataset dict reads."""
-    kind, root = dataset.get("name", "shapes"), Path(dataset["root"])
-    if kind == "imagenet":
-        splits = [dataset.get("split", "val")] + ([dataset["train_split"]] if dataset.get("train_split") else [])
-        return [(f"{name}.root", root / split, "imagenet") for split in splits]
-    return [(f"{name}.root", root, kind if kind in HOW_TO_GET else "boxes")]
-
-
-def _check_training(p: dict) -> list[tuple]:
-    import torch
-
-    from lib.models import create_model
-    from lib.prune.runs import check_dataset
-    from lib.train import Recipe, check_pretrained
-
-    recipe = Recipe.from_dict(p["recipe"])
-    check_pretrained(p["pretrained"], exists=False)
-    if recipe.epochs == 0 and not p["pretrained"]:
-        raise ValueError("recipe.epochs 0 trains nothing: give pretrained weights, or at least one epoch")
-    dataset = dict(p["dataset"] or {})
-    num_classes = dataset.pop("num_classes", None)
-    if dataset and num_classes is None:
-        raise ValueError(f"dataset {dataset.get('name')!r} needs num_classes (e.g. 1000 for ImageNet)")
-    with torch.device("meta"):  # the architecture is built, no memory is touched
-        create_model(p["model"], num_classes=num_classes or 10, **(p["model_kwargs"] or {}))
-    needed = []
-    if dataset:
-        check_dataset(dataset, exists=False)
-        needed += _data_paths(dataset, "dataset")
-    if p["pretrained"]:
-        needed.append(("pretrained.weights", p["pretrained"]["weights"], "weights"))
-    return needed
-
-
-def _check_pruning(p: dict) -> list[tuple]:
-    from lib.prune.runs import check_dataset
-    from lib.prune.schedules import PruningPlan
-    from lib.train import Recipe
-
-    PruningPlan.from_dict({**p["plan"], **(p["plan_overrides"] or {})})
-    Recipe.from_dict(p["recipe"])
-    if p["models"] or p["plans"]:
-        raise ValueError("models/plans make a grid of runs (the presets of notebook 02); a pipeline stage prunes "
-                         "the model its train stage wrote with the method's plan")
-    if not p["dataset"]:
-        return []
-    check_dataset(p["dataset"], exists=False)
-    return _data_paths(p["dataset"], "dataset")
-
-
-def _check_interpretability(p: dict) -> list[tuple]:
-    from lib.attribution.methods import METHODS, check_method_names
-    from lib.data.masks import DATASETS
-
-    if p["dataset"] not in DATASETS:
-        raise ValueError(f"unknown ground-truth dataset {p['dataset']!r}; choose one of {DATASETS}")
-    if p["methods"] is not None:
-        check_method_names(p["methods"])
-    for method, key in (("ig_smoothgrad", "ig_smoothgrad"), ("rollout", "rollout")):
-        _unknown(p[key], _keys_of(METHODS[method].__init__, ("self", "model")), method)
-    if p["dataset"] == "voc":
-        return [("data_dir", Path(p["data_dir"]) / "ImageSets" / "Segmentation" / f"{p['split'] or 'val'}.txt", "voc")]
-    return [("data_dir", p["data_dir"], "coco")] if p["dataset"] == "coco" else []
-
-
-def _check_discovery(p: dict) -> list[tuple]:
-    from lib.data.boxes import DATASETS, voc_dir
-    from lib.discovery.features import PatchFeatures
-    from lib.discovery.methods import build_methods
-
-    dataset = dict(p["dataset"])
-    if dataset.get("name") not in DATASETS:
-        raise ValueError(f"unknown box dataset {dataset.get('name')!r}; choose one of {DATASETS}")
-    build_methods(p["methods"])
-    for key in ("features", "compare_features"):
-        _unknown(p[key], _keys_of(PatchFeatures.__init__, ("self", "model", "name")), key)
-    if dataset["name"] in ("voc07", "voc12") and Path(dataset["root"]).exists():
-        try:
-            voc_dir(dataset["root"], "2007" if dataset["name"] == "voc07" else "2012")
-        except FileNotFoundError as error:
-            raise PresetError(f"dataset.root: {error}") from None
-    kind = "voc" if dataset["name"].startswith("voc") else "boxes"
-    return [] if dataset["name"] == "shapes" else [("dataset.root", dataset["root"], kind)]
-
-
-def _check_alignment(p: dict) -> list[tuple]:
-    from lib.alignment.distortions import check_conditions
-    from lib.data import modelvshuman as mvh
-
-    if not p["mvh_root"]:
-        check_conditions(p["distortions"] or {})
-        return []
-    if p["distortions"]:
-        raise ValueError("distortions apply to the embedded default; with mvh_root list the benchmark's parametric "
-                         "datasets in `datasets`")
-    unknown = sorted(set(p["datasets"]) - set(mvh.DATASETS))
-    if unknown:
-        raise ValueError(f"unknown model-vs-human dataset(s) {unknown}; the 17 are {mvh.DATASETS}")
-    root = Path(p["mvh_root"])
-    if not root.exists():
-        return [("mvh_root", root, "mvh")]
-    found = {name: [c for c in (root / name, root / "datasets" / name) if c.is_dir()] for name in p["datasets"]}
-    return [(f"datasets[{name}]", (dirs or [root / name])[0], "mvh") for name, dirs in found.items()]
-
-
-def _check_units(p: dict) -> list[tuple]:
-    from lib.data.image_pool import POOL_KEYS
-    from lib.mis import TaskConfig, create_backend
-    from lib.mis.similarity import BackendUnavailable
-
-    _unknown(p["pool"], POOL_KEYS, "pool")
-    for spec in p["backends"]:
-        try:
-            create_backend(spec)
-        except BackendUnavailable as error:
-            raise ValueError(str(error)) from None
-    if "tasks" in p:
-        TaskConfig.from_dict(p["tasks"])
-    return [("pool.folder", p["pool"]["folder"], "pool")] if "folder" in p["pool"] else []
-
-
-def _no_check(p: dict) -> list[tuple]:
-    return []
-
-
-CHECKS = {"01_training": _check_training, "02_pruning": _check_pruning, "03_interpretability": _check_interpretability,
-          "04_object_discovery": _check_discovery, "05_human_alignment": _check_alignment,
-          "06_unit_interpretability": _check_units, "lib.mis.embeddings": _check_units}
 
 
 # ----------------------------------------------------------------------------- running

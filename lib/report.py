@@ -5,25 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-
-def plot_against_sparsity(frame: pd.DataFrame, metric: str, ax=None, label_by=("arch", "method"), title: str | None = None,
-                          ylabel: str | None = None):
-    """One line per (arch, method): ``metric`` against sparsity, checkpoints marked."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.4))
-    keys = [k for k in label_by if k in frame.columns]
-    groups = frame.groupby(keys) if keys else [((), frame)]
-    for key, part in groups:
-        part = part.sort_values("sparsity")
-        label = " / ".join(map(str, key if isinstance(key, tuple) else (key,)))
-        ax.plot(part["sparsity"] * 100, part[metric], marker="o", ms=3, label=label or metric)
-    ax.set_xlabel("sparsity of prunable weights (%)")
-    ax.set_ylabel(ylabel or metric)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return ax
+from lib.pipeline import ANALYSES, STAGES
+from lib.plots import plot_against_sparsity  # noqa: F401  (the report's figures use it too)
 
 
 def sparsity_table(frame: pd.DataFrame, metric: str, index=("arch", "method")) -> pd.DataFrame:
@@ -33,79 +16,26 @@ def sparsity_table(frame: pd.DataFrame, metric: str, index=("arch", "method")) -
     return frame.pivot_table(index=keys, columns="sparsity_pct", values=metric, aggfunc="first")
 
 
-def sweet_spot(per_image: pd.DataFrame, metric: str, sparsity_by_step: dict, n_boot: int = 1000, seed: int = 0,
-               level: float = 0.95, higher_is_better: bool = True) -> dict:
-    """The sparsity that maximises ``metric`` and a paired bootstrap over images.
-
-    ``per_image``: one row per (step, image) with columns ``step``, ``image`` and ``metric`` (every
-    checkpoint scored on the same images). Images are resampled with replacement, the same resample
-    for every checkpoint (paired), ``n_boot`` times. Returns the sweet spot's sparsity and value, the
-    dense (step 0) value, the ``level`` interval of the sweet spot's sparsity over resamples, the
-    interval of the improvement over dense (sweet spot - dense; dense - sweet spot when lower is
-    better), and ``beats_dense``: that interval lies entirely above zero.
-    """
-    import numpy as np
-
-    table = per_image.pivot_table(index="image", columns="step", values=metric, aggfunc="mean").dropna()
-    if table.empty or 0 not in table.columns:
-        raise ValueError(f"per-image values of {metric!r} need the dense checkpoint (step 0) and common images")
-    steps = list(table.columns)
-    values = table.to_numpy(dtype=float) * (1 if higher_is_better else -1)
-    means = values.mean(0)
-    best = int(np.argmax(means))
-    rng = np.random.default_rng(seed)
-    samples = rng.integers(0, len(values), size=(n_boot, len(values)))
-    boot = np.stack([values[idx].mean(0) for idx in samples])  # (n_boot, checkpoints)
-    sparsities = np.array([sparsity_by_step[s] for s in steps])
-    best_sparsity = sparsities[boot.argmax(1)]
-    dense = steps.index(0)
-    diff = boot[:, best] - boot[:, dense]
-    tail = (1 - level) / 2 * 100
-    sign = 1 if higher_is_better else -1
-    diff_low, diff_high = np.percentile(diff, [tail, 100 - tail])
-    return {
-        "metric": metric, "step": int(steps[best]), "sparsity": float(sparsities[best]),
-        "value": float(sign * means[best]), "dense": float(sign * means[dense]),
-        "sparsity_interval": [float(v) for v in np.percentile(best_sparsity, [tail, 100 - tail])],
-        "gain_interval": [float(diff_low), float(diff_high)],
-        "beats_dense": bool(best != dense and diff_low > 0), "images": int(len(values)),
-    }
-
-
-def dimension_correlations(frame: pd.DataFrame, metrics: list[str], method: str = "spearman") -> pd.DataFrame:
-    """Rank correlation between dimensions across checkpoints (one row of ``frame`` per checkpoint)."""
-    present = [m for m in metrics if m in frame.columns and frame[m].notna().sum() > 2]
-    return frame[present].corr(method=method)
-
-
-# The dimensions of Study A's conclusion, by stage: fnmatch patterns of the metrics each stage writes.
-DIMENSIONS = {
-    "prune": ["test_acc"],
-    "interpret": ["rma_*", "rra_*"],
-    "discover": ["corloc_*"],
-    "align": ["ood_acc", "shape_bias", "error_consistency*"],
-    "mis": ["mis", "mis_*"],
-}
 KEYS = ["arch", "method", "step"]
 
 
 def metric_columns(frame: pd.DataFrame, stage: str) -> list[str]:
-    """The columns of ``frame`` that are ``stage``'s dimensions (numeric, not all missing)."""
-    from fnmatch import fnmatch
-
-    return [c for c in frame.columns if any(fnmatch(c, p) for p in DIMENSIONS[stage])
+    """The columns of ``frame`` that are metrics ``stage`` declares (numeric, not all missing)."""
+    declared = STAGES[stage]
+    return [c for c in frame.columns if declared.metric(c) is not None
             and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
 
 
 def load_dimensions(root) -> tuple[pd.DataFrame, dict]:
-    """One row per checkpoint (arch, method, step) with every stage's metrics; and stage -> its columns.
+    """One row per checkpoint (arch, method, step) with every declared metric; and stage -> its columns.
 
-    Sparsity and test accuracy come from the pruning stage; a stage that has not run is left out.
+    The dimensions are the metrics the stages declare (``lib.pipeline``); sparsity and test accuracy come
+    from the pruning stage; a stage that has not run is left out.
     """
     from lib.results import collect
 
     merged, columns = None, {}
-    for stage in DIMENSIONS:
+    for stage in ("prune", *ANALYSES):
         frame = collect(root, stage)
         if frame.empty:
             continue
@@ -119,76 +49,129 @@ def load_dimensions(root) -> tuple[pd.DataFrame, dict]:
     return merged.sort_values(KEYS).reset_index(drop=True), columns
 
 
-def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str):
-    """One page per architecture: a panel per dimension (stage), its metrics against sparsity, per method."""
-    stages = [s for s in columns if columns[s]]
-    fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.4), squeeze=False)
+def panels(columns: dict) -> list[tuple[str, str, list[str]]]:
+    """(stage, declared metric, its columns) for every declared metric present: one panel each."""
+    out = []
+    for stage, cols in columns.items():
+        for metric in STAGES[stage].metrics:
+            present = [c for c in cols if metric.matches(c)]
+            if present:
+                out.append((stage, metric.name, present))
+    return out
+
+
+def _variant(metric: str, column: str) -> str:
+    """What ``*`` stands for in ``column`` (``rma_gradcam`` of ``rma_*``: ``gradcam``); the column otherwise."""
+    if "*" not in metric:
+        return column
+    prefix, suffix = metric.split("*", 1)
+    return column[len(prefix):len(column) - len(suffix)]
+
+
+def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 4):
+    """Small multiples for one architecture: a panel per declared metric against sparsity.
+
+    One colour per variant (attribution or discovery method) in every panel, one line style per pruning
+    method; the legends sit below the panels, the direction of each metric in its title.
+    """
+    import itertools
+
+    layout = panels(columns)
     part = frame[frame["arch"] == arch].sort_values("sparsity")
-    for ax, stage in zip(axes[0], stages):
+    variants = sorted({_variant(m, c) for _, m, cols in layout for c in cols})
+    colour = dict(zip(variants, itertools.cycle(plt.get_cmap("tab10").colors)))
+    styles = dict(zip(sorted(part["method"].unique()), itertools.cycle(["-", "--", ":", "-."])))
+    nrows = -(-len(layout) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), squeeze=False)
+    for ax, (stage, metric, cols) in zip(axes.flat, layout):
         for (method,), group in part.groupby(["method"]):
-            for metric in columns[stage]:
-                if group[metric].notna().any():
-                    ax.plot(group["sparsity"] * 100, group[metric], marker="o", ms=3, label=f"{metric} ({method})")
-        ax.set_title(f"{arch}: {stage}")
-        ax.set_xlabel("sparsity (%)")
+            for column in cols:
+                if group[column].notna().any():
+                    variant = _variant(metric, column)
+                    ax.plot(group["sparsity"] * 100, group[column], marker="o", ms=3, color=colour[variant],
+                            ls=styles[method], label=variant if len(styles) == 1 else f"{variant} ({method})")
+        better = "higher" if STAGES[stage].metric(cols[0]).higher_is_better else "lower"
+        ax.set_title(f"{stage}: {metric} ({better} is better)", fontsize=9)
+        ax.set_xlabel("sparsity (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        if len(cols) > 1 or len(styles) > 1:
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    for ax in list(axes.flat)[len(layout):]:
+        ax.axis("off")
+    fig.suptitle(arch)
     fig.tight_layout()
     return fig
 
 
-# Where each stage keeps the values a metric averages (file, per-item column, item id column):
-# the sweet spot's bootstrap resamples those items (images; units for MIS).
-RESAMPLED = {
-    "interpret": ("per_image.csv", {m: m for m in ("rma_*", "rra_*")}, "image"),
-    "discover": ("per_image.csv", {"corloc_*": "hit_*"}, "image"),
-    "align": ("per_image.csv", {"ood_acc": "correct"}, "image_id"),
-    "mis": ("per_unit.csv", {"mis": "mis"}, "unit"),
-}
+def item_table(stage: str, path) -> pd.DataFrame:
+    """A stage's per-item table with one ``item`` column naming each resampled item.
+
+    MIS: the units of the first similarity backend (the ``mis`` column's), constant units left out, as the
+    stage's own ``mis`` does.
+    """
+    declared = STAGES[stage]
+    items = pd.read_csv(path)
+    if stage == "mis":
+        items = items[(items["backend"] == items["backend"].iloc[0]) & ~items["constant"].astype(bool)]
+        items = items.assign(unit=items["layer"].astype(str) + ":" + items["unit"].astype(str))
+    return items.rename(columns={declared.item_id: "item"})
 
 
-def _resampled_columns(columns: list[str], patterns: dict) -> dict:
-    """metric -> per-item column, expanding ``*`` (``corloc_lost`` -> ``hit_lost``)."""
-    from fnmatch import fnmatch
+def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 2000, seed: int = 0,
+                     alpha: float = 0.05, correction: str = "holm") -> pd.DataFrame:
+    """The sweet spot of every declared metric with per-item values, per (arch, method), tested.
 
-    out = {}
-    for metric_pattern, item_pattern in patterns.items():
-        for metric in columns:
-            if fnmatch(metric, metric_pattern):
-                star = metric[len(metric_pattern.split("*")[0]):] if "*" in metric_pattern else ""
-                out[metric] = item_pattern.replace("*", star)
-    return out
-
-
-def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Sweet spot of every metric with per-item values, per (arch, method), with its bootstrap interval."""
+    Each metric's test is selection-aware (``lib.stats.sweet_spot``); across every test of the report the
+    error rate is controlled by ``correction`` (Holm: family-wise; BH: false discovery rate) at ``alpha``.
+    Metrics without per-item values are listed with the reason they are not tested.
+    """
     from pathlib import Path
 
+    from lib import stats
+
     rows = []
-    for stage, (file, patterns, item) in RESAMPLED.items():
-        metrics = _resampled_columns(columns.get(stage, []), patterns)
-        for path in sorted(Path(root, stage).glob(f"*/*/{file}")):
+    for stage in ANALYSES:
+        declared = STAGES[stage]
+        for path in sorted(Path(root, stage).glob(f"*/*/{declared.items}")):
             arch, method = path.parent.parent.name, path.parent.name
-            items = pd.read_csv(path)
-            if stage == "mis":  # one row per unit and backend: resample units (of the first backend)
-                items = items[(items["backend"] == items["backend"].iloc[0]) & ~items["constant"].astype(bool)]
-                items = items.assign(unit=items["layer"].astype(str) + ":" + items["unit"].astype(str))
-            elif stage == "align":  # OOD trials only (the model-vs-human datasets and distortions)
-                items = items.assign(image_id=items["dataset"].astype(str) + "/" + items["condition"].astype(str)
-                                     + "/" + items["image_id"].astype(str))
-            items = items.rename(columns={item: "image"})
             part = frame[(frame["arch"] == arch) & (frame["method"] == method)]
+            if part.empty:
+                continue
             sparsity = dict(zip(part["step"], part["sparsity"]))
-            for metric, column in metrics.items():
-                if column in items.columns and items[column].notna().any():
-                    values = items[["step", "image", column]].dropna().rename(columns={column: metric})
-                    values[metric] = values[metric].astype(float)
-                    if not (values["step"] == 0).any():
-                        continue  # undefined on every image of the dense model (e.g. all-zero maps): no reference
-                    spot = sweet_spot(values, metric, sparsity, n_boot=n_boot, seed=seed)
-                    rows.append({"arch": arch, "method": method, "stage": stage, **spot,
-                                 "resampled": "units" if stage == "mis" else "images"})
-    return pd.DataFrame(rows)
+            items = item_table(stage, path)
+            for column in columns.get(stage, []):
+                metric = declared.metric(column)
+                base = {"arch": arch, "method": method, "stage": stage, "metric": column,
+                        "higher_is_better": metric.higher_is_better}
+                item = metric.item_column(column)
+                if item is None or item not in items.columns:
+                    rows.append({**base, "verdict": f"not tested: {metric.why_untested or 'no per-item values'}"})
+                    continue
+                table = items.pivot_table(index="item", columns="step", values=item, aggfunc="mean").dropna()
+                if 0 not in table.columns or table.empty:
+                    rows.append({**base, "verdict": "not tested: undefined on the dense model"})
+                    continue
+                steps = [s for s in sorted(table.columns) if s in sparsity]
+                table = table[[0] + [s for s in steps if s != 0]].astype(float)
+                spot = stats.sweet_spot(table.to_numpy(), [sparsity[s] for s in table.columns],
+                                        higher_is_better=metric.higher_is_better, n_resamples=n_resamples,
+                                        seed=seed, alpha=alpha)
+                spot["step"] = int(table.columns[spot.pop("index")]) if "index" in spot else spot.get("step")
+                rows.append({**base, **spot, "resampled": declared.item_id})
+    frame = pd.DataFrame(rows)
+    tested = frame["p_value"].notna() if "p_value" in frame else pd.Series(False, index=frame.index)
+    if tested.any():
+        claims = stats.claim(frame[tested].to_dict("records"), alpha=alpha, method=correction)
+        frame.loc[tested, ["p_adjusted", "beats_dense", "verdict"]] = pd.DataFrame(claims, index=frame.index[tested])[
+            ["p_adjusted", "beats_dense", "verdict"]]
+    return frame
+
+
+def dimension_correlations(frame: pd.DataFrame, metrics: list[str], method: str = "spearman") -> pd.DataFrame:
+    """Rank correlation between dimensions across checkpoints (one row of ``frame`` per checkpoint)."""
+    present = [m for m in metrics if m in frame.columns and frame[m].notna().sum() > 2]
+    return frame[present].corr(method=method)
 
 
 def parameter_counts(root) -> dict:

@@ -24,11 +24,9 @@ from pathlib import Path
 
 import yaml
 
+from lib.params import ParameterError, load_params, parse_sets  # noqa: F401  (part of this CLI's API)
+
 PARAMETERS_TAG = "parameters"
-
-
-class ParameterError(ValueError):
-    """A stage parameter is unknown, missing or out of range; the message says how to fix it."""
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -70,32 +68,6 @@ def notebook_parameters(notebook: str | Path) -> dict:
                 if isinstance(target, ast.Name):
                     values[target.id] = ast.literal_eval(node.value)
     return values
-
-
-def load_params(sections: list[str], params_file: str | Path = "params.yaml") -> dict:
-    """Merge the dotted ``sections`` of a params file (later sections override earlier ones)."""
-    params = yaml.safe_load(Path(params_file).read_text()) or {}
-    merged = {}
-    for dotted in sections:
-        node = params
-        for key in dotted.split("."):
-            if not isinstance(node, dict) or key not in node:
-                raise ParameterError(f"section {dotted!r} is not in {params_file}; add it or fix the stage's --params")
-            node = node[key]
-        if not isinstance(node, dict):
-            raise ParameterError(f"section {dotted!r} of {params_file} must be a mapping of notebook parameters")
-        merged.update(node)
-    return merged
-
-
-def parse_sets(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ParameterError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def check_parameters(notebook: str | Path, parameters: dict) -> None:

@@ -282,7 +282,7 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
     ``{"name": "imagenet", "root": ..., "num_classes": 1000, ...}``, see ``lib.prune.runs``).
     ``pretrained``: start from a local weights file instead of a random initialisation,
     ``{"weights": path, "drop_keys": [...], "recorded_acc": 0.6978}`` (the pruning presets' pretrained
-    models, ``lib.prune.runs.load_pretrained``); with ``recipe.epochs`` 0 the model is taken as it is and
+    models, ``lib.models.pretrained``); with ``recipe.epochs`` 0 the model is taken as it is and
     only evaluated (Study B prunes torchvision's ImageNet GoogLeNet), otherwise it is fine-tuned.
     Everything is validated (model name, recipe, data, weights) before the first training step. The training
     state lives in ``out_dir/state`` until the run has finished, so an interrupted run resumes.
@@ -290,8 +290,8 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
     import shutil
 
     from lib.data import shapes
-    from lib.models import get_spec, save_checkpoint
-    from lib.prune.runs import load_pretrained, pruning_data  # every dataset's layout, one place
+    from lib.data.datasets import classification_data
+    from lib.models import get_spec, load_pretrained, save_checkpoint
 
     out_dir = Path(out_dir)
     spec = get_spec(model_name)
@@ -307,7 +307,7 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
     else:
         dataset = {"name": "shapes", "root": str(data_dir)}
         num_classes = len(shapes.load_meta(data_dir)["classes"])
-    data = pruning_data(dataset, spec.mean, spec.std)
+    data = classification_data(dataset, spec.mean, spec.std)
     seed_everything(recipe.seed)
     source = {"model": model_name, "num_classes": num_classes, "model_kwargs": model_kwargs or {}, **pretrained}
     model = load_pretrained(source)
@@ -332,13 +332,38 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
             **({"recorded_acc": pretrained.get("recorded_acc")} if pretrained else {})}
 
 
+def check_stage(p: dict) -> list[tuple]:
+    """The training stage's parameters, checked before any compute; returns the input paths it reads."""
+    import torch
+
+    from lib.data.datasets import check_dataset, dataset_paths
+    from lib.models import create_model
+
+    recipe = Recipe.from_dict(p["recipe"])
+    check_pretrained(p["pretrained"], exists=False)
+    if recipe.epochs == 0 and not p["pretrained"]:
+        raise ValueError("recipe.epochs 0 trains nothing: give pretrained weights, or at least one epoch")
+    dataset = dict(p["dataset"] or {})
+    num_classes = dataset.pop("num_classes", None)
+    if dataset and num_classes is None:
+        raise ValueError(f"dataset {dataset.get('name')!r} needs num_classes (e.g. 1000 for ImageNet)")
+    with torch.device("meta"):  # the architecture is built, no memory is touched
+        create_model(p["model"], num_classes=num_classes or 10, **(p["model_kwargs"] or {}))
+    needed = []
+    if dataset:
+        check_dataset(dataset, exists=False)
+        needed += dataset_paths(dataset)
+    if p["pretrained"]:
+        needed.append(("pretrained.weights", p["pretrained"]["weights"], "weights"))
+    return needed
+
+
 def check_pretrained(pretrained: dict | None, exists: bool = True) -> None:
     """``pretrained`` of :func:`train_classifier`: empty, or 'weights' (a local file that ``exists``) and
-    optionally 'drop_keys' and 'recorded_acc'."""
-    from lib.prune.runs import PRETRAINED_KEYS
-
+    optionally 'drop_keys' and 'recorded_acc' (a pretrained source, ``lib.models.pretrained``, whose model,
+    class count and kwargs are the stage's own parameters)."""
     pretrained = pretrained or {}
-    unknown = set(pretrained) - (PRETRAINED_KEYS - {"model", "num_classes", "model_kwargs"})
+    unknown = set(pretrained) - {"weights", "drop_keys", "recorded_acc"}
     if unknown or (pretrained and not pretrained.get("weights")):
         raise ValueError(f"pretrained takes 'weights' (a local file) and optionally 'drop_keys', 'recorded_acc'; "
                          f"got {sorted(pretrained)}")

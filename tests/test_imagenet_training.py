@@ -10,7 +10,8 @@ from PIL import Image
 
 from lib.data import imagenet
 from lib.models import create_model, get_spec, load_checkpoint, save_checkpoint
-from lib.prune.runs import check_dataset, pruning_data, run_pruning
+from lib.data.datasets import check_dataset, classification_data
+from lib.prune.runs import run_pruning
 from lib.train import Recipe, evaluate, train_classifier
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -78,7 +79,7 @@ def test_pruning_data_and_validation_take_the_new_keys(imagenet_root):
     dataset = {"name": "imagenet", "root": str(imagenet_root), "train_split": "train", "split": "val", "n_val": 3,
                "image_size": 32, "resize": 36, "augment": True, "seed": 0}
     check_dataset(dataset)
-    data = pruning_data(dataset, MEAN, STD)
+    data = classification_data(dataset, MEAN, STD)
     assert (len(data["train"]), len(data["test"]), data["image_size"]) == (15, 12, 32)
     assert data["id"]["train_split"] == "train"
     with pytest.raises(ValueError, match="no parameter"):
@@ -114,7 +115,7 @@ def test_pretrained_weights_are_taken_as_they_are_with_zero_epochs(imagenet_root
     assert info["meta"]["recorded_acc"] == 0.5 and result["epochs"] == 0 and result["recorded_acc"] == 0.5
     assert [set(h) for h in result["history"]] == [{"epoch", "train_acc", "val_acc"}]
     spec = get_spec("small_cnn")
-    test = pruning_data({k: v for k, v in dataset.items() if k != "num_classes"}, spec.mean, spec.std)["test"]
+    test = classification_data({k: v for k, v in dataset.items() if k != "num_classes"}, spec.mean, spec.std)["test"]
     assert result["test_acc"] == pytest.approx(evaluate(source.eval(), test))
     assert (tmp_path / "out" / "dvclive" / "plots" / "metrics" / "train_acc.tsv").is_file()  # the DVC plot exists
     with pytest.raises(ValueError, match="trains nothing"):

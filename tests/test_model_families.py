@@ -162,5 +162,6 @@ def test_report_skips_a_metric_undefined_on_the_dense_model(tmp_path):
                        [{**r, "rma_gradcam": 0.5, "rma_guided_gradcam": None if r["step"] == 0 else 0.4} for r in rows],
                        plot="scores", per_image=per_image, arch="a", method="m")
     frame, columns = load_dimensions(tmp_path)
-    spots = sweet_spot_table(tmp_path, frame, columns, n_boot=50)
-    assert spots["metric"].tolist() == ["rma_gradcam"]  # no dense reference for the guided maps: no sweet spot
+    spots = sweet_spot_table(tmp_path, frame, columns, n_resamples=50).set_index("metric")
+    assert spots["p_value"].dropna().index.tolist() == ["rma_gradcam"]  # no dense reference for the guided maps
+    assert "undefined on the dense model" in spots.loc["rma_guided_gradcam", "verdict"]

@@ -11,7 +11,8 @@ from PIL import Image
 
 import lib.stage
 from lib.prune import PruningPlan
-from lib.prune.runs import DATASETS, PRETRAINED_KEYS
+from lib.data.datasets import DATASETS
+from lib.models import PRETRAINED_KEYS
 from lib.train import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,6 +36,28 @@ EXCLUDED_CONDITIONS = {
 }
 
 
+def check_stage(p: dict) -> list[tuple]:
+    """The alignment stage's parameters, checked before any compute; returns the input paths it reads."""
+    from pathlib import Path
+
+    from lib.data import modelvshuman as mvh
+
+    if not p["mvh_root"]:
+        check_conditions(p["distortions"] or {})
+        return []
+    if p["distortions"]:
+        raise ValueError("distortions apply to the embedded default; with mvh_root list the benchmark's parametric "
+                         "datasets in `datasets`")
+    unknown = sorted(set(p["datasets"]) - set(mvh.DATASETS))
+    if unknown:
+        raise ValueError(f"unknown model-vs-human dataset(s) {unknown}; the 17 are {mvh.DATASETS}")
+    root = Path(p["mvh_root"])
+    if not root.exists():
+        return [("mvh_root", root, "mvh")]
+    found = {name: [c for c in (root / name, root / "datasets" / name) if c.is_dir()] for name in p["datasets"]}
+    return [(f"datasets[{name}]", (dirs or [root / name])[0], "mvh") for name, dirs in found.items()]
+
+
 def aggregate(dataset: str, values: dict) -> float:
     """A dataset's value: the mean over its conditions the benchmark aggregates (NaN if none was run)."""
     kept = [v for c, v in values.items() if c not in EXCLUDED_CONDITIONS.get(dataset, ())]
@@ -256,6 +278,7 @@ def checkpoint_rows(records: list[dict], trials: pd.DataFrame, humans: pd.DataFr
                     row[f"{key}/{dataset}"] = aggregate(dataset, versus[column].to_dict())
         datasets = mine["dataset"].unique()
         row["ood_acc"] = float(np.nanmean([row[f"acc/{d}"] for d in datasets]))
+        row["ec_dense"] = float(np.nanmean([row[f"ec_dense/{d}"] for d in datasets]))
         human_ec = [v for k, v in row.items() if k.startswith("ec/")]
         if human_ec:
             row["ec_humans"] = float(np.nanmean(human_ec))
@@ -302,11 +325,29 @@ def human_summary(humans: pd.DataFrame | None) -> dict:
 
 
 def per_image(trials: pd.DataFrame) -> pd.DataFrame:
-    """The per-(checkpoint, image) table the report bootstraps from."""
+    """The per-(checkpoint, trial) table the report resamples: ``trial`` names the image in its dataset and
+    condition; ``ood_score``'s mean over a checkpoint's trials is its ``ood_acc`` (see :func:`ood_weights`)."""
     columns = ["step", "sparsity", "dataset", "condition", "image_id", "category", "object_response"]
     out = trials[columns + (["texture"] if "texture" in trials else [])].copy()
     out["correct"] = (out["object_response"] == out["category"]).astype(int)
+    out.insert(0, "trial", out["dataset"].astype(str) + "/" + out["condition"].astype(str) + "/"
+               + out["image_id"].astype(str))
+    out["ood_score"] = out["correct"] * ood_weights(out)
     return out
+
+
+def ood_weights(trials: pd.DataFrame) -> pd.Series:
+    """Per trial, the weight that makes the mean of ``correct x weight`` over a checkpoint's trials equal
+    ``ood_acc``: the mean over datasets of the mean over their aggregated conditions of the accuracy
+    (:func:`aggregate`). Trials of the excluded conditions get NaN (they do not enter ``ood_acc``)."""
+    first = trials[trials["step"] == trials["step"].iloc[0]]
+    kept = first[[c not in EXCLUDED_CONDITIONS.get(d, ()) for d, c in zip(first["dataset"], first["condition"])]]
+    per_condition = kept.groupby(["dataset", "condition"]).size()
+    conditions = per_condition.groupby(level="dataset").size()
+    weight = {(d, c): 1.0 / (len(conditions) * conditions[d] * n) for (d, c), n in per_condition.items()}
+    total = len(kept)
+    return pd.Series([weight.get((d, c), np.nan) * total for d, c in zip(trials["dataset"], trials["condition"])],
+                     index=trials.index)
 
 
 def distortion_levels(distortions: dict) -> dict:

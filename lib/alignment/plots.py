@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lib.alignment.distortions import DISTORTIONS
-from lib.report import plot_against_sparsity
+from lib.plots import plot_against_sparsity
 
 HUMAN_RED = (165 / 255, 30 / 255, 55 / 255)  # modelvshuman.plotting.colors.red
 

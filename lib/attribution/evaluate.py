@@ -49,6 +49,23 @@ class Scores:
     gallery: dict = field(default_factory=dict)
 
 
+def check_stage(p: dict) -> list[tuple]:
+    """The attribution stage's parameters, checked before any compute; returns the input paths it reads."""
+    from lib.attribution.methods import METHODS
+    from lib.data.masks import DATASETS
+    from lib.params import check_options, keys_of
+
+    if p["dataset"] not in DATASETS:
+        raise ValueError(f"unknown ground-truth dataset {p['dataset']!r}; choose one of {DATASETS}")
+    if p["methods"] is not None:
+        check_method_names(p["methods"])
+    for method in ("ig_smoothgrad", "rollout"):
+        check_options(p[method], keys_of(METHODS[method].__init__, ("self", "model")), method)
+    if p["dataset"] == "voc":
+        return [("data_dir", Path(p["data_dir"]) / "ImageSets" / "Segmentation" / f"{p['split'] or 'val'}.txt", "voc")]
+    return [("data_dir", p["data_dir"], "coco")] if p["dataset"] == "coco" else []
+
+
 def check_data(data: dict) -> None:
     images, masks = np.asarray(data.get("images")), np.asarray(data.get("masks"))
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:

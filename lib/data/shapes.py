@@ -102,6 +102,14 @@ class ShapesConfig:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}.get(split, self.n_eval)
 
 
+def check_stage(p: dict) -> list[tuple]:
+    """The data stage's parameters (a :class:`ShapesConfig`), checked before any compute; it reads no input."""
+    import dataclasses
+
+    ShapesConfig(**{f.name: p[f.name] for f in dataclasses.fields(ShapesConfig) if f.name in p})
+    return []
+
+
 def class_names(num_classes: int) -> list[str]:
     shapes, textures = list(SHAPES)[:num_classes], list(TEXTURES)[:num_classes]
     return [f"{s}/{t}" for s, t in zip(shapes, textures)]

@@ -71,6 +71,28 @@ class InputImages:
         return np.asarray(box, dtype=np.float32) / np.array([factor_x, factor_y, factor_x, factor_y], dtype=np.float32)
 
 
+def check_stage(p: dict) -> list[tuple]:
+    """The discovery stage's parameters, checked before any compute; returns the input paths it reads."""
+    from pathlib import Path
+
+    from lib.data.boxes import DATASETS, voc_dir
+    from lib.params import check_options, keys_of
+
+    dataset = dict(p["dataset"])
+    if dataset.get("name") not in DATASETS:
+        raise ValueError(f"unknown box dataset {dataset.get('name')!r}; choose one of {DATASETS}")
+    build_methods(p["methods"])
+    for key in ("features", "compare_features"):
+        check_options(p[key], keys_of(PatchFeatures.__init__, ("self", "model", "name")), key)
+    if dataset["name"] in ("voc07", "voc12") and Path(dataset["root"]).exists():
+        try:
+            voc_dir(dataset["root"], "2007" if dataset["name"] == "voc07" else "2012")
+        except FileNotFoundError as error:
+            raise ValueError(f"dataset.root: {error}") from None
+    kind = "voc" if dataset["name"].startswith("voc") else "boxes"
+    return [] if dataset["name"] == "shapes" else [("dataset.root", dataset["root"], kind)]
+
+
 def predict_boxes(extractor: PatchFeatures, images: InputImages, methods: dict, mean, std) -> dict[str, list]:
     """Every method's box for every image (original pixels; None where a method found nothing)."""
     n = len(images.images)

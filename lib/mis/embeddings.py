@@ -46,7 +46,7 @@ def cached_embeddings(pool: ImagePool, backend: SimilarityBackend, cache_dir: st
 
 
 def main(argv=None) -> int:
-    from lib.stage import ParameterError, load_params, parse_sets
+    from lib.params import ParameterError, load_params, parse_sets
 
     parser = argparse.ArgumentParser(prog="python -m lib.mis.embeddings", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")

@@ -31,6 +31,24 @@ from lib.models import get_spec
 CONTROL_KEYS = {"random_init", "collapse_sparsity"}
 
 
+def check_stage(p: dict) -> list[tuple]:
+    """The MIS stages' parameters (``mis`` and ``mis_embeddings``), checked before any compute; returns the
+    input paths they read."""
+    from lib.data.image_pool import POOL_KEYS
+    from lib.mis.similarity import BackendUnavailable, create_backend
+    from lib.params import check_options
+
+    check_options(p["pool"], POOL_KEYS, "pool")
+    for spec in p["backends"]:
+        try:
+            create_backend(spec)
+        except BackendUnavailable as error:
+            raise ValueError(str(error)) from None
+    if "tasks" in p:
+        TaskConfig.from_dict(p["tasks"])
+    return [("pool.folder", p["pool"]["folder"], "pool")] if "folder" in p["pool"] else []
+
+
 def build_scorers(pool: ImagePool, backends: list[SimilarityBackend], cache_dir, tasks: TaskConfig, alpha: float,
                   aggregation: str = "mean", seed: int = 0, progress: bool = True) -> dict[str, MIS]:
     """One MIS scorer per backend, on the pool's cached embeddings (the first backend is the primary one)."""

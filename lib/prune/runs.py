@@ -5,20 +5,8 @@ plan and writes into ``out_dir`` itself. A grid (the presets) prunes several den
 (``models``: arch -> a pretrained model or a checkpoint) with several plans (``plans``: name ->
 plan), each into ``out_dir/<arch>/<name>``, and writes a summary of all of them in ``out_dir``.
 
-``dataset`` picks the data (default: the embedded dataset in ``data_dir``)::
-
-    {"name": "shapes", "root": "data/shapes"}
-    {"name": "cifar10", "root": "../shared/data/cifar10/test", "retrain_share": 0.5, "seed": 0, "n_val": 500,
-     "augment": True}
-    {"name": "imagenet", "root": "/data/imagenet", "split": "val", "retrain_per_class": 25,
-     "test_per_class": 25, "n_val": 1000, "image_size": 224, "resize": 256, "seed": 0}
-    {"name": "imagenet", "root": "/data/imagenet", "train_split": "train", "split": "val", "n_val": 10000,
-     "image_size": 224, "resize": 256, "augment": True, "seed": 0}     (train on train, test on val)
-
-A pretrained dense model: ``{"model": "cifar_resnet20", "weights": "path/to/file", "num_classes": 10,
-"model_kwargs": {}, "drop_keys": [], "recorded_acc": 0.9178}`` (``drop_keys``: prefixes of weight
-names that the model does not have, e.g. the untrained auxiliary heads of torchvision's GoogLeNet
-file; ``recorded_acc``: the accuracy its publisher reports, kept beside ours).
+``dataset`` picks the data (``lib.data.datasets``; default: the embedded dataset in ``data_dir``); a
+dense model is a checkpoint ``{"checkpoint": path}`` or a pretrained source (``lib.models.pretrained``).
 """
 
 from __future__ import annotations
@@ -28,31 +16,25 @@ from pathlib import Path
 import pandas as pd
 
 from lib import io
-from lib.models import create_model, get_spec, save_checkpoint
-from lib.prune.schedules import PruningPlan, run_schedule, shapes_data
+from lib.data.datasets import check_dataset, classification_data
+from lib.models import check_pretrained, get_spec, load_pretrained, save_checkpoint
+from lib.plots import plot_against_sparsity
+from lib.prune.schedules import PruningPlan, run_schedule
 from lib.train import Recipe, evaluate
 
-DATASETS = {
-    "shapes": {"root"},
-    "cifar10": {"root", "retrain_share", "seed", "n_val", "augment"},
-    "imagenet": {"root", "split", "train_split", "retrain_per_class", "test_per_class", "n_val", "image_size", "resize",
-                 "seed", "augment"},
-}
-PRETRAINED_KEYS = {"model", "weights", "num_classes", "model_kwargs", "drop_keys", "recorded_acc"}
+def check_stage(p: dict) -> list[tuple]:
+    """The pruning stage's parameters, checked before any compute; returns the input paths it reads."""
+    from lib.data.datasets import dataset_paths
 
-
-def check_dataset(dataset: dict, exists: bool = True) -> None:
-    """A dataset dict's name and keys (and, with ``exists``, that its root is there)."""
-    name = dataset.get("name", "shapes")
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    unknown = set(dataset) - DATASETS[name] - {"name"}
-    if unknown:
-        raise ValueError(f"dataset {name!r} has no parameter(s) {sorted(unknown)}; known: {sorted(DATASETS[name])}")
-    if "root" not in dataset:
-        raise ValueError(f"dataset {name!r} needs a 'root' folder")
-    if exists and not Path(dataset["root"]).exists():
-        raise FileNotFoundError(f"dataset root {dataset['root']} does not exist")
+    PruningPlan.from_dict({**p["plan"], **(p["plan_overrides"] or {})})
+    Recipe.from_dict(p["recipe"])
+    if p["models"] or p["plans"]:
+        raise ValueError("models/plans make a grid of runs (the presets of notebook 02); a pipeline stage prunes "
+                         "the model its train stage wrote with the method's plan")
+    if not p["dataset"]:
+        return []
+    check_dataset(p["dataset"], exists=False)
+    return dataset_paths(p["dataset"])
 
 
 def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[dict, Recipe]:
@@ -66,46 +48,10 @@ def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[di
                 raise FileNotFoundError(f"model {arch!r}: {source['checkpoint']} does not exist; train it first "
                                         "(dvc repro train, or notebooks/01_training.ipynb)")
             continue
-        unknown = set(source) - PRETRAINED_KEYS
-        if unknown or "model" not in source:
-            raise ValueError(f"model {arch!r} needs 'model' (optional: {sorted(PRETRAINED_KEYS - {'model'})}); "
-                             f"unknown: {sorted(unknown)}")
-        get_spec(source["model"])
-        if source.get("weights") and not Path(source["weights"]).is_file():
-            raise FileNotFoundError(f"model {arch!r}: weights file {source['weights']} does not exist")
+        check_pretrained(source, what=f"model {arch!r}")
     if not plans:
         raise ValueError("no pruning plan given")
     return {name: PruningPlan.from_dict(p) for name, p in plans.items()}, Recipe.from_dict(recipe)
-
-
-def pruning_data(dataset: dict, mean, std) -> dict:
-    """The datasets a schedule needs (train, val, test, image_size, id; ``full``: every image, if any)."""
-    options = {k: v for k, v in dataset.items() if k not in ("name", "root")}
-    name, root = dataset.get("name", "shapes"), dataset["root"]
-    if name == "shapes":
-        return shapes_data(root, mean, std)
-    if name == "cifar10":
-        from lib.data import cifar10
-
-        data = cifar10.datasets(root, mean, std, **options)
-    else:
-        from lib.data import imagenet
-
-        options["split_name"] = options.pop("split", "val")
-        data = imagenet.datasets(root, mean, std, **options)
-    return {**data, "id": {"name": name, "root": str(root), **options}}
-
-
-def load_pretrained(source: dict):
-    """The model of a pretrained source (see the module docstring), its weights loaded from the local file."""
-    model = create_model(source["model"], num_classes=source.get("num_classes", 1000), **source.get("model_kwargs", {}))
-    if source.get("weights"):
-        state = io.load_torch(source["weights"])
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        drop = tuple(source.get("drop_keys", ()))
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        model.load_state_dict({k: v for k, v in state.items() if not (drop and k.startswith(drop))})
-    return model
 
 
 def dense_checkpoint(arch: str, source: dict, out_dir: str | Path) -> Path:
@@ -159,7 +105,7 @@ def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict
         spec = get_spec(model_info["name"])
         key = (spec.mean, spec.std)
         if key not in cache:
-            cache = {key: pruning_data(dataset, spec.mean, spec.std)}  # one normalisation in memory at a time
+            cache = {key: classification_data(dataset, spec.mean, spec.std)}  # one normalisation in memory at a time
         data = cache[key]
         dense[model_arch] = dense_scores(checkpoint, data, recorded_acc)
         dense_accounting = {}  # the same for every plan that prunes the same layers
@@ -196,8 +142,6 @@ def accuracy_table(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFram
 def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "test accuracy"):
     """One panel per architecture: ``metric`` against sparsity, one line per method."""
     import matplotlib.pyplot as plt
-
-    from lib.report import plot_against_sparsity
 
     archs = list(dict.fromkeys(frame["arch"]))
     fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6), squeeze=False)

@@ -30,14 +30,15 @@ from tqdm.auto import tqdm
 
 from lib import distributed as dd
 from lib import io
+from lib.data.datasets import shapes_data
 from lib.params import dataclass_from_params
 from lib.models import get_spec, load_checkpoint, save_checkpoint
 from lib.prune.accounting import accounting
 from lib.prune.masks import apply_masks, current_masks, fold_masks, prunable_parameters
 from lib.prune.methods import METHODS, SCOPES, SELECTIONS, get_method
+from lib.results import MANIFEST, list_checkpoints  # noqa: F401  (the manifest's format)
 from lib.train import Recipe, evaluate, fit
 
-MANIFEST = "pruning.json"
 SCHEDULES = ("lrr", "iterative", "oneshot")
 
 
@@ -100,21 +101,6 @@ class PruningPlan:
 
     def method_for(self, step: int):
         return get_method(self.method, self.selection, self.scope, seed=self.seed + step)
-
-
-def list_checkpoints(pruning_dir: str | Path) -> list[dict]:
-    """The manifest of a pruning stage: one record per checkpoint, with an absolute ``path``."""
-    pruning_dir = Path(pruning_dir)
-    manifest = io.load_json(pruning_dir / MANIFEST)
-    return [{**r, "path": str(pruning_dir / r["file"])} for r in manifest["checkpoints"]]
-
-
-def shapes_data(data_dir: str | Path, mean, std) -> dict:
-    """The embedded dataset as pruning data: train / val / test datasets, image size and an id."""
-    from lib.data import shapes
-
-    data = shapes.datasets(data_dir, mean=mean, std=std)
-    return {**data, "image_size": shapes.load_meta(data_dir)["config"]["image_size"], "id": str(data_dir)}
 
 
 def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe, data, out_dir: str | Path,

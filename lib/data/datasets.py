@@ -1,0 +1,75 @@
+"""Labelled image datasets for training and pruning, one name per dataset.
+
+A dataset is given as a dict, its ``name`` one of :data:`DATASETS` and the keys that dataset takes::
+
+    {"name": "shapes", "root": "data/shapes"}
+    {"name": "cifar10", "root": "../shared/data/cifar10/test", "retrain_share": 0.5, "seed": 0, "n_val": 500,
+     "augment": True}
+    {"name": "imagenet", "root": "/data/imagenet", "split": "val", "retrain_per_class": 25,
+     "test_per_class": 25, "n_val": 1000, "image_size": 224, "resize": 256, "seed": 0}
+    {"name": "imagenet", "root": "/data/imagenet", "train_split": "train", "split": "val", "n_val": 10000,
+     "image_size": 224, "resize": 256, "augment": True, "seed": 0}     (train on train, test on val)
+
+:func:`classification_data` turns it into the ``train`` / ``val`` / ``test`` datasets (``full``: every
+image, where the dataset has such a split), the ``image_size`` and an ``id`` that names the data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATASETS = {
+    "shapes": {"root"},
+    "cifar10": {"root", "retrain_share", "seed", "n_val", "augment"},
+    "imagenet": {"root", "split", "train_split", "retrain_per_class", "test_per_class", "n_val", "image_size", "resize",
+                 "seed", "augment"},
+}
+
+
+def check_dataset(dataset: dict, exists: bool = True) -> None:
+    """A dataset dict's name and keys (and, with ``exists``, that its root is there)."""
+    name = dataset.get("name", "shapes")
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    unknown = set(dataset) - DATASETS[name] - {"name"}
+    if unknown:
+        raise ValueError(f"dataset {name!r} has no parameter(s) {sorted(unknown)}; known: {sorted(DATASETS[name])}")
+    if "root" not in dataset:
+        raise ValueError(f"dataset {name!r} needs a 'root' folder")
+    if exists and not Path(dataset["root"]).exists():
+        raise FileNotFoundError(f"dataset root {dataset['root']} does not exist")
+
+
+def shapes_data(data_dir: str | Path, mean, std) -> dict:
+    """The embedded dataset: train / val / test datasets, image size and an id."""
+    from lib.data import shapes
+
+    data = shapes.datasets(data_dir, mean=mean, std=std)
+    return {**data, "image_size": shapes.load_meta(data_dir)["config"]["image_size"], "id": str(data_dir)}
+
+
+def classification_data(dataset: dict, mean, std) -> dict:
+    """The datasets training and pruning need (train, val, test, image_size, id; ``full``: every image, if any)."""
+    options = {k: v for k, v in dataset.items() if k not in ("name", "root")}
+    name, root = dataset.get("name", "shapes"), dataset["root"]
+    if name == "shapes":
+        return shapes_data(root, mean, std)
+    if name == "cifar10":
+        from lib.data import cifar10
+
+        data = cifar10.datasets(root, mean, std, **options)
+    else:
+        from lib.data import imagenet
+
+        options["split_name"] = options.pop("split", "val")
+        data = imagenet.datasets(root, mean, std, **options)
+    return {**data, "id": {"name": name, "root": str(root), **options}}
+
+
+def dataset_paths(dataset: dict, name: str = "dataset") -> list[tuple[str, Path, str]]:
+    """The folders a dataset dict reads, as (parameter, path, kind of data) for the errors that name them."""
+    kind, root = dataset.get("name", "shapes"), Path(dataset["root"])
+    if kind == "imagenet":
+        splits = [dataset.get("split", "val")] + ([dataset["train_split"]] if dataset.get("train_split") else [])
+        return [(f"{name}.root", root / split, "imagenet") for split in splits]
+    return [(f"{name}.root", root, kind)]

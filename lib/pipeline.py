@@ -1,0 +1,255 @@
+"""Each stage of the pipeline, declared once.
+
+A :class:`Stage` names its notebook (or script module), the ``params.yaml`` sections it reads, the stages
+it consumes, the function that checks its parameters before any compute, and the metrics it writes:
+each with its direction (higher or lower is better) and, where the stage keeps per-item values, the
+per-item column the report resamples. Everything else is derived from or checked against this:
+
+- the report's dimensions, directions and resampling (``lib.report``);
+- ``lib.experiment``'s checks of a parameter file (it calls each stage's ``check``; nothing re-implements it);
+- ``lib.stage``'s checks before a kernel starts;
+- the ``deps`` of ``dvc.yaml``: ``python -m lib.pipeline deps`` prints, per stage, the library files its
+  notebook runs (the transitive import closure, module- and function-level imports alike), and a test
+  fails when ``dvc.yaml`` lists fewer or more.
+
+Layers (``LAYERS``): a module imports only from its own layer or the ones before it; a test enforces it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import sys
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+
+# One-way layers, lowest first: a module may import from its own layer and the layers before it.
+# lib.pipeline itself is core: it names the stages' code as strings and imports nothing of lib.
+LAYERS = (
+    ("core", ("lib", "lib.io", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline")),
+    ("data", ("lib.data",)),
+    ("models", ("lib.models",)),
+    ("train", ("lib.train",)),
+    ("prune", ("lib.prune",)),
+    ("checkpoints", ("lib.checkpoints",)),
+    ("analyses", ("lib.attribution", "lib.discovery", "lib.alignment", "lib.mis")),
+    ("report", ("lib.report",)),
+    ("runner", ("lib.stage", "lib.experiment")),
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a stage writes into ``metrics.json`` (``name`` may hold ``*``, e.g. ``rma_*``: one per method).
+
+    ``item``: the column of the stage's per-item table whose mean over items is the metric (``*`` expands as
+    in ``name``); ``None`` when the metric is no mean of per-item values (the report shows it, untested).
+    """
+
+    name: str
+    higher_is_better: bool = True
+    item: str | None = None
+    why_untested: str = ""
+
+    def matches(self, column: str) -> bool:
+        return fnmatch(column, self.name)
+
+    def item_column(self, column: str) -> str | None:
+        """The per-item column of metric ``column`` (``corloc_lost`` -> ``hit_lost``)."""
+        if self.item is None or "*" not in self.name:
+            return self.item
+        prefix, suffix = self.name.split("*", 1)
+        return self.item.replace("*", column[len(prefix):len(column) - len(suffix)])
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline: what it runs, what it reads, what it writes."""
+
+    name: str                              # the dvc stage, its output folder data/<name>/...
+    notebook: str | None                   # notebooks/NN_*.ipynb; None for a script stage
+    module: str                            # the code it runs: lib.stage (notebooks) or a script module
+    params: tuple[str, ...]                # params.yaml sections (``{arch}``/``{method}``: the matrix item)
+    upstream: tuple[str, ...] = ()         # stages whose outputs it reads
+    check: str | None = None               # "module:function" checking its parameters before any compute
+    metrics: tuple[Metric, ...] = ()
+    items: str | None = None               # the per-item table in its output folder
+    item_id: str = "image"                 # the item column of that table
+    matrix: bool = True                    # one run per (arch, method)
+
+    def metric(self, column: str) -> Metric | None:
+        """The declared metric that ``column`` of the stage's metrics is, if any."""
+        return next((m for m in self.metrics if m.matches(column)), None)
+
+    def checker(self):
+        if self.check is None:
+            return None
+        module, function = self.check.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+STAGES = {s.name: s for s in (
+    Stage("data", "notebooks/00_data.ipynb", "lib.stage", ("data",), matrix=False, check="lib.data.shapes:check_stage"),
+    Stage("train", "notebooks/01_training.ipynb", "lib.stage", ("models.{arch}", "train.{arch}"), ("data",),
+          check="lib.train:check_stage", metrics=(Metric("test_acc"),)),
+    Stage("prune", "notebooks/02_pruning.ipynb", "lib.stage", ("prune.{method}", "retrain.{arch}"), ("data", "train"),
+          check="lib.prune.runs:check_stage", metrics=(Metric("test_acc", item=None,
+                                                             why_untested="accuracy per checkpoint: no per-image file"),)),
+    Stage("interpret", "notebooks/03_interpretability.ipynb", "lib.stage", ("interpret",), ("data", "prune"),
+          check="lib.attribution.evaluate:check_stage", items="per_image.csv", item_id="image", metrics=(
+              Metric("rma_*", item="rma_*"), Metric("rra_*", item="rra_*"),
+              Metric("pointing_*", item="pointing_*"), Metric("gini_*", item="gini_*"),
+              Metric("deletion_*", higher_is_better=False, item="deletion_*"),
+              Metric("insertion_*", item="insertion_*"))),
+    Stage("discover", "notebooks/04_object_discovery.ipynb", "lib.stage", ("discover.common", "discover.{arch}"),
+          ("data", "prune"), check="lib.discovery.run:check_stage", items="per_image.csv", item_id="image",
+          metrics=(Metric("corloc_*", item="hit_*"),)),
+    Stage("align", "notebooks/05_human_alignment.ipynb", "lib.stage", ("align",), ("data", "prune"),
+          check="lib.alignment.evaluate:check_stage", items="per_image.csv", item_id="trial", metrics=(
+              Metric("ood_acc", item="ood_score"),
+              Metric("shape_bias", why_untested="a ratio of decision counts, not a mean over images"),
+              Metric("ec_humans", why_untested="Cohen's kappa is not a mean over images"),
+              Metric("ec_dense", why_untested="Cohen's kappa is not a mean over images"))),
+    Stage("mis_embeddings", None, "lib.mis.embeddings", ("mis",), ("data",), check="lib.mis.study:check_stage",
+          matrix=False),
+    Stage("mis", "notebooks/06_unit_interpretability.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
+          check="lib.mis.study:check_stage", items="per_unit.csv", item_id="unit",
+          metrics=(Metric("mis", item="mis"), Metric("solved", item="solved"))),
+    Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
+                                                                    "mis"), matrix=False),
+)}
+
+ANALYSES = ("interpret", "discover", "align", "mis")
+
+
+def stage_of(dvc_name: str) -> Stage:
+    """The declaration of a dvc stage name (``prune@cnn-lrr`` -> ``prune``)."""
+    name = dvc_name.split("@")[0]
+    if name not in STAGES:
+        raise KeyError(f"no stage {name!r}; stages: {sorted(STAGES)}")
+    return STAGES[name]
+
+
+def stage_for_notebook(notebook: str | Path) -> Stage | None:
+    name = Path(notebook).name
+    return next((s for s in STAGES.values() if s.notebook and Path(s.notebook).name == name), None)
+
+
+# ----------------------------------------------------------------------------- import closure
+def _root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def module_file(module: str, root: Path | None = None) -> Path | None:
+    """The file of a ``lib`` module (package ``__init__.py`` for a package); None outside ``lib``."""
+    root = root or _root()
+    if module != "lib" and not module.startswith("lib."):
+        return None
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(source: str, package: str) -> set[str]:
+    """Every ``lib`` module that ``source`` imports, anywhere (functions included), as dotted names.
+
+    ``from lib.x import y`` counts ``lib.x`` and, when ``y`` is a submodule, ``lib.x.y``; relative imports
+    are resolved against ``package``.
+    """
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return {m for m in found if m == "lib" or m.startswith("lib.")}
+
+
+def module_imports(module: str, root: Path | None = None) -> set[str]:
+    """The ``lib`` modules ``module`` imports directly (those that exist), with their parent packages."""
+    path = module_file(module, root)
+    package = module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+    for name in _imports(path.read_text(), package):
+        if module_file(name, root) is not None:
+            parts = name.split(".")
+            out |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return out - {module}
+
+
+def closure(modules, root: Path | None = None) -> set[str]:
+    """Every ``lib`` module that importing ``modules`` may run (parent packages included)."""
+    todo, seen = list(modules), set()
+    while todo:
+        module = todo.pop()
+        if module in seen or module_file(module, root) is None:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += sorted(module_imports(module, root))
+    return seen
+
+
+def notebook_imports(notebook: str | Path) -> set[str]:
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return {m for m in _imports(source, "lib") if module_file(m) is not None}
+
+
+def stage_closure(stage: Stage, root: Path | None = None) -> list[str]:
+    """The library files a stage runs, relative to the repository root, sorted."""
+    root = root or _root()
+    start = notebook_imports(root / stage.notebook) | {stage.module} if stage.notebook else {stage.module}
+    files = {module_file(m, root) for m in closure(start, root)}
+    return sorted(str(f.relative_to(root)) for f in files)
+
+
+def write_deps(dvc_yaml: str | Path) -> None:
+    """Rewrite the ``lib/`` entries of every stage's ``deps`` in ``dvc_yaml`` to the stage's import closure
+    (the other entries, comments and layout are kept)."""
+    import re
+
+    lines, out, stage, in_deps = Path(dvc_yaml).read_text().split("\n"), [], None, False
+    for line in lines:
+        if match := re.match(r"^  (\w+):\s*$", line):
+            stage = match.group(1)
+        if re.match(r"^    deps:\s*$", line):
+            in_deps = True
+        elif in_deps and re.match(r"^      - ", line):
+            if line.strip()[2:].startswith("lib/"):
+                continue
+        elif in_deps:
+            out += [f"      - {path}" for path in stage_closure(STAGES[stage])]
+            in_deps = False
+        out.append(line)
+    Path(dvc_yaml).write_text("\n".join(out))
+
+
+def main(argv=None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] != ["deps"]:
+        print("usage: python -m lib.pipeline deps [STAGE ...] [--write]\n"
+              "  the library files each stage runs (its dvc deps); --write puts them into dvc.yaml")
+        return 2
+    if "--write" in args:
+        write_deps(_root() / "dvc.yaml")
+        return 0
+    for name in args[1:] or list(STAGES):
+        print(f"{name}:")
+        for path in stage_closure(STAGES[name]):
+            print(f"  - {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The stage declarations (lib.pipeline) against the code and dvc.yaml: layers, import circles, deps."""
+
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import yaml
+
+from lib import pipeline
+from lib.pipeline import LAYERS, STAGES, closure, module_file, stage_closure
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def all_modules() -> list[str]:
+    out = []
+    for path in sorted((ROOT / "lib").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return out
+
+
+def layer_of(module: str) -> int:
+    """Index of the layer whose longest prefix names ``module``."""
+    best, index = -1, None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, index = len(prefix), i
+    assert index is not None, f"{module} is in no layer of lib.pipeline.LAYERS: add it"
+    return index
+
+
+def direct_imports(module: str) -> set[str]:
+    """The modules ``module`` names in its imports (not their parent packages)."""
+    path = module_file(module)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return {m for m in pipeline._imports(path.read_text(), package) if module_file(m) is not None} - {module}
+
+
+def test_every_module_is_in_a_layer_and_imports_no_layer_above_it():
+    upward = []
+    for module in all_modules():
+        mine = layer_of(module)
+        for imported in direct_imports(module):
+            if layer_of(imported) > mine:
+                upward.append(f"{module} ({LAYERS[mine][0]}) imports {imported} ({LAYERS[layer_of(imported)][0]})")
+    assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
+
+
+def test_no_import_circles():
+    graph = nx.DiGraph()
+    for module in all_modules():
+        graph.add_node(module)
+        for imported in direct_imports(module):
+            parent = module.rpartition(".")[0]
+            if imported != parent:  # a package's __init__ importing its own submodules is no circle
+                graph.add_edge(module, imported)
+    for module in all_modules():  # a package __init__ re-exporting its submodules: drop the package -> child edges
+        for child in list(graph.successors(module)):
+            if child.startswith(module + ".") and module_file(module).name == "__init__.py":
+                graph.remove_edge(module, child)
+    cycles = [c for c in nx.simple_cycles(graph)]
+    assert not cycles, f"import circles: {cycles}"
+
+
+def test_closure_follows_function_level_imports(tmp_path):
+    lib = tmp_path / "lib"
+    (lib / "sub").mkdir(parents=True)
+    (lib / "__init__.py").write_text("")
+    (lib / "a.py").write_text("def f():\n    from lib.sub import b\n")
+    (lib / "sub" / "__init__.py").write_text("")
+    (lib / "sub" / "b.py").write_text("from . import c\n")
+    (lib / "sub" / "c.py").write_text("import os\n")
+    (lib / "unused.py").write_text("")
+    assert closure({"lib.a"}, tmp_path) == {"lib", "lib.a", "lib.sub", "lib.sub.b", "lib.sub.c"}
+
+
+def dvc_stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def library_deps(stage: dict) -> set[str]:
+    """The lib/ files a dvc.yaml stage lists (folders expanded to their .py files)."""
+    out = set()
+    for dep in stage.get("deps", []):
+        path = ROOT / dep
+        if dep.startswith("lib"):
+            files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+            out |= {str(f.relative_to(ROOT)) for f in files}
+    return out
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_dvc_deps_are_exactly_the_library_files_the_stage_runs(name):
+    stage = dvc_stages()[name]
+    expected, listed = set(stage_closure(STAGES[name])), library_deps(stage)
+    assert listed == expected, (
+        f"dvc.yaml stage {name!r}: missing {sorted(expected - listed)}, not run {sorted(listed - expected)}; "
+        f"`python -m lib.pipeline deps {name}` prints the list")
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_dvc_commands_run_the_declared_notebook_and_sections(name):
+    declared, stage = STAGES[name], dvc_stages()[name]
+    words = stage["cmd"].split()
+    assert words[:3] == ["python", "-m", declared.module]
+    if declared.notebook:
+        assert words[3] == declared.notebook
+    sections = words[words.index("--params") + 1:] if "--params" in words else []
+    sections = sections[:next((i for i, w in enumerate(sections) if w.startswith("--")), len(sections))]
+    placeholders = {"${item.arch}": "{arch}", "${item.method}": "{method}"}
+    for old, new in placeholders.items():
+        sections = [s.replace(old, new) for s in sections]
+    assert tuple(sections) == declared.params
+    tracked = [p.replace("${item.arch}", "{arch}").replace("${item.method}", "{method}") for p in stage.get("params", [])]
+    assert tracked == [s.split(".")[0] if s.startswith("mis") and name == "mis_embeddings" else s
+                       for s in declared.params] or name == "mis_embeddings"
+    assert ("matrix" in stage) == declared.matrix
+
+
+def test_training_never_depends_on_the_report_or_the_analyses():
+    for name in ("data", "train", "prune"):
+        runs = stage_closure(STAGES[name])
+        assert not [f for f in runs if f.startswith(("lib/report", "lib/attribution", "lib/discovery", "lib/alignment",
+                                                     "lib/mis", "lib/checkpoints"))], name
+
+
+def test_every_stage_check_exists_and_refuses_a_bad_value():
+    from lib.stage import notebook_parameters
+
+    for stage in STAGES.values():
+        if stage.check is None:
+            continue
+        checker = stage.checker()
+        assert callable(checker), stage.name
+        if stage.notebook:
+            defaults = notebook_parameters(ROOT / stage.notebook)
+            assert isinstance(checker(defaults), list), stage.name  # the smoke defaults pass
+
+
+def test_the_report_shows_every_metric_a_stage_declares(tmp_path):
+    """A metrics tree with one column per declared metric: each reaches a panel of the report's figure."""
+    from lib.report import load_dimensions, panels
+    from lib.results import save_stage_metrics
+
+    rows = [{"step": s, "sparsity": s * 0.2, "test_acc": 0.5} for s in range(3)]
+    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", method="m")
+    declared = {}
+    for name in pipeline.ANALYSES:
+        columns = [m.name.replace("*", "x") for m in STAGES[name].metrics]
+        declared[name] = {m.name for m in STAGES[name].metrics}
+        save_stage_metrics(tmp_path / name / "a" / "m", [{**r, **dict.fromkeys(columns, 0.5)} for r in rows],
+                           arch="a", method="m")
+    frame, columns = load_dimensions(tmp_path)
+    shown = {}
+    for stage, metric, _ in panels(columns):
+        shown.setdefault(stage, set()).add(metric)
+    for name in pipeline.ANALYSES:
+        assert shown.get(name) == declared[name], name
+
+
+def test_item_columns_expand_like_their_metric():
+    metric = pipeline.Metric("corloc_*", item="hit_*")
+    assert metric.item_column("corloc_lost") == "hit_lost"
+    assert pipeline.Metric("ood_acc", item="ood_score").item_column("ood_acc") == "ood_score"
+    assert pipeline.Metric("shape_bias").item_column("shape_bias") is None
