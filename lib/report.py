@@ -34,42 +34,25 @@ def sparsity_table(frame: pd.DataFrame, metric: str, index=("arch", "method")) -
 
 
 def sweet_spot(per_image: pd.DataFrame, metric: str, sparsity_by_step: dict, n_boot: int = 1000, seed: int = 0,
-               level: float = 0.95, higher_is_better: bool = True) -> dict:
-    """The sparsity that maximises ``metric`` and a paired bootstrap over images.
+               level: float = 0.95, higher_is_better: bool = True, alpha: float = 0.05) -> dict:
+    """The sparsity where ``metric`` is best, tested against dense with the selection kept in the test.
 
-    ``per_image``: one row per (step, image) with columns ``step``, ``image`` and ``metric`` (every
-    checkpoint scored on the same images). Images are resampled with replacement, the same resample
-    for every checkpoint (paired), ``n_boot`` times. Returns the sweet spot's sparsity and value, the
-    dense (step 0) value, the ``level`` interval of the sweet spot's sparsity over resamples, the
-    interval of the improvement over dense (sweet spot - dense; dense - sweet spot when lower is
-    better), and ``beats_dense``: that interval lies entirely above zero.
+    ``per_image``: one row per (step, image) with columns ``step``, ``image`` and ``metric``; only the
+    images with a value at every step are kept (paired). Pivots them into (images, checkpoints), dense
+    (step 0) first, and calls :func:`lib.stats.sweet_spot` (max-t sign-flip p-value over checkpoints,
+    simultaneous gain interval and re-selecting location interval at ``level``, ``n_boot`` resamples):
+    its record plus ``metric`` and ``step``. ``beats_dense`` there is for this metric alone;
+    :func:`sweet_spot_table` decides over all the report's metrics at once.
     """
-    import numpy as np
+    from lib import stats
 
     table = per_image.pivot_table(index="image", columns="step", values=metric, aggfunc="mean").dropna()
     if table.empty or 0 not in table.columns:
         raise ValueError(f"per-image values of {metric!r} need the dense checkpoint (step 0) and common images")
-    steps = list(table.columns)
-    values = table.to_numpy(dtype=float) * (1 if higher_is_better else -1)
-    means = values.mean(0)
-    best = int(np.argmax(means))
-    rng = np.random.default_rng(seed)
-    samples = rng.integers(0, len(values), size=(n_boot, len(values)))
-    boot = np.stack([values[idx].mean(0) for idx in samples])  # (n_boot, checkpoints)
-    sparsities = np.array([sparsity_by_step[s] for s in steps])
-    best_sparsity = sparsities[boot.argmax(1)]
-    dense = steps.index(0)
-    diff = boot[:, best] - boot[:, dense]
-    tail = (1 - level) / 2 * 100
-    sign = 1 if higher_is_better else -1
-    diff_low, diff_high = np.percentile(diff, [tail, 100 - tail])
-    return {
-        "metric": metric, "step": int(steps[best]), "sparsity": float(sparsities[best]),
-        "value": float(sign * means[best]), "dense": float(sign * means[dense]),
-        "sparsity_interval": [float(v) for v in np.percentile(best_sparsity, [tail, 100 - tail])],
-        "gain_interval": [float(diff_low), float(diff_high)],
-        "beats_dense": bool(best != dense and diff_low > 0), "images": int(len(values)),
-    }
+    steps = [0] + sorted(s for s in table.columns if s != 0)
+    spot = stats.sweet_spot(table[steps].to_numpy(dtype=float), [sparsity_by_step[s] for s in steps],
+                            higher_is_better=higher_is_better, n_resamples=n_boot, seed=seed, level=level, alpha=alpha)
+    return {"metric": metric, "step": int(steps[spot["step_index"]]), **spot}
 
 
 def dimension_correlations(frame: pd.DataFrame, metrics: list[str], method: str = "spearman") -> pd.DataFrame:
@@ -160,9 +143,18 @@ def _resampled_columns(columns: list[str], patterns: dict) -> dict:
     return out
 
 
-def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Sweet spot of every metric with per-item values, per (arch, method), with its bootstrap interval."""
+def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                     correction: str = "holm", lower_is_better: tuple = ()) -> pd.DataFrame:
+    """Sweet spot of every metric with per-item values, per (arch, method) (see :func:`sweet_spot`).
+
+    All the rows are one family: ``beats_dense``, ``p_adjusted`` and ``verdict`` come from
+    :func:`lib.stats.claim` over them, ``correction`` "holm" (family-wise error rate) or "bh" (false
+    discovery rate) at ``alpha``. Metrics matching a pattern of ``lower_is_better`` are tested for a decrease.
+    """
+    from fnmatch import fnmatch
     from pathlib import Path
+
+    from lib import stats
 
     rows = []
     for stage, (file, patterns, item) in RESAMPLED.items():
@@ -185,10 +177,12 @@ def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_boot: int = 100
                     values[metric] = values[metric].astype(float)
                     if not (values["step"] == 0).any():
                         continue  # undefined on every image of the dense model (e.g. all-zero maps): no reference
-                    spot = sweet_spot(values, metric, sparsity, n_boot=n_boot, seed=seed)
+                    higher = not any(fnmatch(metric, p) for p in lower_is_better)
+                    spot = sweet_spot(values, metric, sparsity, n_boot=n_boot, seed=seed, higher_is_better=higher,
+                                      alpha=alpha)
                     rows.append({"arch": arch, "method": method, "stage": stage, **spot,
                                  "resampled": "units" if stage == "mis" else "images"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(stats.claim(rows, alpha, correction))
 
 
 def parameter_counts(root) -> dict:

@@ -224,7 +224,8 @@ def claim(records: list[dict], alpha: float = 0.05, method: str = "holm") -> lis
         elif record["checkpoints"] == 0:
             verdict = "no pruned checkpoint to test"
         elif 2.0 ** -record["items"] > alpha:
-            verdict = f"too few items to test ({record['items']}: the smallest sign-flip p is {2.0 ** -record['items']:.3g})"
+            n = record["items"]
+            verdict = f"too few items to test ({n}: the smallest sign-flip p is {2.0 ** -n:.3g})"
         elif floor > alpha:
             verdict = f"too few resamples to test (smallest p {floor:.3g})"
         else:

@@ -1,4 +1,4 @@
-"""lib.stats: the sweet spot's selection-aware test, its intervals, the correction across metrics, and their calibration."""
+"""lib.stats: the sweet spot's selection-aware test, its intervals, the correction across metrics, calibration."""
 
 import itertools
 
