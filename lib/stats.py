@@ -109,7 +109,8 @@ def sweet_spot(values: np.ndarray, sparsities: Sequence[float], higher_is_better
 
     ``step_index`` (column of the sweet spot), ``sparsity``, ``value`` and ``dense`` (means, in the
     metric's units), ``gain`` (sweet spot - dense; dense - sweet spot when lower is better, so positive
-    is better), ``gain_interval`` (simultaneous over the pruned checkpoints, at ``level``),
+    is better), ``gain_interval`` (simultaneous over the pruned checkpoints, at ``level``; [0, 0] when
+    dense is the sweet spot, NaN with one item),
     ``sparsity_interval`` (the sweet spot re-selected in every bootstrap resample, at ``level``),
     ``selected_share`` (share of resamples that select the sweet spot's column), ``p_value`` (max-t
     sign-flip, adjusted over checkpoints; 1 when dense is the best), ``difference_sd`` (root mean
@@ -206,7 +207,8 @@ def claim(records: list[dict], alpha: float = 0.05, method: str = "holm") -> lis
 
     Sets ``p_adjusted`` (:func:`adjust` over the records' ``p_value``), ``beats_dense`` (adjusted p <=
     ``alpha`` and the sweet spot is not dense), ``correction``, ``alpha``, ``detectable_gain`` (see
-    :func:`detectable_gain`; Bonferroni over the record's checkpoints and the family's metrics) and
+    :func:`detectable_gain` with the record's ``difference_sd``, a root mean square over checkpoints;
+    Bonferroni over the record's checkpoints and the family's metrics) and
     ``verdict``: "beats dense"; "too few items to test" when even the most extreme sign flip cannot
     reach ``alpha`` (2^-n > alpha with n items), "too few resamples to test" likewise for the random
     flips; else "no gain detected (could have detected >= X)" with X the detectable gain.
