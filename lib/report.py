@@ -16,6 +16,28 @@ def sparsity_table(frame: pd.DataFrame, metric: str, index=("arch", "method")) -
     return frame.pivot_table(index=keys, columns="sparsity_pct", values=metric, aggfunc="first")
 
 
+def sweet_spot(per_image: pd.DataFrame, metric: str, sparsity_by_step: dict, n_resamples: int = 2000, seed: int = 0,
+               level: float = 0.95, higher_is_better: bool = True, alpha: float = 0.05) -> dict:
+    """The sparsity where ``metric`` is best, tested against dense with the selection kept in the test.
+
+    ``per_image``: one row per (step, image) with columns ``step``, ``image`` and ``metric``; only the
+    images with a value at every step are kept (paired). Pivots them into (images, checkpoints), dense
+    (step 0) first, and calls :func:`lib.stats.sweet_spot`: its record plus ``metric`` and ``step``.
+    ``beats_dense`` there is for this metric alone; :func:`sweet_spot_table` decides over all the report's
+    metrics at once.
+    """
+    from lib import stats
+
+    table = per_image.pivot_table(index="image", columns="step", values=metric, aggfunc="mean").dropna()
+    if table.empty or 0 not in table.columns:
+        raise ValueError(f"per-image values of {metric!r} need the dense checkpoint (step 0) and common images")
+    steps = [0] + sorted(s for s in table.columns if s != 0)
+    spot = stats.sweet_spot(table[steps].to_numpy(dtype=float), [sparsity_by_step[s] for s in steps],
+                            higher_is_better=higher_is_better, n_resamples=n_resamples, seed=seed, level=level,
+                            alpha=alpha)
+    return {"metric": metric, "step": int(steps[spot["step_index"]]), **spot}
+
+
 KEYS = ["arch", "method", "step"]
 
 
@@ -157,15 +179,10 @@ def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int 
                 spot = stats.sweet_spot(table.to_numpy(), [sparsity[s] for s in table.columns],
                                         higher_is_better=metric.higher_is_better, n_resamples=n_resamples,
                                         seed=seed, alpha=alpha)
-                spot["step"] = int(table.columns[spot.pop("index")]) if "index" in spot else spot.get("step")
-                rows.append({**base, **spot, "resampled": declared.item_id})
-    frame = pd.DataFrame(rows)
-    tested = frame["p_value"].notna() if "p_value" in frame else pd.Series(False, index=frame.index)
-    if tested.any():
-        claims = stats.claim(frame[tested].to_dict("records"), alpha=alpha, method=correction)
-        frame.loc[tested, ["p_adjusted", "beats_dense", "verdict"]] = pd.DataFrame(claims, index=frame.index[tested])[
-            ["p_adjusted", "beats_dense", "verdict"]]
-    return frame
+                rows.append({**base, "step": int(table.columns[spot["step_index"]]), **spot,
+                             "resampled": declared.item_id})
+    stats.claim([r for r in rows if "p_value" in r], alpha=alpha, method=correction)  # one family: the report
+    return pd.DataFrame(rows)
 
 
 def dimension_correlations(frame: pd.DataFrame, metrics: list[str], method: str = "spearman") -> pd.DataFrame:

@@ -37,6 +37,20 @@ def test_cifar10_folder_split_is_stratified_disjoint_and_seeded(tmp_path):
         cifar10.load(tmp_path / "missing")
 
 
+def test_cifar10_monitoring_split_is_stratified_and_seeded(tmp_path):
+    labels = np.repeat([0, 1, 2, 3], [50, 30, 15, 5])
+    pick = cifar10.stratified_subset(labels, 20, seed=1)
+    assert len(pick) == 20 and len(set(pick)) == 20 and np.all(np.diff(pick) > 0)
+    assert np.bincount(labels[pick]).tolist() == [10, 6, 3, 1]  # proportional
+    assert np.array_equal(cifar10.stratified_subset(labels, 20, seed=1), pick)
+    assert not np.array_equal(cifar10.stratified_subset(labels, 20, seed=2), pick)
+    assert np.bincount(labels[cifar10.stratified_subset(labels, 5, seed=0)]).tolist() == [2, 1, 1, 1]  # all present
+    assert len(cifar10.stratified_subset(labels, 1000)) == 100
+    write_images(tmp_path, ["cat", "airplane", "dog"], 6, (32, 32), ".png")
+    data = cifar10.datasets(tmp_path, (0.5,) * 3, (0.25,) * 3, retrain_share=0.5, seed=0, n_val=3, augment=False)
+    assert sorted(int(label) for _, label in data["val"]) == [0, 1, 2]  # the test part's first 3 are one class
+
+
 def test_imagenet_layout_stand_in(tmp_path):
     write_images(tmp_path / "val", ["n02", "n01", "n03"], 5, (70, 90), ".JPEG")
     found = imagenet.scan(tmp_path)
@@ -71,6 +85,8 @@ def test_cifar10_test_split(cifar_test):
     assert cifar_test["classes"] == list(cifar10.CLASSES)
     retrain, test = cifar10.split(cifar_test["labels"])
     assert len(retrain) == len(test) == 5000 and np.bincount(cifar_test["labels"][test]).tolist() == [500] * 10
+    val = cifar10.stratified_subset(cifar_test["labels"][test], 500, seed=0)
+    assert np.bincount(cifar_test["labels"][test][val]).tolist() == [50] * 10
 
 
 @pytest.mark.parametrize("name, file", [("cifar_resnet20", "resnet20-12fca82f.th"), ("cifar_resnet56", "resnet56-4bfd9763.th")])

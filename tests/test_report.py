@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.report import dimension_correlations, sparsity_table, sweet_spot
+from lib import stats
+from lib.report import dimension_correlations, load_dimensions, sparsity_table, sweet_spot, sweet_spot_table
 from lib.results import collect, save_stage_metrics
 
 
@@ -14,26 +15,71 @@ def test_sweet_spot_that_clearly_beats_dense():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.3, 0.5, 200)
     frame = _per_image({0: base, 1: base + 0.10, 2: base + 0.02})  # step 1 better than dense on every image
-    spot = sweet_spot(frame, "m", {0: 0.0, 1: 0.2, 2: 0.36}, n_boot=200)
+    spot = sweet_spot(frame, "m", {0: 0.0, 1: 0.2, 2: 0.36}, n_resamples=200)
     assert spot["step"] == 1 and spot["sparsity"] == 0.2
     assert spot["value"] == pytest.approx(base.mean() + 0.10) and spot["dense"] == pytest.approx(base.mean())
     assert spot["gain_interval"] == pytest.approx([0.10, 0.10])  # paired: the gain is the same on every image
-    assert spot["sparsity_interval"] == [0.2, 0.2] and spot["beats_dense"]
+    assert spot["sparsity_interval"] == [0.2, 0.2] and spot["beats_dense"] and spot["verdict"] == "beats dense"
+    assert spot["p_value"] == pytest.approx(1 / 201)  # 200 random row flips: none reaches the identity's max-t
+    assert spot["items"] == 200 and spot["checkpoints"] == 2
 
 
 def test_noise_does_not_beat_dense():
     rng = np.random.default_rng(1)
     frame = _per_image({s: rng.normal(0.5, 0.2, 100) for s in range(4)})
-    spot = sweet_spot(frame, "m", {0: 0, 1: 0.2, 2: 0.36, 3: 0.49}, n_boot=300)
+    spot = sweet_spot(frame, "m", {0: 0, 1: 0.2, 2: 0.36, 3: 0.49}, n_resamples=300)
     assert spot["gain_interval"][0] <= 0 or spot["step"] == 0
-    assert not spot["beats_dense"]
+    assert not spot["beats_dense"] and spot["verdict"].startswith("no gain detected (could have detected >= ")
+
+
+def test_the_best_of_many_noisy_checkpoints_is_not_a_sweet_spot():
+    """The winner's curse: 8 images, 12 checkpoints, correlated within an image. The old per-checkpoint
+    bootstrap claimed a gain on ~32% of such noise; the max-t test over checkpoints does not here."""
+    rng = np.random.default_rng(2)
+    shared = rng.normal(size=(8, 1))
+    frame = _per_image({s: (np.sqrt(0.8) * shared + np.sqrt(0.2) * rng.normal(size=(8, 1)))[:, 0] for s in range(12)})
+    spot = sweet_spot(frame, "m", {s: s / 12 for s in range(12)}, n_resamples=500)
+    assert spot["exact"] and spot["p_value"] > 0.05 and not spot["beats_dense"]
 
 
 def test_dense_as_the_sweet_spot_and_lower_is_better():
     frame = _per_image({0: [1.0, 2.0], 1: [3.0, 4.0]})
-    assert sweet_spot(frame, "m", {0: 0, 1: 0.5}, n_boot=50)["step"] == 1
-    spot = sweet_spot(frame, "m", {0: 0, 1: 0.5}, n_boot=50, higher_is_better=False)
-    assert spot["step"] == 0 and spot["value"] == 1.5 and not spot["beats_dense"]
+    assert sweet_spot(frame, "m", {0: 0, 1: 0.5}, n_resamples=50)["step"] == 1
+    spot = sweet_spot(frame, "m", {0: 0, 1: 0.5}, n_resamples=50, higher_is_better=False)
+    assert spot["step"] == 0 and spot["value"] == 1.5 and not spot["beats_dense"] and spot["p_value"] == 1
+    assert spot["verdict"].startswith("too few items to test")
+
+
+def test_missing_values_keep_the_images_paired():
+    frame = _per_image({0: [1.0, 2.0, np.nan, 4.0], 2: [2.0, 3.0, 4.0, 5.0], 1: [1.5, np.nan, 3.5, 4.5]})
+    spot = sweet_spot(frame, "m", {0: 0, 1: 0.2, 2: 0.36}, n_resamples=50)
+    assert spot["items"] == 2 and spot["step"] == 2 and spot["sparsity"] == 0.36 and spot["gain"] == pytest.approx(1.0)
+
+
+def test_sweet_spot_table_decides_over_all_metrics(tmp_path):
+    rng = np.random.default_rng(3)
+    steps, images = range(12), 16
+    rows = [{"step": s, "sparsity": round(1 - 0.8 ** s, 3), "test_acc": 0.5} for s in steps]
+    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", method="m")
+    shared = rng.normal(size=images)
+    per_image = pd.DataFrame([{"step": s, "image": i, "rma_gain": shared[i] + rng.normal(0, 0.3) + (s == 4),
+                               "rma_noise": shared[i] + rng.normal(0, 0.3),
+                               "deletion_drop": shared[i] + rng.normal(0, 0.3) - (s == 7)}
+                              for s in steps for i in range(images)])
+    save_stage_metrics(tmp_path / "interpret" / "a" / "m",
+                       [{**r, "rma_gain": 0.5, "rma_noise": 0.5, "deletion_drop": 0.5} for r in rows],
+                       plot="scores", per_image=per_image, arch="a", method="m")
+    frame, columns = load_dimensions(tmp_path)
+    spots = sweet_spot_table(tmp_path, frame, columns, n_resamples=400).set_index("metric")
+    assert spots.loc["rma_gain", "beats_dense"] and spots.loc["rma_gain", "step"] == 4
+    assert not spots.loc["rma_noise", "beats_dense"] and (spots["correction"] == "holm").all()
+    # deletion AUC is declared lower-is-better (lib.pipeline): its sweet spot is the decrease at step 7
+    assert spots.loc["deletion_drop", "beats_dense"] and spots.loc["deletion_drop", "step"] == 7
+    assert not spots.loc["deletion_drop", "higher_is_better"]
+    p = spots["p_value"].to_numpy()  # Holm over the three metrics
+    assert spots["p_adjusted"].to_numpy() == pytest.approx(stats.adjust(p, "holm"))
+    bh = sweet_spot_table(tmp_path, frame, columns, n_resamples=400, correction="bh").set_index("metric")
+    assert (bh["p_adjusted"] <= spots["p_adjusted"]).all() and (bh["p_value"] == spots["p_value"]).all()
 
 
 def test_sweet_spot_needs_the_dense_checkpoint():

@@ -50,6 +50,34 @@ def split(labels: np.ndarray, retrain_share: float = 0.5, seed: int = 0) -> tupl
     return np.sort(np.concatenate(retrain)), np.sort(np.concatenate(test))
 
 
+def stratified_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of ``n`` of ``labels``: every class in proportion to its count, drawn at random
+    (seeded) within each class.
+
+    Shares are rounded by largest remainder; when ``n`` is at least the number of classes every class
+    gets at least one position. ``n`` >= ``len(labels)`` returns every position.
+    """
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    if n <= 0:
+        return np.arange(0)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = n * counts / counts.sum()
+    take = np.floor(quota).astype(int)
+    if n >= len(classes):
+        take = np.maximum(take, 1)
+    while take.sum() > n:  # the floor of one per class overshot: take back where it is most over quota
+        over = np.where(take > 1, take - quota, -np.inf)
+        take[int(np.argmax(over))] -= 1
+    while take.sum() < n:  # largest remainders first
+        under = np.where(take < counts, quota - take, -np.inf)
+        take[int(np.argmax(under))] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(chosen))
+
+
 class PadCropFlip(torch.utils.data.Dataset):
     """He et al.'s CIFAR augmentation on normalised images: pad ``pad`` black pixels on every side,
     crop back to the original size at random, flip horizontally with probability 1/2.
@@ -81,14 +109,15 @@ class PadCropFlip(torch.utils.data.Dataset):
 def datasets(root: str | Path, mean, std, retrain_share: float = 0.5, seed: int = 0, n_val: int = 500,
              augment: bool = True) -> dict:
     """Torch datasets ``train`` (the retraining part; with :class:`PadCropFlip` if ``augment``: leave the
-    recipe's own augmentation empty then), ``test`` (the rest), ``full`` (every image) and ``val``: the
-    first ``n_val`` images of the test part, only to monitor retraining (nothing is selected on it, so it
-    does not leak into the test accuracy)."""
+    recipe's own augmentation empty then), ``test`` (the rest), ``full`` (every image) and ``val``: ``n_val``
+    images of the test part, class-stratified and seeded (:func:`stratified_subset`; the test part is
+    sorted by class, so its first images would all be airplanes), only to monitor retraining (nothing is
+    selected on it, so it does not leak into the test accuracy)."""
     from lib.data.transforms import ArrayDataset
 
     data = load(root)
     retrain, test = split(data["labels"], retrain_share, seed)
     make = lambda idx: ArrayDataset(data["images"][idx], data["labels"][idx], mean, std)  # noqa: E731
     train = PadCropFlip(make(retrain), mean, std) if augment else make(retrain)
-    return {"train": train, "val": make(test[:n_val]), "test": make(test),
+    return {"train": train, "val": make(test[stratified_subset(data["labels"][test], n_val, seed)]), "test": make(test),
             "full": make(np.arange(len(data["labels"]))), "classes": data["classes"], "image_size": 32}
