@@ -46,12 +46,16 @@ class Metric:
 
     ``item``: the column of the stage's per-item table whose mean over items is the metric (``*`` expands as
     in ``name``); ``None`` when the metric is no mean of per-item values (the report shows it, untested).
+    ``tested``: whether the report's family of sweet-spot tests includes it. The studies' own dimensions
+    are tested; secondary scores are shown beside them but kept out of the family, so that they do not
+    dilute the power of the tests the studies' question rests on.
     """
 
     name: str
     higher_is_better: bool = True
     item: str | None = None
     why_untested: str = ""
+    tested: bool = True
 
     def matches(self, column: str) -> bool:
         return fnmatch(column, self.name)
@@ -100,9 +104,9 @@ STAGES = {s.name: s for s in (
     Stage("interpret", "notebooks/03_interpretability.ipynb", "lib.stage", ("interpret",), ("data", "prune"),
           check="lib.attribution.evaluate:check_stage", items="per_image.csv", item_id="image", metrics=(
               Metric("rma_*", item="rma_*"), Metric("rra_*", item="rra_*"),
-              Metric("pointing_*", item="pointing_*"), Metric("gini_*", item="gini_*"),
-              Metric("deletion_*", higher_is_better=False, item="deletion_*"),
-              Metric("insertion_*", item="insertion_*"))),
+              Metric("pointing_*", item="pointing_*", tested=False), Metric("gini_*", item="gini_*", tested=False),
+              Metric("deletion_*", higher_is_better=False, item="deletion_*", tested=False),
+              Metric("insertion_*", item="insertion_*", tested=False))),
     Stage("discover", "notebooks/04_object_discovery.ipynb", "lib.stage", ("discover.common", "discover.{arch}"),
           ("data", "prune"), check="lib.discovery.run:check_stage", items="per_image.csv", item_id="image",
           metrics=(Metric("corloc_*", item="hit_*"),)),
@@ -116,7 +120,7 @@ STAGES = {s.name: s for s in (
           matrix=False),
     Stage("mis", "notebooks/06_unit_interpretability.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
           check="lib.mis.study:check_stage", items="per_unit.csv", item_id="unit",
-          metrics=(Metric("mis", item="mis"), Metric("solved", item="solved"))),
+          metrics=(Metric("mis", item="mis"), Metric("solved", item="solved", tested=False))),
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
                                                                     "mis"), matrix=False),
 )}

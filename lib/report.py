@@ -167,6 +167,9 @@ def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int 
                 base = {"arch": arch, "method": method, "stage": stage, "metric": column,
                         "higher_is_better": metric.higher_is_better}
                 item = metric.item_column(column)
+                if not metric.tested:
+                    rows.append({**base, "verdict": "not tested: a secondary score (shown, outside the family)"})
+                    continue
                 if item is None or item not in items.columns:
                     rows.append({**base, "verdict": f"not tested: {metric.why_untested or 'no per-item values'}"})
                     continue

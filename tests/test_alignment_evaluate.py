@@ -56,6 +56,19 @@ def test_checkpoint_rows(evaluated):
     assert not any(k.startswith("ec/") for k in dense)  # no human observers for the embedded data
     table = ev.per_image(trials)
     assert len(table) == len(trials) and set(table["correct"]) <= {0, 1}
+    assert dense["ec_dense"] == 1.0 and 0 <= pruned["ec_dense"] < 1 + 1e-9
+
+
+def test_the_mean_ood_score_over_trials_is_the_stage_ood_acc(evaluated):
+    """The report resamples ``ood_score`` per trial: its mean must be the stage's own ``ood_acc``, the
+    control conditions (contrast c100, colour cr) left out as there, whatever the conditions' sizes."""
+    records, trials = evaluated
+    rows = {r["step"]: r for r in ev.checkpoint_rows(records, trials)}
+    table = ev.per_image(trials)
+    assert table.loc[table["condition"].isin(["c100", "cr"]), "ood_score"].isna().all()
+    for step, part in table.groupby("step"):
+        assert part["ood_score"].mean() == pytest.approx(rows[step]["ood_acc"])
+    assert table.groupby("step")["trial"].apply(lambda t: t.is_unique).all()
 
 
 def test_aggregate_leaves_out_the_benchmarks_excluded_conditions():

@@ -56,7 +56,14 @@ def test_missing_values_keep_the_images_paired():
     assert spot["items"] == 2 and spot["step"] == 2 and spot["sparsity"] == 0.36 and spot["gain"] == pytest.approx(1.0)
 
 
-def test_sweet_spot_table_decides_over_all_metrics(tmp_path):
+def test_sweet_spot_table_decides_over_all_metrics(tmp_path, monkeypatch):
+    import dataclasses
+
+    from lib import pipeline
+
+    interpret = pipeline.STAGES["interpret"]  # deletion AUC (lower is better) as a tested metric here
+    metrics = tuple(dataclasses.replace(m, tested=True) for m in interpret.metrics)
+    monkeypatch.setitem(pipeline.STAGES, "interpret", dataclasses.replace(interpret, metrics=metrics))
     rng = np.random.default_rng(3)
     steps, images = range(12), 16
     rows = [{"step": s, "sparsity": round(1 - 0.8 ** s, 3), "test_acc": 0.5} for s in steps]
