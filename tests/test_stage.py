@@ -100,6 +100,7 @@ def test_cli_bad_value_stops_the_notebook_before_compute_and_leaves_outputs_inta
     out = tmp_path / "train"
     out.mkdir()
     (out / "model.pt").write_text("previous result")
+    (out / stage.MARKER).write_text('{"notebook": "01_training.ipynb"}')  # an earlier output of this stage
     if not any(s.startswith("data_dir=") for s in sets):
         sets.append(f"data_dir={tiny_shapes}")
     result = _run_cli("notebooks/01_training.ipynb", str(out), "--set", *sets)
@@ -110,7 +111,7 @@ def test_cli_bad_value_stops_the_notebook_before_compute_and_leaves_outputs_inta
 def test_sparsity_outside_the_unit_interval_is_refused():
     from lib.prune import PruningPlan
 
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
         PruningPlan.from_dict({"schedule": "lrr", "threshold": 1.5})
 
 
