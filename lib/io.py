@@ -114,3 +114,37 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class ImageFileError(ValueError):
+    """An image file cannot be opened or decoded (corrupt, truncated or not an image); the message names it."""
+
+
+def image_error(path: str | os.PathLike, error: BaseException) -> ImageFileError:
+    return ImageFileError(f"image {path} cannot be read ({type(error).__name__}: {error}); it is corrupt, truncated "
+                          "or not an image: replace it or remove it from the dataset")
+
+
+def verify_images(paths, what: str = "image", workers: int = 8) -> None:
+    """Open every file and check it with PIL's ``verify()`` (headers; for PNG every chunk's checksum, so a
+    truncated PNG is caught) before any compute; raises ImageFileError naming the bad files. Threads: the
+    work is file reads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def check(path):
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as error:  # noqa: BLE001 -- PIL raises many types (OSError, SyntaxError, ...)
+            return f"{path} ({type(error).__name__}: {error})"
+        return None
+
+    paths = list(paths)
+    with ThreadPoolExecutor(max(1, min(workers, len(paths)))) as pool:
+        bad = [b for b in pool.map(check, paths) if b]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ImageFileError(f"{len(bad)} {what} file(s) of {len(paths)} cannot be read (corrupt, truncated or not "
+                             f"an image): {'; '.join(bad[:5])}{more}. Replace them or remove them from the dataset.")

@@ -151,6 +151,10 @@ def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict
         dataset.setdefault("root", data_dir)
     plans = {name: {**p, **(plan_overrides or {})} for name, p in (plans or {method: plan}).items()}
     plans, recipe = validate(dataset, models, plans, recipe)
+    if not grid:  # the stage's arch against the one the checkpoint was trained as (not labelled silently)
+        from lib.models.registry import check_arch
+
+        check_arch(models[arch]["checkpoint"], arch=arch)
     rows, dense, records, cache = [], {}, {}, {}
     for model_arch, source in models.items():
         checkpoint = dense_checkpoint(model_arch, source, out_dir)
