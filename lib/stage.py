@@ -74,7 +74,7 @@ def notebook_parameters(notebook: str | Path) -> dict:
 
 def notebook_annotations(notebook: str | Path) -> dict:
     """The types a parameter declares in the ``parameters`` cell (``source: str | dict = "..."``): name -> the
-    set of accepted types (str, int, float, bool, list, dict, None). Parameters without one take their default's."""
+    accepted types (str, int, float, bool, list, dict, None). Parameters without one take their default's."""
     return _parameters_cell(notebook)[1]
 
 
@@ -82,16 +82,17 @@ _ANNOTATION_NAMES = {"str": str, "int": int, "float": float, "bool": bool, "list
                      "dict": dict, "None": None}
 
 
-def _annotation_kinds(node) -> set | None:
+def _annotation_kinds(node) -> tuple | None:
+    """The types of an annotation, in the order written (``int | None``: (int, None))."""
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         left, right = _annotation_kinds(node.left), _annotation_kinds(node.right)
-        return None if left is None or right is None else left | right
+        return None if left is None or right is None else tuple(dict.fromkeys(left + right))
     if isinstance(node, ast.Subscript):  # list[str]: the outer type
         return _annotation_kinds(node.value)
     if isinstance(node, ast.Constant) and node.value is None:
-        return {None}
+        return (None,)
     if isinstance(node, ast.Name) and node.id in _ANNOTATION_NAMES:
-        return {_ANNOTATION_NAMES[node.id]}
+        return (_ANNOTATION_NAMES[node.id],)
     return None  # anything else (Any, a class): not checked
 
 
