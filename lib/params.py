@@ -70,7 +70,7 @@ def _matches(value, annotation) -> bool:
 
 def type_error(kind: str, name: str, expected: str, value) -> ParameterTypeError:
     hint = ""
-    if isinstance(value, str) and expected in ("an integer", "a number"):
+    if isinstance(value, str) and expected in ("an integer", "a number") and _numeric(value):
         hint = " (quoted in YAML? write the number without quotes; YAML reads 1e-3 as text, write 1.0e-3)"
     return ParameterTypeError(f"{kind} parameter {name!r} must be {expected}, got {value!r} "
                               f"({type(value).__name__}){hint}")
@@ -116,3 +116,11 @@ def dataclass_from_params(cls: type[T], params: dict | None, kind: str, tuple_fi
         if key in params:
             params[key] = tuple(params[key] or ())
     return cls(**params)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -214,7 +214,7 @@ def _type_errors(name: str, default, value) -> list[str]:
         return []
     if not _fits(value, kind):
         hint = ""
-        if isinstance(value, str) and kind in (int, float):
+        if isinstance(value, str) and kind in (int, float) and _numeric(value):
             hint = " (write numbers without quotes; YAML reads 1e-3 as text, write 1.0e-3)"
         return [f"{name} must be {_TYPE_NAMES[kind]} like its default {default!r}, got {value!r} "
                 f"({type(value).__name__}){hint}"]
@@ -530,3 +530,11 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
