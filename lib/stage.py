@@ -231,6 +231,14 @@ def _type_errors(name: str, default, value) -> list[str]:
     return errors
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def check_parameter_types(notebook: str | Path, parameters: dict, known: dict | None = None) -> None:
     """Each value against the type the ``parameters`` cell declares (``n_images: int | None = 100``) or else the
     type of its default: an integer default wants an integer (``epochs: 1.5`` is refused), a number accepts an
@@ -531,10 +539,3 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
