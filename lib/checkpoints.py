@@ -23,8 +23,10 @@ from lib.prune.masks import fold_masks, prunable_parameters, prune_step, sparsit
 PRETRAINED_KEYS = {"model", "model_kwargs", "sparsities", "layers", "exclude_classifier", "num_classes"}
 
 
-def validate_source(source: str | Path | dict) -> None:
-    """Fail before any compute if a source cannot be read (missing stage output, bad keys, bad sparsity)."""
+def validate_source(source: str | Path | dict, arch: str | None = None) -> None:
+    """Fail before any compute if a source cannot be read (missing stage output, bad keys, bad sparsity);
+    ``arch``: the stage's architecture label, checked against the source's dense checkpoint
+    (:func:`lib.models.registry.check_arch`)."""
     if isinstance(source, dict):
         unknown = set(source) - PRETRAINED_KEYS
         if unknown or "model" not in source or "sparsities" not in source:
@@ -40,6 +42,13 @@ def validate_source(source: str | Path | dict) -> None:
         if not (Path(source) / MANIFEST).is_file():
             raise FileNotFoundError(f"{source}/{MANIFEST} is missing: run the pruning stage first "
                                     "(dvc repro prune, or notebooks/02_pruning.ipynb)")
+        if arch is not None:
+            from lib.models.registry import check_arch
+            from lib.prune.schedules import list_checkpoints
+
+            records = list_checkpoints(source)
+            if records:
+                check_arch(records[0]["path"], arch=arch)
 
 
 def prune_global_magnitude(model: nn.Module, sparsity: float, layers=("conv", "linear"), exclude=()) -> dict:

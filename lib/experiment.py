@@ -29,26 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from lib.pipeline import stage_of
+from lib.pipeline import HOW_TO_GET, stage_of
 from lib.stage import ParameterError, check_parameters, load_params, notebook_parameters, parse_sets
-
-# How to get each kind of input data, for the error that names a missing path.
-HOW_TO_GET = {
-    "imagenet": "ImageNet-1k (ILSVRC2012, image-net.org) in the standard layout <root>/train/<wnid>/*.JPEG and "
-                "<root>/val/<wnid>/*.JPEG (the validation images sorted into class folders, e.g. by valprep.sh)",
-    "cifar10": "the CIFAR-10 images as <root>/<class>/*.png",
-    "weights": "the weights file (torchvision's ImageNet GoogLeNet: "
-               "https://download.pytorch.org/models/googlenet-1378be20.pth)",
-    "voc": "PASCAL VOC 2012 (python -c \"from lib.data.download import download_voc; download_voc('data', '2012')\" "
-           "writes data/VOCdevkit/VOC2012)",
-    "coco": "COCO in the coco128 semantic_segmentation layout",
-    "boxes": "the dataset in its own layout (lib.data.boxes)",
-    "mvh": "model-vs-human's datasets: lib.data.modelvshuman.download(name, root) for each of them, and the human "
-           "trials (bethgelab/model-vs-human, raw-data/<dataset>/*.csv) in <root>/raw-data",
-    "shapes": "the embedded dataset (dvc repro data, or notebooks/00_data.ipynb)",
-    "pool": "a folder of images for MIS, e.g. ImageNet's <root>/train (a seeded subset of `limit` images is used)",
-}
-
 
 class PresetError(ValueError):
     """The parameter file cannot run: the message names the stage, the parameter and the fix."""
@@ -148,6 +130,9 @@ def check(stages: list[Stage], root: str | Path = ".", targets=(), paths: bool =
         for stage in chosen:
             try:
                 values = _effective(stage, root)
+                if stage_of(stage.name).name == "prune" and (values["models"] or values["plans"]):
+                    raise ValueError("models/plans make a grid of runs (the presets of notebook 02); a pipeline "
+                                     "stage prunes the model its train stage wrote with the method's plan")
                 checker = stage_of(stage.name).checker()
                 needed = checker(values) if checker else []
             except PresetError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -86,8 +88,63 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated/corrupt/unsafe files
+        # torch's whole message: for a file holding code (a pickled callable) it explains that loading it
+        # would execute that code and that weights_only=True refused it; cutting it would hide exactly that.
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200]}). "
-            "It is corrupted or was not written by this library: delete it and rerun the stage that "
-            "writes it (dvc repro -f <stage>)."
+            f"checkpoint {path} cannot be read: it is corrupted, or holds objects that are not plain weights, or "
+            "was not written by this library. Delete it and rerun the stage that writes it "
+            f"(dvc repro -f <stage>). torch said ({type(error).__name__}):\n{error}"
         ) from error
+
+
+# Lines the library prints with this prefix are notices a user must see (resuming, ignoring a state of
+# another run): inside a notebook run by ``python -m lib.stage`` they are relayed to the terminal too.
+NOTICE_PREFIX = "[notice] "
+
+
+def notice(message: str) -> None:
+    """Print a notice to stderr (the notebook's output, and the terminal of ``python -m lib.stage``)."""
+    print(f"{NOTICE_PREFIX}{message}", file=sys.stderr, flush=True)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ImageFileError(ValueError):
+    """An image file cannot be opened or decoded (corrupt, truncated or not an image); the message names it."""
+
+
+def image_error(path: str | os.PathLike, error: BaseException) -> ImageFileError:
+    return ImageFileError(f"image {path} cannot be read ({type(error).__name__}: {error}); it is corrupt, truncated "
+                          "or not an image: replace it or remove it from the dataset")
+
+
+def verify_images(paths, what: str = "image", workers: int = 8) -> None:
+    """Open every file and check it with PIL's ``verify()`` (headers; for PNG every chunk's checksum, so a
+    truncated PNG is caught) before any compute; raises ImageFileError naming the bad files. Threads: the
+    work is file reads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def check(path):
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as error:  # noqa: BLE001 -- PIL raises many types (OSError, SyntaxError, ...)
+            return f"{path} ({type(error).__name__}: {error})"
+        return None
+
+    paths = list(paths)
+    with ThreadPoolExecutor(max(1, min(workers, len(paths)))) as pool:
+        bad = [b for b in pool.map(check, paths) if b]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ImageFileError(f"{len(bad)} {what} file(s) of {len(paths)} cannot be read (corrupt, truncated or not "
+                             f"an image): {'; '.join(bad[:5])}{more}. Replace them or remove them from the dataset.")

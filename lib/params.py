@@ -1,24 +1,166 @@
-"""Parameters: sections of a params file, ``--set`` values, and typed blocks (a params.yaml mapping turned
-into a frozen dataclass, unknown names refused)."""
+"""Parameters: sections of a params file and ``--set`` values (YAML errors as one line naming the file), and
+typed parameter blocks: a params.yaml mapping turned into a frozen dataclass, unknown names refused, every
+value checked against its field's annotation (an error names the parameter, the type expected and the value)."""
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
+import typing
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
 T = TypeVar("T")
 
 
+class ParameterTypeError(TypeError, ValueError):
+    """A parameter's value is not of its declared type (a ValueError too, so existing handlers catch it)."""
+
+
+def _describe(annotation) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin in (tuple, list) or annotation in (tuple, list):
+        if not args:
+            return "a list"
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return f"a list of {_describe(args[0])}"
+        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+    if origin is dict or annotation is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _matches(value, annotation) -> bool:
+    """Whether ``value`` (as YAML gives it) fits ``annotation``; unknown annotations accept anything."""
+    if annotation is Any or annotation is typing.Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:  # an integer is a number too (YAML's 1 for 1.0)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (tuple, list) or origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if not args:
+            return True
+        if len(args) == 2 and args[1] is Ellipsis or origin is list:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def type_error(kind: str, name: str, expected: str, value) -> ParameterTypeError:
+    hint = ""
+    if isinstance(value, str) and expected in ("an integer", "a number") and _numeric(value):
+        hint = " (quoted in YAML? write the number without quotes; YAML reads 1e-3 as text, write 1.0e-3)"
+    return ParameterTypeError(f"{kind} parameter {name!r} must be {expected}, got {value!r} "
+                              f"({type(value).__name__}){hint}")
+
+
+def check_fields(obj, kind: str) -> None:
+    """Check every field of the dataclass instance ``obj`` against its annotation (call in ``__post_init__``,
+    before the value checks, so that ``epochs: "three"`` is a clear error rather than a TypeError in a comparison)."""
+    cls = type(obj)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 -- an annotation that cannot be resolved is not checked
+        hints = {}
+    for f in dataclasses.fields(cls):
+        if f.name in hints:
+            value = getattr(obj, f.name)
+            if not _matches(value, hints[f.name]):
+                raise type_error(kind, f.name, _describe(hints[f.name]), value)
+
+
+def dataclass_from_params(cls: type[T], params: dict | None, kind: str, tuple_fields: tuple[str, ...] = ()) -> T:
+    """``cls(**params)``, with a clear error naming any unknown ``kind`` parameter or any value of the wrong type.
+    ``tuple_fields``: the fields kept as tuples (YAML gives lists, the frozen dataclasses want hashable values;
+    None gives ())."""
+    if params is not None and not isinstance(params, dict):
+        raise ParameterTypeError(f"the {kind} parameters must be a mapping of names to values, got {params!r}")
+    params = dict(params or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown {kind} parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001
+        hints = {}
+    for key, value in params.items():
+        annotation = hints.get(key)
+        if key in tuple_fields and value is None:
+            continue
+        if annotation is not None and not _matches(value, annotation):
+            raise type_error(kind, key, _describe(annotation), value)
+    for key in tuple_fields:
+        if key in params:
+            params[key] = tuple(params[key] or ())
+    return cls(**params)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class ParameterError(ValueError):
     """A stage parameter is unknown, missing or out of range; the message says how to fix it."""
 
 
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` whose syntax errors are one line naming ``where``, the line and the column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        place = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = " ".join(str(p) for p in (error.context, error.problem) if p)
+        raise ParameterError(f"{place}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as error:
+        raise ParameterError(f"{where}: YAML error: {error}") from None
+
+
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """A YAML file's content; a missing file or a syntax error is a ParameterError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"{what} {path} does not exist" + (" (or is a folder)" if path.exists() else ""))
+    return parse_yaml(path.read_text(), str(path))
+
+
 def load_params(sections: list[str], params_file: str | Path = "params.yaml") -> dict:
     """Merge the dotted ``sections`` of a params file (later sections override earlier ones)."""
-    params = yaml.safe_load(Path(params_file).read_text()) or {}
+    params = read_yaml(params_file, "params file") or {}
+    if not isinstance(params, dict):
+        raise ParameterError(f"{params_file} must be a mapping of sections, got {type(params).__name__}")
     merged = {}
     for dotted in sections:
         node = params
@@ -36,24 +178,10 @@ def parse_sets(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
+        if not sep or not key:
             raise ParameterError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
+        out[key] = parse_yaml(value, f"--set {key}")
     return out
-
-
-def dataclass_from_params(cls: type[T], params: dict | None, kind: str, tuple_fields: tuple[str, ...] = ()) -> T:
-    """``cls(**params)``, with a clear error naming any unknown ``kind`` parameter. ``tuple_fields``: the
-    fields kept as tuples (YAML gives lists, the frozen dataclasses want hashable values; None gives ())."""
-    params = dict(params or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(params) - known
-    if unknown:
-        raise ValueError(f"unknown {kind} parameter(s) {sorted(unknown)}; known: {sorted(known)}")
-    for key in tuple_fields:
-        if key in params:
-            params[key] = tuple(params[key] or ())
-    return cls(**params)
 
 
 def keys_of(callable_, skip=()) -> set:

@@ -125,6 +125,23 @@ STAGES = {s.name: s for s in (
                                                                     "mis"), matrix=False),
 )}
 
+# How to get each kind of input data, for the error that names a missing path.
+HOW_TO_GET = {
+    "imagenet": "ImageNet-1k (ILSVRC2012, image-net.org) in the standard layout <root>/train/<wnid>/*.JPEG and "
+                "<root>/val/<wnid>/*.JPEG (the validation images sorted into class folders, e.g. by valprep.sh)",
+    "cifar10": "the CIFAR-10 images as <root>/<class>/*.png",
+    "weights": "the weights file (torchvision's ImageNet GoogLeNet: "
+               "https://download.pytorch.org/models/googlenet-1378be20.pth)",
+    "voc": "PASCAL VOC 2012 (python -c \"from lib.data.download import download_voc; download_voc('data', '2012')\" "
+           "writes data/VOCdevkit/VOC2012)",
+    "coco": "COCO in the coco128 semantic_segmentation layout",
+    "boxes": "the dataset in its own layout (lib.data.boxes)",
+    "mvh": "model-vs-human's datasets: lib.data.modelvshuman.download(name, root) for each of them, and the human "
+           "trials (bethgelab/model-vs-human, raw-data/<dataset>/*.csv) in <root>/raw-data",
+    "shapes": "the embedded dataset (dvc repro data, or notebooks/00_data.ipynb)",
+    "pool": "a folder of images for MIS, e.g. ImageNet's <root>/train (a seeded subset of `limit` images is used)",
+}
+
 ANALYSES = ("interpret", "discover", "align", "mis")
 
 

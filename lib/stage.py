@@ -11,22 +11,35 @@ against the notebook's ``parameters`` cell: an unknown name is an error, not a s
 The notebook writes into ``OUT_DIR.partial``; only when it has run to the end is that directory
 renamed to ``OUT_DIR``, so a failed or interrupted run never leaves half an output where a reader
 looks, and a rerun resumes from what the partial directory holds (e.g. finished pruning rounds).
+
+Nothing a user types can destroy data: lib.stage only ever replaces a folder it published itself (holding
+its marker ``.stage.json``: the notebook and a hash of the parameters). It refuses an OUT_DIR that is the
+project root or above it, holds ``.git``, equals or contains an input of the stage (any parameter value
+naming an existing path), or holds files without the marker. A ``.partial`` is resumed only by a run of
+the same notebook and parameters; another one is moved aside (``OUT_DIR.partial.stale-<hash>``), never
+deleted. Parameter values are checked against the types of the notebook's defaults, and by ``validate``,
+before the kernel starts; notices the library prints inside the notebook (resuming, ignoring a state of
+another run) are relayed to the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
+import json
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
-from lib.params import ParameterError, load_params, parse_sets  # noqa: F401  (part of this CLI's API)
+from lib.params import ParameterError, load_params, parse_sets, parse_yaml, read_yaml  # noqa: F401  (this CLI's API)
 
 PARAMETERS_TAG = "parameters"
+MARKER = ".stage.json"  # written into every output lib.stage publishes (and into its .partial)
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -54,44 +67,363 @@ def enter_project() -> Path:
 
 def notebook_parameters(notebook: str | Path) -> dict:
     """Names and default values of the notebook's cell tagged ``parameters``."""
+    return _parameters_cell(notebook)[0]
+
+
+def notebook_annotations(notebook: str | Path) -> dict:
+    """The types a parameter declares in the ``parameters`` cell (``source: str | dict = "..."``): name -> the
+    accepted types (str, int, float, bool, list, dict, None). Parameters without one take their default's."""
+    return _parameters_cell(notebook)[1]
+
+
+_ANNOTATION_NAMES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "tuple": list,
+                     "dict": dict, "None": None}
+
+
+def _annotation_kinds(node) -> tuple | None:
+    """The types of an annotation, in the order written (``int | None``: (int, None))."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        left, right = _annotation_kinds(node.left), _annotation_kinds(node.right)
+        return None if left is None or right is None else tuple(dict.fromkeys(left + right))
+    if isinstance(node, ast.Subscript):  # list[str]: the outer type
+        return _annotation_kinds(node.value)
+    if isinstance(node, ast.Constant) and node.value is None:
+        return (None,)
+    if isinstance(node, ast.Name) and node.id in _ANNOTATION_NAMES:
+        return (_ANNOTATION_NAMES[node.id],)
+    return None  # anything else (Any, a class): not checked
+
+
+def _parameters_cell(notebook: str | Path) -> tuple[dict, dict]:
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
     cells = [c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ParameterError(f"{notebook} must have exactly one cell tagged '{PARAMETERS_TAG}', found {len(cells)}")
-    values = {}
+    values, annotations = {}, {}
     for node in ast.parse(cells[0].source).body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Name):
                     values[target.id] = ast.literal_eval(node.value)
-    return values
+                    kinds = _annotation_kinds(node.annotation) if isinstance(node, ast.AnnAssign) else None
+                    if kinds is not None:
+                        annotations[target.id] = kinds
+    return values, annotations
 
 
-def check_parameters(notebook: str | Path, parameters: dict) -> None:
-    known = notebook_parameters(notebook)
+def check_parameters(notebook: str | Path, parameters: dict, known: dict | None = None) -> None:
+    """Every name is a parameter of the notebook, every value of the type of its default (see
+    :func:`check_parameter_types`); raises ParameterError naming the fix."""
+    known = notebook_parameters(notebook) if known is None else known
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise ParameterError(
             f"{notebook} has no parameter(s) {unknown}; its parameters are {sorted(known)}. "
             "Fix the name in params.yaml / the preset, or add it to the notebook's parameters cell."
         )
+    check_parameter_types(notebook, parameters, known)
 
 
-def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, progress: bool = True) -> Path:
-    """Execute ``notebook`` with ``parameters`` (plus ``out_dir``) and publish ``out_dir`` atomically."""
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}
+
+
+def _expected_type(default) -> type | None:
+    for kind in (bool, int, float, str):  # bool before int: True is an int to Python, not to a user
+        if isinstance(default, kind):
+            return kind
+    if isinstance(default, (list, tuple)):
+        return list
+    if isinstance(default, dict):
+        return dict
+    return None
+
+
+def _fits(value, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:  # YAML's 1 for 1.0
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is list:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, kind)
+
+
+def _type_errors(name: str, default, value) -> list[str]:
+    """Where ``value`` does not have the type of ``default``: None defaults accept anything, an integer is a
+    number, a mapping's keys that the default has are checked recursively (the rest is the stage's business),
+    a list's items against the default's items when those are all of one plain type."""
+    kind = _expected_type(default)
+    if kind is None:
+        return []
+    if not _fits(value, kind):
+        hint = ""
+        if isinstance(value, str) and kind in (int, float) and _numeric(value):
+            hint = " (write numbers without quotes; YAML reads 1e-3 as text, write 1.0e-3)"
+        return [f"{name} must be {_TYPE_NAMES[kind]} like its default {default!r}, got {value!r} "
+                f"({type(value).__name__}){hint}"]
+    errors = []
+    if kind is dict:
+        for key in value:
+            if key in default:
+                errors += _type_errors(f"{name}.{key}", default[key], value[key])
+    elif kind is list and default:
+        kinds = {_expected_type(d) for d in default}
+        if len(kinds) == 1 and next(iter(kinds)) in (bool, int, float, str):
+            for i, item in enumerate(value):
+                errors += _type_errors(f"{name}[{i}]", default[0], item)
+    return errors
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_parameter_types(notebook: str | Path, parameters: dict, known: dict | None = None) -> None:
+    """Each value against the type the ``parameters`` cell declares (``n_images: int | None = 100``) or else the
+    type of its default: an integer default wants an integer (``epochs: 1.5`` is refused), a number accepts an
+    integer, a None default anything."""
+    known = notebook_parameters(notebook) if known is None else known
+    annotations = notebook_annotations(notebook)
+    errors = []
+    for name, value in parameters.items():
+        if name not in known or name == "out_dir":
+            continue
+        kinds = annotations.get(name)
+        if kinds is None:
+            errors += _type_errors(name, known[name], value)
+        elif value is None and None in kinds:
+            continue
+        elif not any(k is not None and _fits(value, k) for k in kinds):
+            names = " or ".join("null" if k is None else _TYPE_NAMES[k] for k in kinds)
+            errors.append(f"{name} must be {names}, got {value!r} ({type(value).__name__})")
+        elif _expected_type(known[name]) is not None and _fits(value, _expected_type(known[name])):
+            errors += _type_errors(name, known[name], value)  # its items, as the default's
+    if errors:
+        raise ParameterError(f"{Path(notebook).name}: parameter {'; '.join(errors)}")
+
+
+# ----------------------------------------------------------------------------- what may be replaced
+def parameters_hash(notebook: str | Path, parameters: dict) -> str:
+    """Identity of a run: the notebook's name and its parameters (``out_dir`` left out)."""
+    values = {k: v for k, v in parameters.items() if k != "out_dir"}
+    text = json.dumps([Path(notebook).name, values], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The marker of a folder lib.stage wrote (None if there is none or it is unreadable)."""
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def write_marker(folder: Path, notebook: Path, parameters: dict, digest: str) -> None:
+    from lib import io
+
+    io.save_json(Path(folder) / MARKER, {"notebook": Path(notebook).name, "parameters_hash": digest,
+                                         "parameters": {k: v for k, v in parameters.items() if k != "out_dir"}})
+
+
+def _holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but (nested) empty folders; stops at the first file."""
+    for _, _, files in os.walk(folder):
+        if files:
+            return True
+    return False
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def input_paths(parameters: dict, root: Path) -> list[tuple[str, Path]]:
+    """(parameter, resolved path) of every string among the parameter values (recursively) that names an
+    existing file or folder, relative to the project root (the notebook's working directory) or absolute."""
+    found = []
+    for name, value in parameters.items():
+        if name == "out_dir":
+            continue
+        for text in _strings(value):
+            if not text.strip() or len(text) > 4096 or "\n" in text or "\x00" in text:
+                continue
+            path = Path(text).expanduser()
+            for candidate in ((path,) if path.is_absolute() else (root / path, Path.cwd() / path)):
+                try:
+                    if candidate.exists():
+                        found.append((f"{name}={text}", candidate.resolve()))
+                except OSError:
+                    pass
+    return found
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_out_dir(out_dir: str | Path, notebook: str | Path, parameters: dict, root: Path) -> str:
+    """Refuse an OUT_DIR whose replacement could destroy something lib.stage did not create (see the module
+    docstring); returns how it may be replaced: "new" (absent or empty), "marked" (our earlier output) or
+    "unmarked" (files without a marker, only accepted under ``dvc repro``: moved aside, never deleted)."""
+    out = Path(out_dir).resolve()
+    root = Path(root).resolve()
+    hint = "Give the stage a folder of its own (e.g. data/<stage>/<name>)."
+    if _inside(root, out):
+        raise ParameterError(f"OUT_DIR {out_dir} is the project root or a folder above it ({root}); "
+                             f"publishing there would replace the whole checkout. {hint}")
+    if _inside(Path.cwd().resolve(), out) or _inside(Path.home().resolve(), out):
+        raise ParameterError(f"OUT_DIR {out_dir} holds the working directory or the home folder. {hint}")
+    if (out / ".git").exists():
+        raise ParameterError(f"OUT_DIR {out_dir} holds a .git repository; lib.stage never replaces it. {hint}")
+    inputs = [("notebook", Path(notebook).resolve())] + input_paths(parameters, root)
+    clashes = [f"{name} ({path})" for name, path in inputs if _inside(path, out)]
+    if clashes:
+        raise ParameterError(f"OUT_DIR {out_dir} is or holds an input of the stage: {', '.join(clashes)}; "
+                             f"publishing would replace it. {hint}")
+    if not out.exists():
+        return "new"
+    if not out.is_dir():
+        raise ParameterError(f"OUT_DIR {out_dir} is a file, not a folder; lib.stage does not replace it. {hint}")
+    marker = read_marker(out)
+    if marker is not None:
+        if marker.get("notebook") != Path(notebook).name:
+            raise ParameterError(f"OUT_DIR {out_dir} holds the output of {marker.get('notebook')}, not of "
+                                 f"{Path(notebook).name}; lib.stage does not replace it. {hint}")
+        return "marked"
+    if not _holds_files(out):
+        return "new"
+    nested = next((str(p.parent) for p in out.rglob(MARKER)), None)
+    if nested:
+        raise ParameterError(f"OUT_DIR {out_dir} holds other stage outputs (e.g. {nested}); lib.stage does not "
+                             f"replace them. {hint}")
+    if os.environ.get("DVC_STAGE"):  # dvc repro has removed the stage's outs; what is left predates markers
+        return "unmarked"
+    raise ParameterError(f"OUT_DIR {out_dir} already holds files that lib.stage did not publish (no {MARKER}); "
+                         "it replaces only its own outputs. Move or delete that folder yourself if it is an old "
+                         f"output, or choose another OUT_DIR.")
+
+
+def _aside(path: Path, suffix: str) -> Path:
+    """A free name ``<path><suffix>`` (``-2``, ``-3`` ... appended if taken)."""
+    target, n = Path(f"{path}{suffix}"), 2
+    while target.exists():
+        target, n = Path(f"{path}{suffix}-{n}"), n + 1
+    return target
+
+
+def prepare_partial(partial: Path, notebook: Path, parameters: dict, digest: str) -> None:
+    """Make ``partial`` the working folder of this run: resume one of the same notebook and parameters, move
+    any other aside to ``<partial>.stale-<its hash>`` (never deleted), then write this run's marker."""
+    if partial.exists():
+        marker = read_marker(partial)
+        same = marker is not None and marker.get("notebook") == Path(notebook).name \
+            and marker.get("parameters_hash") == digest
+        if same:
+            notice(f"resuming from {partial} (left by an interrupted run with the same parameters)")
+        elif partial.is_dir() and not _holds_files(partial):
+            pass
+        else:
+            old = (marker or {}).get("parameters_hash") or "unmarked"
+            target = _aside(partial, f".stale-{old}")
+            os.replace(partial, target)
+            notice(f"{partial} was left by a run with other parameters (or another notebook): moved it aside to "
+                   f"{target} and starting empty; delete that folder once you no longer need it")
+    partial.mkdir(parents=True, exist_ok=True)
+    write_marker(partial, notebook, parameters, digest)
+
+
+def publish(partial: Path, out_dir: Path, how: str) -> None:
+    """Put ``partial`` in the place of ``out_dir``: the previous output (ours) is renamed away first, so a reader
+    finds either the old or the new output, never a mixture; an unmarked one (dvc repro) is kept aside."""
+    if how == "new" and out_dir.exists() and not _holds_files(out_dir):
+        shutil.rmtree(out_dir)  # nothing but empty folders
+    if how in ("marked", "unmarked") and out_dir.exists():
+        old = _aside(out_dir, ".replaced" if how == "unmarked" else ".old")
+        os.replace(out_dir, old)
+        os.replace(partial, out_dir)
+        if how == "marked":
+            shutil.rmtree(old)
+        else:
+            notice(f"{out_dir} held files without a {MARKER} (an output from before markers); kept them in {old}")
+        return
+    os.replace(partial, out_dir)
+
+
+def notice(message: str) -> None:
+    print(f"lib.stage: {message}", file=sys.stderr, flush=True)
+
+
+class _NoticeRelay:
+    """A stream papermill writes the kernel's stdout/stderr into: lines of library notices
+    (``lib.io.NOTICE_PREFIX``) go to this process's stderr, everything else (progress bars ...) is dropped."""
+
+    def __init__(self):
+        self.buffer = ""
+
+    def write(self, text: str) -> None:
+        from lib.io import NOTICE_PREFIX
+
+        self.buffer += text
+        *lines, self.buffer = self.buffer.replace("\r", "\n").split("\n")
+        for line in lines:
+            if line.startswith(NOTICE_PREFIX):
+                print(f"lib.stage: {line[len(NOTICE_PREFIX):]}", file=sys.stderr, flush=True)
+        self.buffer = self.buffer[-10_000:]
+
+    def flush(self) -> None:
+        pass
+
+
+def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, progress: bool = True,
+                 validate: Callable[[dict], None] | None = None) -> Path:
+    """Execute ``notebook`` with ``parameters`` (plus ``out_dir``) and publish ``out_dir`` atomically.
+
+    Before a kernel starts: names and types against the notebook's parameters cell, the safety of OUT_DIR
+    (:func:`check_out_dir`), and ``validate`` (the stage's own check, :func:`stage_check`: called with the
+    notebook's defaults updated by ``parameters``, ``out_dir`` the partial folder; it raises
+    ParameterError/ValueError/FileNotFoundError with a message naming the fix).
+    """
     import papermill
 
     notebook, out_dir = Path(notebook), Path(out_dir)
     if not notebook.is_file():
         raise ParameterError(f"notebook {notebook} does not exist")
-    parameters = {**parameters, "out_dir": str(out_dir) + ".partial"}
-    check_parameters(notebook, parameters)
-    partial = Path(parameters["out_dir"])
     root = project_root(notebook.parent)
+    partial_text = str(out_dir) + ".partial"
+    if not out_dir.is_absolute() and Path.cwd().resolve() != root.resolve():
+        partial_text = str(out_dir.resolve()) + ".partial"  # the kernel runs in the project root
+    parameters = {**parameters, "out_dir": partial_text}
+    known = notebook_parameters(notebook)
+    check_parameters(notebook, parameters, known)
+    effective = {**known, **parameters}
     rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        check_out_dir(out_dir, notebook, effective, root)
+    if validate is not None:
+        try:
+            validate(effective)
+        except ParameterError:
+            raise
+        except (ValueError, TypeError, KeyError, FileNotFoundError) as error:
+            raise ParameterError(str(error)) from error
+    partial = Path(partial_text)
     if rank > 0:  # under torchrun every rank executes the notebook; only rank 0 writes and publishes
         import tempfile
 
@@ -99,20 +431,46 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
             papermill.execute_notebook(str(notebook), f"{scratch}/{notebook.name}", parameters=parameters,
                                        cwd=str(root), progress_bar=False, kernel_name="python3")
         return out_dir
-    partial.mkdir(parents=True, exist_ok=True)
+    digest = parameters_hash(notebook, effective)
+    prepare_partial(partial, notebook, effective, digest)
+    relay = _NoticeRelay()
     papermill.execute_notebook(str(notebook), str(partial / notebook.name), parameters=parameters,
-                               cwd=str(root), progress_bar=progress, kernel_name="python3")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(partial, out_dir)
+                               cwd=str(root), progress_bar=progress, kernel_name="python3",
+                               stdout_file=relay, stderr_file=relay)
+    how = check_out_dir(out_dir, notebook, effective, root)  # again: the folder may have changed meanwhile
+    write_marker(partial, notebook, effective, digest)
+    publish(partial, out_dir, how)
     return out_dir
 
 
+def stage_check(notebook: str | Path) -> Callable[[dict], None] | None:
+    """The declared stage's own check (``lib.pipeline``) for ``run_notebook``'s ``validate``: its parameters,
+    then every input path it names that must already exist."""
+    from lib.pipeline import HOW_TO_GET, stage_for_notebook
+
+    stage = stage_for_notebook(notebook)
+    checker = stage.checker() if stage else None
+    if checker is None:
+        return None
+
+    def validate(parameters: dict) -> None:
+        missing = [f"{name} = {path} ({HOW_TO_GET.get(kind, kind)})" for name, path, kind in checker(parameters)
+                   if not Path(path).exists()]
+        if missing:
+            raise FileNotFoundError(f"input missing: {'; '.join(missing)}; get it, or point the parameter at your copy")
+
+    return validate
+
+
 def load_preset(path: str | Path) -> tuple[Path, Path, dict]:
-    preset = yaml.safe_load(Path(path).read_text()) or {}
+    preset = read_yaml(path, "preset") or {}
+    if not isinstance(preset, dict):
+        raise ParameterError(f"preset {path} must be a mapping with notebook, out_dir and parameters")
     missing = {"notebook", "out_dir", "parameters"} - set(preset)
     if missing:
         raise ParameterError(f"preset {path} lacks {sorted(missing)} (it needs notebook, out_dir and parameters)")
+    if preset["parameters"] is not None and not isinstance(preset["parameters"], dict):
+        raise ParameterError(f"preset {path}: parameters must be a mapping of notebook parameters")
     return Path(preset["notebook"]), Path(preset["out_dir"]), dict(preset["parameters"] or {})
 
 
@@ -134,7 +492,7 @@ def main(argv=None) -> int:
             notebook, out_dir = Path(args.notebook), Path(args.out_dir)
             parameters = load_params(args.params, args.params_file)
         parameters.update(parse_sets(args.set))
-        run_notebook(notebook, out_dir, parameters)
+        run_notebook(notebook, out_dir, parameters, validate=stage_check(notebook))
     except ParameterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -149,3 +507,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from lib import distributed as dd
 from lib import io
-from lib.params import dataclass_from_params
+from lib.params import check_fields, dataclass_from_params
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,11 @@ class Recipe:
     seed: int = 0
 
     def __post_init__(self):
+        check_fields(self, "training")  # types first: `epochs: three` names the field, not a TypeError
         checks = {
             "epochs": self.epochs >= 0, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+            "momentum": 0 <= self.momentum < 1, "weight_decay": self.weight_decay >= 0,
+            "step_size": self.step_size >= 1, "gamma": self.gamma > 0, "seed": self.seed >= 0,
             "optimizer": self.optimizer in ("sgd", "adamw"),
             "schedule": self.schedule in ("cosine", "step", "exponential", "constant"),
             "augment": set(self.augment) <= {"flip", "crop", "resized_crop"},
@@ -50,7 +53,8 @@ class Recipe:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid training recipe field(s) {bad}: {self}")
+            raise ValueError(f"invalid training recipe field(s) {bad} "
+                             f"({', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}): {self}")
 
     @classmethod
     def from_dict(cls, params: dict) -> "Recipe":
@@ -224,9 +228,10 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
             torch.set_rng_state(state["rng"]["torch"])
             history, start_epoch = state["history"], state["epoch"]
             if dd.is_main():
-                print(f"resuming {state_path} after epoch {start_epoch}/{recipe.epochs}")
+                io.notice(f"resuming {state_path} after epoch {start_epoch}/{recipe.epochs}")
         elif dd.is_main():
-            print(f"ignoring {state_path}: it belongs to another run (recipe, data or weights changed)")
+            io.notice(f"ignoring {state_path}: it belongs to another run (recipe, data or weights changed); "
+                      "training from the start")
 
     live = None
     if live_dir is not None and dd.is_main():
@@ -275,7 +280,7 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
 
 def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_dir: str | Path,
                      model_kwargs: dict | None = None, dataset: dict | None = None, pretrained: dict | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, arch: str | None = None) -> dict:
     """Train a registered model; write ``model.pt`` and DVCLive logs to ``out_dir``.
 
     Data: the embedded dataset in ``data_dir``, or ``dataset`` (the pruning stage's dataset dict, e.g.
@@ -284,6 +289,8 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
     ``{"weights": path, "drop_keys": [...], "recorded_acc": 0.6978}`` (the pruning presets' pretrained
     models, ``lib.models.pretrained``); with ``recipe.epochs`` 0 the model is taken as it is and
     only evaluated (Study B prunes torchvision's ImageNet GoogLeNet), otherwise it is fine-tuned.
+    ``arch``: the pipeline's name of the architecture (``cnn``), stored in the checkpoint so that a later stage
+    given another ``arch`` refuses it (:func:`lib.models.registry.check_arch`).
     Everything is validated (model name, recipe, data, weights) before the first training step. The training
     state lives in ``out_dir/state`` until the run has finished, so an interrupted run resumes.
     """
@@ -314,7 +321,7 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
     if recipe.epochs:
         history = fit(model, data["train"], data["val"], recipe, out_dir / "state", image_size=data["image_size"],
                       live_dir=out_dir / "dvclive", progress=progress,
-                      run_info={"model": model_name, "kwargs": model_kwargs, "data": data["id"],
+                      run_info={"model": model_name, "kwargs": model_kwargs, "data": data_identity(data),
                                 **({"pretrained": pretrained} if pretrained else {})})["history"]
     else:  # the pretrained model as it is: its evaluation is the whole learning curve (epoch 0)
         model.to(dd.default_device())
@@ -323,7 +330,7 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
     test_acc = evaluate(model, data["test"])
     if dd.is_main():
         save_checkpoint(out_dir / "model.pt", model, model_name, num_classes, model_kwargs, recipe=asdict(recipe),
-                        test_acc=test_acc, **({"weights": str(pretrained["weights"]),
+                        test_acc=test_acc, **({"arch": arch} if arch else {}), **({"weights": str(pretrained["weights"]),
                                                "recorded_acc": pretrained.get("recorded_acc")} if pretrained else {}))
         shutil.rmtree(out_dir / "state", ignore_errors=True)
     dd.barrier()
@@ -353,9 +360,29 @@ def check_stage(p: dict) -> list[tuple]:
     if dataset:
         check_dataset(dataset, exists=False)
         needed += dataset_paths(dataset)
+    else:
+        needed.append(("data_dir", p["data_dir"], "shapes"))
     if p["pretrained"]:
         needed.append(("pretrained.weights", p["pretrained"]["weights"], "weights"))
     return needed
+
+
+def data_identity(data: dict):
+    """What a resume key holds about the data: its content, not its path.
+
+    The embedded dataset (``data["id"]`` a folder with ``meta.json``): its fingerprint (a hash of its files,
+    stored at generation, :func:`lib.data.shapes.fingerprint`), so regenerating it at the same path with another
+    seed invalidates every training state and pruning step made from it, and moving it does not. ``data`` may
+    carry a ``fingerprint`` itself; other datasets: their id (name, root and options) as before.
+    """
+    if data.get("fingerprint"):
+        return {"fingerprint": data["fingerprint"]}
+    data_id = data.get("id")
+    if isinstance(data_id, (str, Path)) and (Path(data_id) / "meta.json").is_file():
+        from lib.data import shapes
+
+        return {"fingerprint": shapes.fingerprint(data_id)}
+    return data_id
 
 
 def check_pretrained(pretrained: dict | None, exists: bool = True) -> None:

@@ -92,25 +92,26 @@ def test_cli_bad_name_exits_with_the_fix_and_leaves_outputs_intact(tmp_path):
     assert (out / "model.pt").read_text() == "previous result"
 
 
-@pytest.mark.parametrize("sets,message", [
+@pytest.mark.parametrize("sets,message", [  # both caught by the stage's declared check, before a kernel starts
     (["model=resnet9000"], "unknown model 'resnet9000'"),
-    (["data_dir=nowhere"], "generate the embedded dataset first"),
+    (["data_dir=nowhere"], "data_dir = nowhere (the embedded dataset"),
 ])
 def test_cli_bad_value_stops_the_notebook_before_compute_and_leaves_outputs_intact(tmp_path, sets, message, tiny_shapes):
     out = tmp_path / "train"
     out.mkdir()
     (out / "model.pt").write_text("previous result")
+    (out / stage.MARKER).write_text('{"notebook": "01_training.ipynb"}')  # an earlier output of this stage
     if not any(s.startswith("data_dir=") for s in sets):
         sets.append(f"data_dir={tiny_shapes}")
     result = _run_cli("notebooks/01_training.ipynb", str(out), "--set", *sets)
-    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert (out / "model.pt").read_text() == "previous result"
 
 
 def test_sparsity_outside_the_unit_interval_is_refused():
     from lib.prune import PruningPlan
 
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
         PruningPlan.from_dict({"schedule": "lrr", "threshold": 1.5})
 
 

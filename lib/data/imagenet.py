@@ -27,8 +27,9 @@ import torch
 EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
-def scan(root: str | Path, split: str = "val") -> dict:
-    """``files`` (paths), ``labels`` and ``classes`` of one split of an ImageFolder-style tree."""
+def scan(root: str | Path, split: str = "val", verify: bool = True) -> dict:
+    """``files`` (paths), ``labels`` and ``classes`` of one split of an ImageFolder-style tree; ``verify``: open
+    every file first (:func:`lib.io.verify_images`), so a corrupt one is named before training, not mid-epoch."""
     folder = Path(root) / split
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist: `root` must hold <split>/<wnid>/<image> "
@@ -41,6 +42,10 @@ def scan(root: str | Path, split: str = "val") -> dict:
         labels += [label] * len(images)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(EXTENSIONS)}) under {folder}/<class>/")
+    if verify:
+        from lib import io
+
+        io.verify_images(files, f"{folder}")
     return {"files": files, "labels": np.array(labels, dtype=np.int64), "classes": classes}
 
 
@@ -81,8 +86,13 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, index):
         from PIL import Image
 
-        with Image.open(self.files[index]) as image:
-            return self.transform(image.convert("RGB")), self.labels[index]
+        try:
+            with Image.open(self.files[index]) as image:
+                return self.transform(image.convert("RGB")), self.labels[index]
+        except OSError as error:  # truncated or corrupt (verify() checks headers only for JPEG): name the file
+            from lib import io
+
+            raise io.image_error(self.files[index], error) from error
 
 
 def datasets(root: str | Path, mean, std, split_name: str = "val", retrain_per_class: int | None = None,

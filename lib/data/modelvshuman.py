@@ -94,17 +94,26 @@ def load_image(path: str | Path, size: int = 224) -> np.ndarray:
     """uint8 (size, size, 3); other sizes are resized (short side 256/224 * size) and centre-cropped, as the benchmark."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if image.size != (size, size):
-            short = round(size * 256 / 224)
-            w, h = image.size
-            scale = short / min(w, h)
-            image = image.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.BILINEAR)
-            w, h = image.size
-            left, top = (w - size) // 2, (h - size) // 2
-            image = image.crop((left, top, left + size, top + size))
-        return np.asarray(image, dtype=np.uint8)
+    try:
+        with Image.open(path) as image:
+            return _load_rgb(image, size, Image)
+    except OSError as error:  # truncated or corrupt: name the file
+        from lib import io
+
+        raise io.image_error(path, error) from error
+
+
+def _load_rgb(image, size: int, Image) -> np.ndarray:
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        short = round(size * 256 / 224)
+        w, h = image.size
+        scale = short / min(w, h)
+        image = image.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.BILINEAR)
+        w, h = image.size
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8)
 
 
 def load_images(root: str | Path, name: str, size: int = 224, progress: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
@@ -124,21 +133,34 @@ def load_human_trials(root: str | Path, name: str) -> pd.DataFrame:
     if not files:
         raise FileNotFoundError(f"no human trials at {directory}/*.csv; the benchmark's raw-data/{name} folder "
                                 "belongs there (bethgelab/model-vs-human, raw-data/)")
-    frames = []
-    for path in files:
-        frame = pd.read_csv(path)
-        frame.columns = [c.lower() for c in frame.columns]
-        frames.append(frame)
+    frames = [read_trials_csv(path) for path in files]  # each file checked on its own
     trials = pd.concat(frames, ignore_index=True)
-    missing = {"subj", "object_response", "category", "condition", "imagename"} - set(trials.columns)
-    if missing:
-        raise ValueError(f"{directory} CSVs lack columns {sorted(missing)}")
     trials = trials[trials["subj"].astype(str).str.startswith("subject-")]  # the folder may hold model results too
     trials["condition"] = trials["condition"].astype(str)
     trials["image_id"] = trials["imagename"].map(short_imagename)
     if name == "cue-conflict":
         trials["texture"] = trials["imagename"].map(texture_category)
     return trials.reset_index(drop=True)
+
+
+TRIAL_COLUMNS = ("subj", "object_response", "category", "condition", "imagename")
+
+
+def read_trials_csv(path: str | Path) -> pd.DataFrame:
+    """One observer's CSV, its columns lower-cased; an unreadable file, one without the required columns
+    (:data:`TRIAL_COLUMNS`) is an error naming the file: after a merge the other
+    files' columns would hide a missing one, and its trials would silently count as wrong answers."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path)
+    except Exception as error:  # noqa: BLE001 -- pandas raises several types (ParserError, UnicodeDecodeError ...)
+        raise ValueError(f"human trials file {path} cannot be read as CSV ({type(error).__name__}: {error})") from error
+    frame.columns = [str(c).lower() for c in frame.columns]
+    missing = [c for c in TRIAL_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"human trials file {path} lacks column(s) {missing}; every observer CSV needs "
+                         f"{list(TRIAL_COLUMNS)} (it has {list(frame.columns)})")
+    return frame
 
 
 def download(name: str, root: str | Path, url: str = RELEASE_URL) -> Path:

@@ -90,6 +90,14 @@ class ShapesConfig:
                                          # few objects (CorLoc 0.14 on the test split), so localisation is not trivial
 
     def __post_init__(self):
+        from lib.params import check_fields
+
+        check_fields(self, "data")  # `n_train: abc` names the field, not a TypeError in a comparison
+        if not (len(self.object_scale) == 2 and 0 < self.object_scale[0] <= self.object_scale[1] < 0.5):
+            raise ValueError(f"object_scale must be two radii (fractions of the image) with 0 < low <= high < 0.5, "
+                             f"got {self.object_scale}")
+        if self.distractors < 0:
+            raise ValueError(f"distractors must be 0 or more, got {self.distractors}")
         if not 2 <= self.num_classes <= min(len(SHAPES), len(TEXTURES)):
             raise ValueError(f"num_classes must be in [2, {min(len(SHAPES), len(TEXTURES))}], got {self.num_classes}")
         if self.image_size < 16:
@@ -268,7 +276,58 @@ def generate(config: ShapesConfig, out_dir: str | Path, progress: bool = True) -
         "config": asdict(config),
         "splits": {s: config.size_of(s) for s in SPLITS},
     })
+    io.save_json(out_dir / FINGERPRINT, compute_fingerprint(out_dir))
     return out_dir
+
+
+# ----------------------------------------------------------------------------- identity by content
+FINGERPRINT = "fingerprint.json"
+
+
+def _fingerprinted_files(root: Path) -> list[Path]:
+    return [root / "meta.json"] + [root / f"{split}.npz" for split in SPLITS if (root / f"{split}.npz").is_file()]
+
+
+def compute_fingerprint(root: str | Path) -> dict:
+    """Hash of the dataset's content: ``meta.json``'s bytes and every split's arrays (name, dtype, shape and
+    values; not the npz files' bytes, which hold zip timestamps). Also records each file's size and mtime, so
+    :func:`fingerprint` can tell whether a stored fingerprint still describes the files."""
+    import hashlib
+
+    root = Path(root)
+    load_meta(root)  # a clear error if the folder is not a dataset
+    digest, files = hashlib.sha256(), {}
+    for path in _fingerprinted_files(root):
+        digest.update(path.name.encode())
+        if path.suffix == ".npz":
+            with np.load(path) as data:
+                for key in sorted(data.files):
+                    array = np.ascontiguousarray(data[key])
+                    digest.update(f"{key}:{array.dtype.str}:{array.shape}".encode())
+                    digest.update(array.tobytes())
+        else:
+            digest.update(path.read_bytes())
+        stat = path.stat()
+        files[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"sha256": digest.hexdigest(), "files": files}
+
+
+def fingerprint(root: str | Path) -> str:
+    """The dataset's content hash: the one stored at generation (``fingerprint.json``) while its files are
+    unchanged (same names, sizes and modification times), otherwise computed afresh (e.g. a copy, a DVC
+    checkout, or a dataset written before fingerprints were stored)."""
+    root = Path(root)
+    stored = root / FINGERPRINT
+    if stored.is_file():
+        try:
+            record = io.load_json(stored)
+            current = {p.name: {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
+                       for p in _fingerprinted_files(root) if p.is_file()}
+            if record.get("files") == current and record.get("sha256"):
+                return record["sha256"]
+        except (ValueError, OSError):
+            pass
+    return compute_fingerprint(root)["sha256"]
 
 
 def load_split(root: str | Path, split: str) -> dict[str, np.ndarray]:

@@ -201,3 +201,33 @@ def _built_from_state(info: dict, state: dict) -> nn.Module | None:
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         return None
     return model
+
+
+def check_arch(path, arch: str | None = None, model: str | None = None, info: dict | None = None) -> dict:
+    """Refuse a checkpoint whose stored architecture is not the one a stage was given (before any compute).
+
+    ``model``: a model name (``small_cnn``), compared with the checkpoint's stored model name. ``arch``: the
+    pipeline's architecture label (``cnn``), compared with the label the training stage stored (``meta.arch``);
+    for checkpoints without one, a label that names a model family (``cnn``/``vit``) is compared with the
+    stored model's family. ``info``: the payload without weights, if already loaded. Returns the payload's info.
+    """
+    if info is None:
+        payload = io.load_torch(path)
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise io.CheckpointError(f"{path} is not a checkpoint of this library (format {CHECKPOINT_FORMAT})")
+        info = {k: v for k, v in payload.items() if k != "state_dict"}
+    stored = info["model"]["name"]
+    stored_arch = (info.get("meta") or {}).get("arch")
+    if model is not None and model != stored:
+        raise io.CheckpointError(f"{path} holds a {stored} model, but the stage was given model={model!r}; "
+                                 "point it at that model's checkpoint, or fix the model parameter")
+    if arch is not None:
+        if stored_arch is not None and stored_arch != arch:
+            raise io.CheckpointError(f"{path} was trained as arch {stored_arch!r} ({stored}), but the stage was given "
+                                     f"arch={arch!r}; point it at the checkpoint of {arch!r} (e.g. data/train/{arch})")
+        if stored_arch is None and arch in ("cnn", "vit"):
+            family = get_spec(stored).family
+            if family != arch:
+                raise io.CheckpointError(f"{path} holds a {stored} model (a {family}), but the stage was given "
+                                         f"arch={arch!r}; point it at the checkpoint of {arch!r}")
+    return info

@@ -26,15 +26,20 @@ def check_stage(p: dict) -> list[tuple]:
     """The pruning stage's parameters, checked before any compute; returns the input paths it reads."""
     from lib.data.datasets import dataset_paths
 
-    PruningPlan.from_dict({**p["plan"], **(p["plan_overrides"] or {})})
+    for plan in (p["plans"] or {"plan": p["plan"]}).values():
+        PruningPlan.from_dict({**plan, **(p["plan_overrides"] or {})})
     Recipe.from_dict(p["recipe"])
-    if p["models"] or p["plans"]:
-        raise ValueError("models/plans make a grid of runs (the presets of notebook 02); a pipeline stage prunes "
-                         "the model its train stage wrote with the method's plan")
-    if not p["dataset"]:
-        return []
-    check_dataset(p["dataset"], exists=False)
-    return dataset_paths(p["dataset"])
+    needed = []
+    for arch, source in (p["models"] or {}).items():
+        if "checkpoint" in source:
+            needed.append((f"models.{arch}.checkpoint", source["checkpoint"], "weights"))
+        else:
+            check_pretrained(source, exists=False, what=f"model {arch!r}")
+            needed += [(f"models.{arch}.weights", source["weights"], "weights")] if source.get("weights") else []
+    if p["dataset"]:
+        check_dataset(p["dataset"], exists=False)
+        needed += dataset_paths(p["dataset"])
+    return needed
 
 
 def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[dict, Recipe]:
@@ -97,6 +102,10 @@ def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict
         dataset.setdefault("root", data_dir)
     plans = {name: {**p, **(plan_overrides or {})} for name, p in (plans or {method: plan}).items()}
     plans, recipe = validate(dataset, models, plans, recipe)
+    if not grid:  # the stage's arch against the one the checkpoint was trained as (not labelled silently)
+        from lib.models.registry import check_arch
+
+        check_arch(models[arch]["checkpoint"], arch=arch)
     rows, dense, records, cache = [], {}, {}, {}
     for model_arch, source in models.items():
         checkpoint = dense_checkpoint(model_arch, source, out_dir)

@@ -37,7 +37,7 @@ from lib.prune.accounting import accounting
 from lib.prune.masks import apply_masks, current_masks, fold_masks, prunable_parameters
 from lib.prune.methods import METHODS, SCOPES, SELECTIONS, get_method
 from lib.results import MANIFEST, list_checkpoints  # noqa: F401  (the manifest's format)
-from lib.train import Recipe, evaluate, fit
+from lib.train import Recipe, data_identity, evaluate, fit
 
 SCHEDULES = ("lrr", "iterative", "oneshot")
 
@@ -64,8 +64,8 @@ class PruningPlan:
                 raise ValueError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(allowed)}")
         if not 0 < self.rate < 1:
             raise ValueError(f"rate must be in (0, 1), got {self.rate}")
-        if not 0 <= self.threshold < 1:
-            raise ValueError(f"threshold (a sparsity) must be in [0, 1), got {self.threshold}")
+        if not 0 < self.threshold < 1:  # 0 would still prune one round (to `rate`): not what it says
+            raise ValueError(f"threshold (a sparsity) must be in (0, 1), got {self.threshold}")
         bad = [t for t in self.targets if not 0 < t < 1]
         if bad:
             raise ValueError(f"target sparsities must be in (0, 1), got {bad}")
@@ -124,7 +124,9 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
     if missing:
         raise ValueError(f"pruning data lacks {sorted(missing)}")
     example_input = torch.zeros(2, 3, data["image_size"], data["image_size"])
-    identity = {"plan": asdict(plan), "recipe": asdict(recipe), "dense": str(dense_checkpoint), "data": data["id"],
+    # resume key by content: the dense checkpoint's bytes and the data's fingerprint, not their paths
+    identity = {"plan": asdict(plan), "recipe": asdict(recipe), "dense": io.file_sha256(dense_checkpoint)[:16],
+                "data": data_identity(data),
                 "dense_test_acc": info["meta"].get("test_acc")}
 
     def record(step, model, parent, target, known=None):
@@ -146,8 +148,11 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
         manifest = io.load_json(out_dir / MANIFEST)
         if manifest.get("identity") == json.loads(json.dumps(identity)):  # tuples read back as lists
             existing = {r["step"]: r for r in manifest["checkpoints"]}
+            if existing and dd.is_main():
+                io.notice(f"resuming {out_dir}: step(s) {sorted(existing)} of the same run are kept")
         elif dd.is_main():
-            print(f"ignoring the checkpoints in {out_dir}: they were made with other parameters")
+            io.notice(f"ignoring the checkpoints in {out_dir}: they were made with other parameters, data or "
+                      "dense model; pruning from the start")
 
     records = {}
 
@@ -165,7 +170,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
                 records[step] = existing[step]
                 continue
             except io.CheckpointError as error:
-                print(f"redoing step {step}: {error}")
+                io.notice(f"redoing step {step}: {error}")
         if step == 0:
             rec = record(0, dense, None, 0.0, dense_eval)
             save(dense, {}, rec)
