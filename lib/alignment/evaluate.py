@@ -36,6 +36,9 @@ EXCLUDED_CONDITIONS = {
 }
 
 
+ACCURACY_OVER = ("ood_conditions", "all_images")
+
+
 def aggregate(dataset: str, values: dict) -> float:
     """A dataset's value: the mean over its conditions the benchmark aggregates (NaN if none was run)."""
     kept = [v for c, v in values.items() if c not in EXCLUDED_CONDITIONS.get(dataset, ())]
@@ -222,13 +225,19 @@ def evaluate(source, evaluation: EvaluationSet, batch_size: int = 256, progress:
 
 
 # ----------------------------------------------------------------------------- analyses
-def checkpoint_rows(records: list[dict], trials: pd.DataFrame, humans: pd.DataFrame | None = None) -> list[dict]:
+def checkpoint_rows(records: list[dict], trials: pd.DataFrame, humans: pd.DataFrame | None = None,
+                    accuracy_over: str = "ood_conditions") -> list[dict]:
     """One flat row per checkpoint: accuracy per dataset and condition, shape bias, consistency with humans
     (where their trials exist) and with the dense model (step 0; model-to-model, not a human measure).
 
     A dataset's value (``acc/<dataset>``, ``ec/<dataset>``, ...) is the mean over its conditions without the
     benchmark's excluded ones (``EXCLUDED_CONDITIONS``); every condition's accuracy is kept as well.
+    ``accuracy_over="all_images"``: ``acc/<dataset>`` is instead the share of all of the dataset's images
+    classified correctly, the control conditions included (Study A's per-dataset value: the toolbox's top-1
+    16-class accuracy over every image of the dataset); the consistency values keep the benchmark's aggregation.
     """
+    if accuracy_over not in ACCURACY_OVER:
+        raise ValueError(f"unknown accuracy_over {accuracy_over!r}; choose one of {ACCURACY_OVER}")
     rows = []
     dense = trials[trials["step"] == min(r["step"] for r in records)]
     for record in records:
@@ -237,7 +246,8 @@ def checkpoint_rows(records: list[dict], trials: pd.DataFrame, humans: pd.DataFr
         for dataset, part in mine.groupby("dataset", sort=False):
             conditions = dict(tuple(part.groupby("condition", sort=False)))
             accuracy = {c: metrics.Accuracy().analysis(p)["16-class-accuracy"] for c, p in conditions.items()}
-            row[f"acc/{dataset}"] = aggregate(dataset, accuracy)
+            row[f"acc/{dataset}"] = (aggregate(dataset, accuracy) if accuracy_over == "ood_conditions"
+                                     else metrics.Accuracy().analysis(part)["16-class-accuracy"])
             if len(accuracy) > 1:
                 row.update({f"acc/{dataset}/{c}": v for c, v in accuracy.items()})
             if dataset == "cue-conflict":
