@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,10 +33,12 @@ class Recipe:
     weight_decay: float = 5e-4
     schedule: str = "cosine"        # cosine | step | exponential | constant
     step_size: int = 30             # step: decay every step_size epochs
-    gamma: float = 0.1              # step and exponential: decay factor
+    gamma: float = 0.1              # step and exponential: decay factor (exponential: per epoch)
+    schedule_interval: str = "step"  # step: the LR moves at every batch (smoothly); epoch: once per epoch (Study B)
     warmup_epochs: int = 0          # linear warm-up (ViTs)
     augment: tuple = ("flip", "crop")   # flip | crop | resized_crop
     label_smoothing: float = 0.0
+    aux_weight: float = 0.3         # weight of each auxiliary head's loss (GoogLeNet with aux_logits)
     amp: bool = True                # mixed precision, used only on CUDA
     seed: int = 0
 
@@ -47,6 +50,8 @@ class Recipe:
             "step_size": self.step_size >= 1, "gamma": self.gamma > 0, "seed": self.seed >= 0,
             "optimizer": self.optimizer in ("sgd", "adamw"),
             "schedule": self.schedule in ("cosine", "step", "exponential", "constant"),
+            "schedule_interval": self.schedule_interval in ("step", "epoch"),
+            "aux_weight": self.aux_weight >= 0,
             "augment": set(self.augment) <= {"flip", "crop", "resized_crop"},
             "warmup_epochs": self.warmup_epochs == 0 or 0 < self.warmup_epochs < self.epochs,
             "label_smoothing": 0 <= self.label_smoothing < 1,
@@ -132,10 +137,21 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def build_scheduler(optimizer, recipe: Recipe, steps_per_epoch: int):
-    """Per-step schedule (so short runs still anneal smoothly)."""
+    """Per-step schedule (so short runs still anneal smoothly); with ``schedule_interval`` "epoch" the learning
+    rate changes only at epoch boundaries (``torch.optim.lr_scheduler.ExponentialLR`` stepped once per epoch, as
+    Study B's code does), the warm-up still ramps per step. Stepped once per batch either way."""
     total, warmup = recipe.epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch
     S = torch.optim.lr_scheduler
-    if recipe.schedule == "cosine":
+    if recipe.schedule_interval == "epoch":
+        epochs = max(1, recipe.epochs - recipe.warmup_epochs)
+        factors = {
+            "cosine": lambda e: 0.5 * (1 + math.cos(math.pi * min(e, epochs) / epochs)),
+            "step": lambda e: recipe.gamma ** (e // recipe.step_size),
+            "exponential": lambda e: recipe.gamma ** e,
+            "constant": lambda e: 1.0,
+        }[recipe.schedule]
+        main = S.LambdaLR(optimizer, lambda step: factors(step // steps_per_epoch))
+    elif recipe.schedule == "cosine":
         main = S.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
     elif recipe.schedule == "step":
         main = S.StepLR(optimizer, step_size=recipe.step_size * steps_per_epoch, gamma=recipe.gamma)
@@ -177,11 +193,12 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, device=None) -> f
 AUX_WEIGHT = 0.3  # weight of auxiliary classifiers' losses (GoogLeNet, Szegedy et al. 2015)
 
 
-def _logits_and_loss(outputs, y, criterion):
-    """Models with auxiliary heads (torchvision GoogLeNet, Inception) return (logits, *aux) when training."""
+def _logits_and_loss(outputs, y, criterion, aux_weight: float = AUX_WEIGHT):
+    """Models with auxiliary heads (torchvision GoogLeNet, Inception) return (logits, *aux) when training:
+    loss = main + aux_weight x each auxiliary loss (Study B's code: main + 0.3 aux1 + 0.3 aux2)."""
     if isinstance(outputs, tuple):
         logits, aux = outputs[0], [a for a in outputs[1:] if a is not None]
-        return logits, criterion(logits, y) + AUX_WEIGHT * sum(criterion(a, y) for a in aux)
+        return logits, criterion(logits, y) + aux_weight * sum(criterion(a, y) for a in aux)
     return outputs, criterion(outputs, y)
 
 
@@ -248,7 +265,7 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
         for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not (progress and dd.is_main())):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, enabled=use_amp):
-                logits, loss = _logits_and_loss(net(x), y, criterion)
+                logits, loss = _logits_and_loss(net(x), y, criterion, recipe.aux_weight)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

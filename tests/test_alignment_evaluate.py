@@ -56,7 +56,7 @@ def test_checkpoint_rows(evaluated):
     assert not any(k.startswith("ec/") for k in dense)  # no human observers for the embedded data
     table = ev.per_image(trials)
     assert len(table) == len(trials) and set(table["correct"]) <= {0, 1}
-    assert dense["ec_dense"] == 1.0 and 0 <= pruned["ec_dense"] < 1 + 1e-9
+    assert dense["ec_dense"] == 1.0 and -1 <= pruned["ec_dense"] <= 1  # kappa with the dense model
 
 
 def test_the_mean_ood_score_over_trials_is_the_stage_ood_acc(evaluated):
@@ -68,6 +68,9 @@ def test_the_mean_ood_score_over_trials_is_the_stage_ood_acc(evaluated):
     assert table.loc[table["condition"].isin(["c100", "cr"]), "ood_score"].isna().all()
     for step, part in table.groupby("step"):
         assert part["ood_score"].mean() == pytest.approx(rows[step]["ood_acc"])
+    every = {r["step"]: r for r in ev.checkpoint_rows(records, trials, accuracy_over="all_images")}
+    for step, part in ev.per_image(trials, "all_images").groupby("step"):  # Study A's aggregation: every image
+        assert part["ood_score"].notna().all() and part["ood_score"].mean() == pytest.approx(every[step]["ood_acc"])
     assert table.groupby("step")["trial"].apply(lambda t: t.is_unique).all()
 
 

@@ -68,7 +68,7 @@ SIZES = {
         "retrain.resnet50.plan_overrides.threshold": 0.36,
     },
     "study_b": {
-        **COMMON_SIZES, **_data_sizes(("googlenet",), retrain_per_class=2, test_per_class=2),
+        **COMMON_SIZES, **_data_sizes(("googlenet",)),  # Study B retrains on ImageNet train, tests on val
         "retrain.googlenet.recipe.epochs": 1, "retrain.googlenet.recipe.batch_size": 6,
         **{f"prune.{m}.plan.targets": [0.5] for m in B_METHODS},
         **{f"prune.{m}.plan.steps": 2 for m in B_METHODS if m.endswith("iterative")},
@@ -127,6 +127,10 @@ def test_study_a_protocol():
     assert params["train"]["vit_b32"]["recipe"]["epochs"] == params["train"]["swin_v2_t"]["recipe"]["epochs"] == 300
     assert params["interpret"]["ig_smoothgrad"]["steps"] == 50 and params["interpret"]["n_images"] == 100
     assert len(params["align"]["datasets"]) == 17
+    # faithful mode (docs/protocol.md)
+    assert plans["vit_b32"]["attention_qkv"] is False and "attention_qkv" not in plans["swin_v2_t"]
+    assert params["interpret"]["mask"] == "red_channel" and params["align"]["accuracy_over"] == "all_images"
+    assert params["discover"]["resnet50"]["features"]["dilation"] == 1
 
 
 def test_study_b_protocol():
@@ -138,7 +142,21 @@ def test_study_b_protocol():
         (m, s) for m in ("unstructured", "filters", "connections") for s in ("oneshot", "iterative")}
     recipe = params["retrain"]["googlenet"]["recipe"]
     assert (recipe["optimizer"], recipe["schedule"], recipe["lr"], recipe["epochs"]) == ("sgd", "exponential", 0.01, 50)
+    assert (recipe["gamma"], recipe["schedule_interval"], recipe["batch_size"], recipe["aux_weight"]) == (
+        0.9, "epoch", 128, 0.3)
     assert params["train"]["googlenet"]["recipe"]["epochs"] == 0  # the pretrained model, not retrained
+    # faithful mode (docs/protocol.md): per-layer rates, stem and aux heads dense, regrowing random connections
+    assert params["models"]["googlenet"]["model_kwargs"]["aux_logits"] is True
+    assert params["retrain"]["googlenet"]["dataset"]["train_split"] == "train"
+    for plan in plans.values():
+        assert set(plan.exclude) == {"conv1", "conv2", "conv3", "aux*"}
+        assert plan.scope == ("global" if plan.method == "unstructured" else "layer")
+    assert plans["unstructured-oneshot"].include_bias and not plans["unstructured-oneshot"].exclude_classifier
+    assert plans["connections-oneshot"].masking == "regrowing" and plans["connections-oneshot"].selection == "random"
+    assert not plans["filters-oneshot"].filter_companions
+    assert [t for t, _ in plans["unstructured-iterative"].sparsities()] == pytest.approx(
+        [1 - 0.6 ** i for i in range(1, 6)])
+    assert params["mis"]["layers"] == "conv_channels"
 
 
 def test_missing_data_is_named_with_how_to_get_it(tmp_path):

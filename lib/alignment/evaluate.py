@@ -36,6 +36,9 @@ EXCLUDED_CONDITIONS = {
 }
 
 
+ACCURACY_OVER = ("ood_conditions", "all_images")
+
+
 def check_stage(p: dict) -> list[tuple]:
     """The alignment stage's parameters, checked before any compute; returns the input paths it reads."""
     from pathlib import Path
@@ -244,13 +247,19 @@ def evaluate(source, evaluation: EvaluationSet, batch_size: int = 256, progress:
 
 
 # ----------------------------------------------------------------------------- analyses
-def checkpoint_rows(records: list[dict], trials: pd.DataFrame, humans: pd.DataFrame | None = None) -> list[dict]:
+def checkpoint_rows(records: list[dict], trials: pd.DataFrame, humans: pd.DataFrame | None = None,
+                    accuracy_over: str = "ood_conditions") -> list[dict]:
     """One flat row per checkpoint: accuracy per dataset and condition, shape bias, consistency with humans
     (where their trials exist) and with the dense model (step 0; model-to-model, not a human measure).
 
     A dataset's value (``acc/<dataset>``, ``ec/<dataset>``, ...) is the mean over its conditions without the
     benchmark's excluded ones (``EXCLUDED_CONDITIONS``); every condition's accuracy is kept as well.
+    ``accuracy_over="all_images"``: ``acc/<dataset>`` is instead the share of all of the dataset's images
+    classified correctly, the control conditions included (Study A's per-dataset value: the toolbox's top-1
+    16-class accuracy over every image of the dataset); the consistency values keep the benchmark's aggregation.
     """
+    if accuracy_over not in ACCURACY_OVER:
+        raise ValueError(f"unknown accuracy_over {accuracy_over!r}; choose one of {ACCURACY_OVER}")
     rows = []
     dense = trials[trials["step"] == min(r["step"] for r in records)]
     for record in records:
@@ -259,7 +268,8 @@ def checkpoint_rows(records: list[dict], trials: pd.DataFrame, humans: pd.DataFr
         for dataset, part in mine.groupby("dataset", sort=False):
             conditions = dict(tuple(part.groupby("condition", sort=False)))
             accuracy = {c: metrics.Accuracy().analysis(p)["16-class-accuracy"] for c, p in conditions.items()}
-            row[f"acc/{dataset}"] = aggregate(dataset, accuracy)
+            row[f"acc/{dataset}"] = (aggregate(dataset, accuracy) if accuracy_over == "ood_conditions"
+                                     else metrics.Accuracy().analysis(part)["16-class-accuracy"])
             if len(accuracy) > 1:
                 row.update({f"acc/{dataset}/{c}": v for c, v in accuracy.items()})
             if dataset == "cue-conflict":
@@ -324,7 +334,7 @@ def human_summary(humans: pd.DataFrame | None) -> dict:
     return out
 
 
-def per_image(trials: pd.DataFrame) -> pd.DataFrame:
+def per_image(trials: pd.DataFrame, accuracy_over: str = "ood_conditions") -> pd.DataFrame:
     """The per-(checkpoint, trial) table the report resamples: ``trial`` names the image in its dataset and
     condition; ``ood_score``'s mean over a checkpoint's trials is its ``ood_acc`` (see :func:`ood_weights`)."""
     columns = ["step", "sparsity", "dataset", "condition", "image_id", "category", "object_response"]
@@ -332,19 +342,25 @@ def per_image(trials: pd.DataFrame) -> pd.DataFrame:
     out["correct"] = (out["object_response"] == out["category"]).astype(int)
     out.insert(0, "trial", out["dataset"].astype(str) + "/" + out["condition"].astype(str) + "/"
                + out["image_id"].astype(str))
-    out["ood_score"] = out["correct"] * ood_weights(out)
+    out["ood_score"] = out["correct"] * ood_weights(out, accuracy_over)
     return out
 
 
-def ood_weights(trials: pd.DataFrame) -> pd.Series:
+def ood_weights(trials: pd.DataFrame, accuracy_over: str = "ood_conditions") -> pd.Series:
     """Per trial, the weight that makes the mean of ``correct x weight`` over a checkpoint's trials equal
     ``ood_acc``: the mean over datasets of the mean over their aggregated conditions of the accuracy
-    (:func:`aggregate`). Trials of the excluded conditions get NaN (they do not enter ``ood_acc``)."""
+    (:func:`aggregate`; ``accuracy_over="all_images"``: of the share of all of a dataset's images, as
+    :func:`checkpoint_rows`). Trials that do not enter ``ood_acc`` (excluded conditions) get NaN."""
     first = trials[trials["step"] == trials["step"].iloc[0]]
-    kept = first[[c not in EXCLUDED_CONDITIONS.get(d, ()) for d, c in zip(first["dataset"], first["condition"])]]
+    if accuracy_over == "all_images":
+        kept = first.assign(condition="all")
+    else:
+        kept = first[[c not in EXCLUDED_CONDITIONS.get(d, ()) for d, c in zip(first["dataset"], first["condition"])]]
     per_condition = kept.groupby(["dataset", "condition"]).size()
     conditions = per_condition.groupby(level="dataset").size()
     weight = {(d, c): 1.0 / (len(conditions) * conditions[d] * n) for (d, c), n in per_condition.items()}
+    if accuracy_over == "all_images":
+        weight = {(d, c): weight[(d, "all")] for d, c in zip(first["dataset"], first["condition"])}
     total = len(kept)
     return pd.Series([weight.get((d, c), np.nan) * total for d, c in zip(trials["dataset"], trials["condition"])],
                      index=trials.index)

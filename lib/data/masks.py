@@ -16,7 +16,8 @@ PASCAL VOC (``SegmentationClass/<id>.png``) stores class ids as the *indices* of
 foreground is every id other than 0 and 255. Study A's released code instead reads the PNG as RGB and
 thresholds the red channel of the palette colour, which drops whole classes (those whose palette colour
 has red 0 or 64: bicycle, boat, bus, cat, cow, dog, motorbike, potted plant, sofa, tv monitor) and counts the
-void outline as object; we read the ids.
+void outline as object; we read the ids. ``mask="red_channel"`` reproduces Study A's mask
+(:func:`voc_red_channel`) for a faithful run; ``mask="foreground"`` (the default) is the binary foreground.
 
 COCO, in the layout of ``coco128/semantic_segmentation`` (single-channel PNGs of panoptic category ids,
 0 = unlabelled): the foreground is the union of the *thing* categories (COCO ids 1-91, every object
@@ -42,6 +43,29 @@ def voc_foreground(class_ids: np.ndarray) -> np.ndarray:
         raise ValueError(f"a VOC class map is 2-d (read the palette PNG's indices, not RGB); "
                          f"got shape {class_ids.shape}")
     return (class_ids != VOC_BACKGROUND) & (class_ids != VOC_VOID)
+
+
+MASK_MODES = ("foreground", "red_channel")
+
+
+def read_red_channel(path: str | Path) -> np.ndarray:
+    """The red channel of a segmentation PNG's colours (its palette colours for VOC), as Study A's code reads it."""
+    with Image.open(path) as image:
+        return np.array(image.convert("RGB"))[..., 0]
+
+
+def voc_red_channel(red: np.ndarray) -> np.ndarray:
+    """Study A's ground truth: the red channel min-max normalised over the image, thresholded at 0.5
+    (``explainations_evaluation_metrics.py``: ``(gt - min) / (max - min) >= .5``). With VOC's palette this keeps
+    the classes whose colour has red 128 or 192 and the void outline (224), drops those with red 0 or 64, and is
+    empty where the red channel is constant."""
+    red = np.asarray(red, dtype=np.float64)
+    if red.ndim != 2:
+        raise ValueError(f"expected the 2-d red channel of a mask image, got shape {red.shape}")
+    low, high = red.min(), red.max()
+    if high == low:  # Study A's division by zero gives NaN, and NaN >= 0.5 is False
+        return np.zeros(red.shape, dtype=bool)
+    return (red - low) / (high - low) >= 0.5
 
 
 def coco_foreground(category_ids: np.ndarray) -> np.ndarray:
@@ -70,8 +94,11 @@ def square_crop(image: Image.Image, size: int, resample) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def load_pairs(pairs, foreground, image_size: int, limit: int | None = None, progress: bool = False) -> dict:
-    """Images and binary masks from (id, image path, mask path) triples, resized and cropped to ``image_size``."""
+def load_pairs(pairs, foreground, image_size: int, limit: int | None = None, progress: bool = False,
+               read=read_class_map) -> dict:
+    """Images and binary masks from (id, image path, mask path) triples, resized and cropped to ``image_size``.
+
+    ``read``: the mask file's reader (class ids by default), ``foreground``: its array -> binary mask."""
     from tqdm.auto import tqdm
 
     if image_size < 8:
@@ -80,7 +107,7 @@ def load_pairs(pairs, foreground, image_size: int, limit: int | None = None, pro
     for image_id, image_path, mask_path in tqdm(pairs, desc="masks", disable=not progress, leave=False):
         if limit is not None and len(ids) >= limit:
             break
-        mask = foreground(read_class_map(mask_path))
+        mask = foreground(read(mask_path))
         with Image.open(image_path) as image:
             image = image.convert("RGB")
             if image.size != mask.shape[::-1]:
@@ -98,11 +125,14 @@ def load_pairs(pairs, foreground, image_size: int, limit: int | None = None, pro
 
 
 def load_voc_segmentation(voc_dir: str | Path, split: str = "val", image_size: int = 224, limit: int | None = None,
-                          progress: bool = False) -> dict:
+                          progress: bool = False, mask: str = "foreground") -> dict:
     """VOC segmentation images of ``split`` with their binary foreground masks.
 
     voc_dir: a ``VOCdevkit/VOC<year>`` directory (``lib.data.download.download_voc(root, "2012")`` returns one).
+    mask: ``foreground`` (class ids other than 0 and 255) or ``red_channel`` (Study A's mask, :func:`voc_red_channel`).
     """
+    if mask not in MASK_MODES:
+        raise ValueError(f"unknown mask mode {mask!r}; choose one of {MASK_MODES}")
     voc_dir = Path(voc_dir)
     listing = voc_dir / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():
@@ -110,6 +140,8 @@ def load_voc_segmentation(voc_dir: str | Path, split: str = "val", image_size: i
                                 "segmentations; get one with lib.data.download.download_voc(root, '2012')")
     names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
     pairs = [(n, voc_dir / "JPEGImages" / f"{n}.jpg", voc_dir / "SegmentationClass" / f"{n}.png") for n in names]
+    if mask == "red_channel":
+        return load_pairs(pairs, voc_red_channel, image_size, limit, progress, read=read_red_channel)
     return load_pairs(pairs, voc_foreground, image_size, limit, progress)
 
 
@@ -139,17 +171,22 @@ DATASETS = ("shapes", "voc", "coco")
 
 
 def load_ground_truth(dataset: str, root: str | Path, split: str | None = None, limit: int | None = None,
-                      image_size: int = 224, progress: bool = False) -> dict:
+                      image_size: int = 224, progress: bool = False, mask: str = "foreground") -> dict:
     """Dispatch: ``shapes`` (embedded, split "test"), ``voc`` (a VOC<year> dir, split "val") or ``coco`` ("val2017").
 
-    ``image_size`` applies to the real datasets (the embedded images keep their size).
+    ``image_size`` applies to the real datasets (the embedded images keep their size). ``mask``: ``foreground``,
+    or for VOC ``red_channel`` (Study A's mask; see the module docstring).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of images, got {limit}")
+    if mask not in MASK_MODES:
+        raise ValueError(f"unknown mask mode {mask!r}; choose one of {MASK_MODES}")
+    if mask != "foreground" and dataset != "voc":
+        raise ValueError(f"mask {mask!r} reproduces Study A's VOC masks; dataset {dataset!r} takes mask 'foreground'")
     if dataset == "shapes":
         return load_shapes_masks(root, split or "test", limit)
     if dataset == "voc":
-        return load_voc_segmentation(root, split or "val", image_size, limit, progress)
+        return load_voc_segmentation(root, split or "val", image_size, limit, progress, mask)
     if dataset == "coco":
         return load_coco_semantic(root, split or "val2017", image_size, limit, progress)
     raise ValueError(f"unknown ground-truth dataset {dataset!r}; choose one of {DATASETS}")

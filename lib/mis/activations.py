@@ -4,6 +4,12 @@ One batched forward pass per model with forward hooks. A layer is a dotted modul
 ``lib.models.get_layer`` reads it) or one of the two output layers ``"logits"`` and
 ``"softmax"`` (the classifier's output before and after the softmax). When no output layer is
 asked for, the pass stops after the last hooked module has run.
+
+Unit sets (``resolve_layers``): ``"block_outputs"`` (the default; every block of the main stack, then
+``logits`` and ``softmax``) or ``"conv_channels"`` (Study B's: every convolution's output channels, before its
+batch norm, plus the classifier's outputs ``logits``; training-only auxiliary heads are not run in evaluation and
+are left out). A pruned filter's output is constant over the pool (zero, or the bias it keeps), so its unit is a
+constant unit and is dropped before averaging, as Study B drops the units of pruned filters.
 """
 
 from __future__ import annotations
@@ -41,11 +47,38 @@ def default_layers(model: nn.Module, model_name: str) -> list[str]:
     container = get_layer(model, parent) if parent else model
     prefix = f"{parent}." if parent else ""
     blocks = [f"{prefix}{name}" for name, child in container.named_children()
-              if spec.family == "vit" or spec.nhwc(f"{prefix}{name}")
-              or any(isinstance(m, nn.Conv2d) for m in child.modules())]
+              if not spec.is_auxiliary(f"{prefix}{name}")
+              and (spec.family == "vit" or spec.nhwc(f"{prefix}{name}")
+                   or any(isinstance(m, nn.Conv2d) for m in child.modules()))]
     if not blocks:
         raise ValueError(f"found no blocks under {parent or 'the model'} of {model_name!r}: pass `layers` explicitly")
     return blocks + list(OUTPUT_LAYERS)
+
+
+UNIT_SETS = ("block_outputs", "conv_channels")
+
+
+def conv_channel_layers(model: nn.Module, model_name: str) -> list[str]:
+    """Every ``nn.Conv2d`` of the model (its output: before any batch norm), then ``logits`` (Study B's units).
+
+    Modules of the spec's training-only auxiliary heads (GoogLeNet's ``aux1``, ``aux2``) are left out."""
+    spec = get_spec(model_name)
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and not spec.is_auxiliary(name)]
+    if not convs:
+        raise ValueError(f"model {model_name!r} has no convolution: units 'conv_channels' do not apply")
+    return convs + ["logits"]
+
+
+def resolve_layers(model: nn.Module, model_name: str, layers=None) -> list[str]:
+    """The layers of a unit set: None or ``"block_outputs"`` (:func:`default_layers`), ``"conv_channels"``
+    (:func:`conv_channel_layers`), or an explicit list of module names (and ``logits``/``softmax``)."""
+    if layers is None or layers == "block_outputs":
+        return default_layers(model, model_name)
+    if layers == "conv_channels":
+        return conv_channel_layers(model, model_name)
+    if isinstance(layers, str):
+        raise ValueError(f"unknown unit set {layers!r}; choose one of {UNIT_SETS} or give a list of layers")
+    return list(layers)
 
 
 def check_layers(model: nn.Module, layers: list[str]) -> None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from lib import io
 from lib.checkpoints import iter_checkpoints, prune_global_magnitude, validate_source
 from lib.data.image_pool import ImagePool
-from lib.mis.activations import OUTPUT_LAYERS, constant_units, default_layers, unit_activations
+from lib.mis.activations import OUTPUT_LAYERS, constant_units, resolve_layers, unit_activations
 from lib.mis.embeddings import cached_embeddings
 from lib.mis.score import MIS, UnitScores, single_thread
 from lib.mis.similarity import SimilarityBackend, similarity_matrix
@@ -103,7 +103,7 @@ def score_model(model: nn.Module, model_name: str, pool: ImagePool, scorers: dic
                 batch_size: int = 128, record: dict | None = None, keep_examples: bool = False) -> MISRun:
     """Every unit of ``layers`` (default: every block, logits, softmax) of one model, under every backend."""
     spec = get_spec(model_name)
-    layers = list(layers) if layers else default_layers(model, model_name)
+    layers = resolve_layers(model, model_name, layers)
     activations = unit_activations(model, pool, layers, spec.mean, spec.std, batch_size,
                                    nhwc_layers=[layer for layer in layers if spec.nhwc(layer)])
     record = dict(record or {})

@@ -39,10 +39,18 @@ class ModelSpec:
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     nhwc_modules: tuple = ()
+    auxiliary: tuple = ()
 
     def nhwc(self, layer: str) -> bool:
         """Whether the 4-d output of module ``layer`` (a dotted name) is laid out (N, H, W, C)."""
         return any(layer == m or layer.startswith(m + ".") for m in self.nhwc_modules)
+
+    def is_auxiliary(self, layer: str) -> bool:
+        """Whether module ``layer`` (a dotted name) belongs to a training-only auxiliary head."""
+        from fnmatch import fnmatchcase
+
+        parts = layer.split(".")
+        return any(fnmatchcase(".".join(parts[:i]), a) for a in self.auxiliary for i in range(1, len(parts) + 1))
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -90,6 +98,8 @@ _KNOWN_LAYERS = {
     "vit": ("vit", "encoder.layers", "encoder.layers", "heads"),
     "swin": ("cnn", "permute", "features.-1", "head"),
 }
+# Training-only auxiliary classifiers (torchvision GoogLeNet and Inception v3 built with aux_logits=True).
+_AUXILIARY = {"googlenet": ("aux1", "aux2"), "inception": ("AuxLogits",)}
 # timm ViTs (``blocks``, ``head``), as the repository's small_vit: the attention maps need timm's blocks.
 _TIMM_VIT = ("vit", "blocks.-1", "blocks.-1", "head")
 
@@ -122,7 +132,8 @@ def _external_spec(name: str) -> ModelSpec:
 
     else:
         raise ValueError(f"unknown model source {source!r} in {name!r}; use torchvision/<name> or timm/<name>")
-    return ModelSpec(name, builder, family, cam, feat, cls, nhwc_modules=nhwc)
+    auxiliary = next((v for k, v in _AUXILIARY.items() if model_name.startswith(k)), ()) if source == "torchvision" else ()
+    return ModelSpec(name, builder, family, cam, feat, cls, nhwc_modules=nhwc, auxiliary=auxiliary)
 
 
 def get_spec(name: str) -> ModelSpec:

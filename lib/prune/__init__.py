@@ -1,7 +1,8 @@
 """Pruning: prunable layers, masks, Study B's methods, schedules, accounting and compaction.
 
 - ``masks``: which weights are prunable, masks as parametrizations, folding, sparsity report;
-- ``methods``: ``Unstructured``, ``Filters``, ``Connections`` (L1 or random, global or per layer);
+- ``methods``: ``Unstructured``, ``Filters``, ``Connections`` (L1 or random, global or per layer, masked or
+  zeroed once); ``masks`` is the lower layer (it imports nothing from ``methods``);
 - ``schedules``: ``PruningPlan`` (method + schedule: lrr / iterative / oneshot) and ``run_schedule``;
 - ``accounting``: parameters, zeros, removed channels and MACs (dense, sparse, compacted);
 - ``compaction``: physically smaller models that compute the same function, saved without pickles;

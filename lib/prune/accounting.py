@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lib.prune.masks import Prunable, sparsity_report
+from lib.prune.masks import as_prunable, sparsity_report
 
 
 def _weight_uses(module: nn.Module, inputs, output, batch: int) -> list[tuple[str, torch.Tensor, float]]:
@@ -77,13 +77,13 @@ def accounting(model: nn.Module, params, example_input: torch.Tensor, compact: b
     from lib.prune.compaction import CompactionError
     from lib.prune.compaction import compact as compact_model
 
-    params = [Prunable(*p) for p in params]
+    params = [as_prunable(p) for p in params]
     report = sparsity_report(model, params)
     macs = layer_macs(model, example_input)
     for p in params:
-        entry = report["per_layer"][p.name]
+        entry = report["per_layer"][p.label]
         entry.update(removed_channels(p.weight))
-        entry.update(macs.get(p.name, {"macs": 0, "nonzero_macs": 0}))
+        entry.update(macs.get(p.label, {"macs": 0, "nonzero_macs": 0}))
     report["macs"] = sum(m["macs"] for m in macs.values())
     report["nonzero_macs"] = sum(m["nonzero_macs"] for m in macs.values())
     report["zero_share"] = report["zeros"] / report["params"]

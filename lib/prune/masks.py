@@ -12,6 +12,7 @@ otherwise see stale weights. Checkpoints store the folded weights plus the masks
 from __future__ import annotations
 
 import copy
+from fnmatch import fnmatchcase
 from typing import NamedTuple
 
 import torch
@@ -35,6 +36,15 @@ class Prunable(NamedTuple):
         return "in_proj_weight" if isinstance(self.module, nn.MultiheadAttention) else "weight"
 
     @property
+    def is_bias(self) -> bool:
+        return False
+
+    @property
+    def label(self) -> str:
+        """The tensor's key in per-layer reports: the module's name for its weight, ``<name>.bias`` for a bias."""
+        return self.name
+
+    @property
     def key(self) -> str:
         """The weight's name in the state dict (the key of its mask in a checkpoint)."""
         return f"{self.name}.{self.param}" if self.name else self.param
@@ -44,11 +54,53 @@ class Prunable(NamedTuple):
         return getattr(self.module, self.param)
 
 
-def prunable_parameters(model: nn.Module, layers=("conv", "linear"), exclude=()) -> list[Prunable]:
+class PrunableBias(Prunable):
+    """The bias of a prunable layer (Study B's ``global_unstructured`` ranks biases with the weights)."""
+
+    __slots__ = ()
+
+    @property
+    def param(self) -> str:
+        return "in_proj_bias" if isinstance(self.module, nn.MultiheadAttention) else "bias"
+
+    @property
+    def is_bias(self) -> bool:
+        return True
+
+    @property
+    def label(self) -> str:
+        return self.key
+
+
+def as_prunable(p) -> Prunable:
+    """A :class:`Prunable` (or :class:`PrunableBias`) as it is, or a ``(name, module)`` pair as a weight."""
+    return p if isinstance(p, Prunable) else Prunable(*p)
+
+
+def _excluded(name: str, patterns) -> bool:
+    """A module name matches an exclude pattern (fnmatch: ``conv1``, ``aux*``, ``*.attn.qkv``), or lies inside
+    a module that does."""
+    parts = name.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatchcase(prefix, e) for e in patterns for prefix in prefixes)
+
+
+def is_attention_qkv(name: str, module: nn.Module) -> bool:
+    """The packed query/key/value projection of an attention layer: ``nn.MultiheadAttention.in_proj_weight``
+    (torchvision's ViT) or an ``nn.Linear`` named ``qkv`` (timm's ViT, torchvision's and timm's Swin)."""
+    return isinstance(module, nn.MultiheadAttention) or (isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] == "qkv")
+
+
+def prunable_parameters(model: nn.Module, layers=("conv", "linear"), exclude=(), include_bias: bool = False,
+                        attention_qkv: bool = True) -> list[Prunable]:
     """Every prunable weight of ``model``, in module order.
 
-    ``layers``: which kinds ("conv", "linear"); ``exclude``: module names to leave dense (e.g. the
-    classifier, ``lib.models.get_spec(name).classifier``); a name excludes its submodules too.
+    ``layers``: which kinds ("conv", "linear"); ``exclude``: module names or fnmatch patterns to leave dense
+    (e.g. the classifier, ``lib.models.get_spec(name).classifier``; GoogLeNet's stem ``conv1``, ``conv2``,
+    ``conv3`` and auxiliary heads ``aux*``); a name excludes its submodules too. ``include_bias``: the layers'
+    biases are prunable too (each listed after its weight). ``attention_qkv`` False leaves attention's packed
+    Q/K/V projections dense (:func:`is_attention_qkv`; Study A's code, whose ViT keeps them in
+    ``in_proj_weight``, never prunes them).
     """
     unknown = set(layers) - set(LAYER_TYPES)
     if unknown:
@@ -56,18 +108,23 @@ def prunable_parameters(model: nn.Module, layers=("conv", "linear"), exclude=())
     types = tuple(t for k in layers for t in LAYER_TYPES[k])
     exclude = tuple(e for e in exclude if e)
     modules = dict(model.named_modules())
-    missing = [e for e in exclude if e not in modules]
+    missing = [e for e in exclude if not any(_excluded(n, (e,)) for n in modules if n)]
     if missing:
         raise ValueError(f"excluded module(s) {missing} are not in {type(model).__name__}")
     chosen = []
     for name, m in modules.items():
-        if not isinstance(m, types) or any(name == e or name.startswith(e + ".") for e in exclude):
+        if not isinstance(m, types) or _excluded(name, exclude):
+            continue
+        if not attention_qkv and is_attention_qkv(name, m):
             continue
         if isinstance(m, nn.MultiheadAttention) and not m._qkv_same_embed_dim:
             raise ValueError(f"{name}: nn.MultiheadAttention with separate q/k/v projections is not supported")
         if "parametrizations" in name.split("."):
             continue
         chosen.append(Prunable(name, m))
+        bias = "in_proj_bias" if isinstance(m, nn.MultiheadAttention) else "bias"
+        if include_bias and isinstance(getattr(m, bias, None), torch.Tensor):
+            chosen.append(PrunableBias(name, m))
     if not chosen:
         raise ValueError(f"no prunable layers of kinds {layers} in {type(model).__name__} (excluding {exclude})")
     return chosen
@@ -170,28 +227,46 @@ def fold_masks(model: nn.Module) -> None:
                 prune.remove(module, hook._tensor_name)
 
 
+def remove_smallest(keep: torch.Tensor, score: torch.Tensor, n_removed: int) -> None:
+    """Flip to False the lowest-scoring True entries of the flat ``keep`` until ``n_removed`` are False."""
+    alive = keep.nonzero().squeeze(1)
+    k = n_removed - (keep.numel() - alive.numel())
+    if k > 0:
+        keep[alive[torch.topk(score[alive], k, largest=False, sorted=False).indices]] = False
+
+
+@torch.no_grad()
+def global_magnitude_keeps(params: list[Prunable], target: float) -> list[torch.Tensor]:
+    """Keep-masks that remove ``target`` of all the weights of ``params`` by global L1 magnitude (the weights
+    already masked count as removed): ``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured``."""
+    keeps = [get_mask(p.module, p.param).clone() for p in params]
+    flat_keep = torch.cat([k.reshape(-1) for k in keeps])
+    scores = torch.cat([p.weight.detach().abs().reshape(-1) for p in params])
+    remove_smallest(flat_keep, scores, round(target * flat_keep.numel()))
+    return [part.view_as(k) for part, k in zip(flat_keep.split([k.numel() for k in keeps]), keeps)]
+
+
 def prune_step(model: nn.Module, params: list[Prunable], amount: float) -> None:
     """Study A's step: remove ``amount`` of the *remaining* weights by global L1 magnitude."""
-    from lib.prune.methods import Unstructured
-
     if not 0 <= amount < 1:
         raise ValueError(f"pruning amount must be in [0, 1), got {amount}")
-    params = [Prunable(*p) for p in params]
+    params = [as_prunable(p) for p in params]
     total = sum(p.weight.numel() for p in params)
     masked = sum(int((~get_mask(p.module, p.param)).sum()) for p in params)
     remaining = total - masked
     if remaining:
-        Unstructured().prune(model, params, (masked + round(amount * remaining)) / total)
+        keeps = global_magnitude_keeps(params, (masked + round(amount * remaining)) / total)
+        apply_masks(model, {p.key: keep for p, keep in zip(params, keeps)})
 
 
 def sparsity_report(model: nn.Module, params: list[Prunable] | None = None) -> dict:
     """Zeros among the prunable weights, globally and per layer, and among all parameters."""
-    params = [Prunable(*p) for p in (params if params is not None else prunable_parameters(model))]
+    params = [as_prunable(p) for p in (params if params is not None else prunable_parameters(model))]
     per_layer, zeros, total = {}, 0, 0
     for p in params:
         weight = p.weight.detach()
         z, n = int((weight == 0).sum()), weight.numel()
-        per_layer[p.name] = {"params": n, "zeros": z, "sparsity": z / n}
+        per_layer[p.label] = {"params": n, "zeros": z, "sparsity": z / n}
         zeros, total = zeros + z, total + n
     all_params = sum(p.numel() for p in _plain_parameters(model))
     all_zeros = sum(int((p.detach() == 0).sum()) for p in _plain_parameters(model))

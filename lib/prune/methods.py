@@ -17,44 +17,69 @@ within a layer this is the same ranking as the L1 norm (as ``torch.nn.utils.prun
 Structured methods never remove the last channel of a layer, so the network stays connected.
 :class:`Filters` removes a filter together with its bias and the batch-norm channel that
 normalises it (found by tracing one forward pass), so the removed channel's output is exactly
-zero and compaction (``lib.prune.compaction``) can take it out without changing the function.
+zero and compaction (``lib.prune.compaction``) can take it out without changing the function;
+``companions=False`` masks the filter's weights only (``torch.nn.utils.prune.ln_structured``, Study B's code:
+the batch norm's shift still passes a constant).
+
+Options that reproduce Study B's code (``lib.prune.schedules.PruningPlan`` exposes them):
+
+- ``persistent=False`` ("regrowing"): the selected weights are multiplied by zero once and no mask is kept,
+  so retraining lets them grow back (Study B's headline connection-sparsity runs); the default keeps a mask
+  (the weights stay zero through retraining).
+- ``rounding="floor"``: per layer, ``int(rate x channels)`` channels (Study B's connection sparsity) instead of
+  the nearest whole number (``round``, as ``torch.nn.utils.prune`` counts).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from lib.prune.masks import Prunable, apply_masks, get_mask
+from lib.prune.masks import Prunable, apply_masks, as_prunable, get_mask, remove_smallest
 
 SELECTIONS = ("l1", "random")
 SCOPES = ("global", "layer")
+ROUNDINGS = ("nearest", "floor")
 
 
 class PruningMethod:
     name: str = ""
 
-    def __init__(self, selection: str = "l1", scope: str = "global", seed: int = 0):
+    def __init__(self, selection: str = "l1", scope: str = "global", seed: int = 0, persistent: bool = True,
+                 rounding: str = "nearest", companions: bool = True):
         if selection not in SELECTIONS:
             raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; choose one of {SCOPES}")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {rounding!r}; choose one of {ROUNDINGS}")
         self.selection, self.scope, self.seed = selection, scope, seed
+        self.persistent, self.rounding, self.with_companions = persistent, rounding, companions
 
     def __repr__(self):
-        return f"{type(self).__name__}(selection={self.selection!r}, scope={self.scope!r}, seed={self.seed})"
+        return (f"{type(self).__name__}(selection={self.selection!r}, scope={self.scope!r}, seed={self.seed}, "
+                f"persistent={self.persistent}, rounding={self.rounding!r}, companions={self.with_companions})")
+
+    def _count(self, share: float, n: int) -> int:
+        """How many of ``n`` items a per-layer ``share`` removes."""
+        return int(share * n) if self.rounding == "floor" else round(share * n)  # floor: int(), as Study B
 
     @torch.no_grad()
     def prune(self, model: nn.Module, params, target: float, example_input: torch.Tensor | None = None) -> None:
         """Mask ``model`` in place until ``target`` of the weights in ``params`` are removed."""
         if not 0 <= target < 1:
             raise ValueError(f"target sparsity must be in [0, 1), got {target}")
-        params = [Prunable(*p) for p in params]
+        params = [as_prunable(p) for p in params]
         generator = torch.Generator().manual_seed(self.seed)
         keeps = self.select(params, target, generator)
         masks = {p.key: keep for p, keep in zip(params, keeps)}
-        masks.update(self.companions(model, params, keeps, example_input))
-        apply_masks(model, masks)
+        if self.with_companions:
+            masks.update(self.companions(model, params, keeps, example_input))
+        if self.persistent:
+            apply_masks(model, masks)
+        else:
+            zero_once(model, masks)
 
     def select(self, params: list[Prunable], target: float, generator) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -79,19 +104,25 @@ class Unstructured(PruningMethod):
         scores = [self._scores(p.weight.detach().abs(), generator) for p in params]
         if self.scope == "layer":
             for keep, score in zip(keeps, scores):
-                _remove_smallest(keep.view(-1), score.reshape(-1), round(target * keep.numel()))
+                remove_smallest(keep.view(-1), score.reshape(-1), self._count(target, keep.numel()))
             return keeps
         flat_keep = torch.cat([k.reshape(-1) for k in keeps])
-        _remove_smallest(flat_keep, torch.cat([s.reshape(-1) for s in scores]), round(target * flat_keep.numel()))
+        remove_smallest(flat_keep, torch.cat([s.reshape(-1) for s in scores]), round(target * flat_keep.numel()))
         return [part.view_as(k) for part, k in zip(flat_keep.split([k.numel() for k in keeps]), keeps)]
 
 
-def _remove_smallest(keep: torch.Tensor, score: torch.Tensor, n_removed: int) -> None:
-    """Flip to False the lowest-scoring True entries of the flat ``keep`` until ``n_removed`` are False."""
-    alive = keep.nonzero().squeeze(1)
-    k = n_removed - (keep.numel() - alive.numel())
-    if k > 0:
-        keep[alive[torch.topk(score[alive], k, largest=False, sorted=False).indices]] = False
+@torch.no_grad()
+def zero_once(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Multiply each named tensor by its keep-mask once, attaching no mask: retraining may regrow the weights."""
+    modules = dict(model.named_modules())
+    for key, keep in masks.items():
+        name, _, param = key.rpartition(".")
+        module = modules[name]
+        if parametrize.is_parametrized(module, param):
+            tensor = module.parametrizations[param].original
+        else:
+            tensor = getattr(module, param)
+        tensor.mul_(keep.to(device=tensor.device, dtype=tensor.dtype))
 
 
 class _Channels(PruningMethod):
@@ -106,13 +137,17 @@ class _Channels(PruningMethod):
         return weight.reshape(weight.shape[0], -1), keep.reshape(keep.shape[0], -1)
 
     def select(self, params, target, generator):
+        biases = [p.key for p in params if p.is_bias]
+        if biases:
+            raise ValueError(f"{self.name} prunes whole channels of weights; biases ({biases[:3]}...) are not "
+                             "prunable on their own (filters remove a filter's bias with it)")
         groups = [self._groups(p) for p in params]
         scores = [self._scores(w.abs().mean(1), generator) for w, _ in groups]
         alive = [k.any(1) for _, k in groups]
         if self.scope == "layer":
             removed = []
             for (w, _), a, s in zip(groups, alive, scores):
-                n = min(round(target * len(a)), len(a) - 1) - int((~a).sum())
+                n = min(self._count(target, len(a)), len(a) - 1) - int((~a).sum())
                 removed.append(_lowest(s, a & ~_top(s, a), n))
         else:
             removed = self._select_global(groups, alive, scores, target)
@@ -200,10 +235,11 @@ class Connections(_Channels):
 METHODS = {cls.name: cls for cls in (Unstructured, Filters, Connections)}
 
 
-def get_method(name: str, selection: str = "l1", scope: str = "global", seed: int = 0) -> PruningMethod:
+def get_method(name: str, selection: str = "l1", scope: str = "global", seed: int = 0, **options) -> PruningMethod:
+    """``options``: ``persistent``, ``rounding``, ``companions`` (see :class:`PruningMethod`)."""
     if name not in METHODS:
         raise ValueError(f"unknown pruning method {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[name](selection=selection, scope=scope, seed=seed)
+    return METHODS[name](selection=selection, scope=scope, seed=seed, **options)
 
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)

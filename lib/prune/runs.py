@@ -120,7 +120,7 @@ def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict
         dense_accounting = {}  # the same for every plan that prunes the same layers
         for name, pruning_plan in plans.items():
             run_dir = Path(out_dir) / model_arch / name if grid else Path(out_dir)
-            layers = (pruning_plan.layers, pruning_plan.exclude, pruning_plan.exclude_classifier)
+            layers = pruning_plan.layer_set()
             recs = run_schedule(checkpoint, pruning_plan, recipe, data, run_dir, progress=progress,
                                 dense_eval={**dense[model_arch], "accounting": dense_accounting.get(layers)})
             dense_accounting[layers] = recs[0]["accounting"]

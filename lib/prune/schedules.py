@@ -11,6 +11,15 @@ A :class:`PruningPlan` names a method (what is removed: ``unstructured`` weights
   ``targets`` in ``steps`` equal steps, each later one in a single step from the previous.
 - ``oneshot`` (Study B): for every target, prune the dense model to it at once, then retrain.
 
+What is prunable: ``layers`` (conv, linear), ``exclude`` (module names or fnmatch patterns, e.g. GoogLeNet's
+stem ``conv1``, ``conv2``, ``conv3`` and auxiliary heads ``aux*``), ``exclude_classifier``, ``include_bias``
+(biases ranked with the weights, Study B's ``global_unstructured``), ``attention_qkv`` (False: attention's packed
+Q/K/V stay dense, as Study A's code leaves them). How: ``masking`` ``persistent`` (a mask keeps the removed
+weights at zero while retraining) or ``regrowing`` (zeroed once, no mask: they may grow back, Study B's headline
+connection sparsity); ``rounding`` of per-layer counts (``nearest`` or ``floor``, Study B's ``int()``);
+``filter_companions`` (filters take their bias and batch-norm channel with them; False: the weights only, as
+``torch.nn.utils.prune.ln_structured``). docs/protocol.md lists which values reproduce each study.
+
 Every step writes ``checkpoints/step_XX.pt`` (folded weights + masks) and is listed in
 ``pruning.json`` with its accounting (``lib.prune.accounting``); step 0 is the dense model, so every
 analysis sees the dense reference too. A run that is interrupted resumes at the first step without
@@ -35,11 +44,12 @@ from lib.params import dataclass_from_params
 from lib.models import get_spec, load_checkpoint, save_checkpoint
 from lib.prune.accounting import accounting
 from lib.prune.masks import apply_masks, current_masks, fold_masks, prunable_parameters
-from lib.prune.methods import METHODS, SCOPES, SELECTIONS, get_method
+from lib.prune.methods import METHODS, ROUNDINGS, SCOPES, SELECTIONS, get_method
 from lib.results import MANIFEST, list_checkpoints  # noqa: F401  (the manifest's format)
 from lib.train import Recipe, data_identity, evaluate, fit
 
 SCHEDULES = ("lrr", "iterative", "oneshot")
+MASKINGS = ("persistent", "regrowing")
 
 
 @dataclass(frozen=True)
@@ -54,11 +64,17 @@ class PruningPlan:
     steps: int = 3                        # iterative: prune/retrain steps to reach the first target
     layers: tuple = ("conv", "linear")    # prunable layer kinds
     exclude_classifier: bool = True
-    exclude: tuple = ()                   # further module names left dense
+    exclude: tuple = ()                   # further module names or fnmatch patterns left dense (conv1, aux*)
     seed: int = 0                         # random selection: step i draws with seed + i
+    include_bias: bool = False            # unstructured: biases of the prunable layers ranked with the weights
+    attention_qkv: bool = True            # False: attention's packed Q/K/V projections stay dense (Study A)
+    masking: str = "persistent"           # persistent (mask kept while retraining) | regrowing (zeroed once)
+    rounding: str = "nearest"             # per-layer counts: nearest | floor (Study B's int(rate x channels))
+    filter_companions: bool = True        # filters: also the filter's bias and batch-norm channel
 
     def __post_init__(self):
-        choices = {"schedule": SCHEDULES, "method": tuple(METHODS), "selection": SELECTIONS, "scope": SCOPES}
+        choices = {"schedule": SCHEDULES, "method": tuple(METHODS), "selection": SELECTIONS, "scope": SCOPES,
+                   "masking": MASKINGS, "rounding": ROUNDINGS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(allowed)}")
@@ -73,6 +89,9 @@ class PruningPlan:
             raise ValueError(f"schedule {self.schedule!r} needs at least one target sparsity in `targets`")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.include_bias and self.method != "unstructured":
+            raise ValueError(f"include_bias applies to unstructured pruning; {self.method} removes whole channels "
+                             "(filters take their bias with them: filter_companions)")
 
     @classmethod
     def from_dict(cls, params: dict) -> "PruningPlan":
@@ -97,10 +116,17 @@ class PruningPlan:
         """The prunable layers of ``model`` under this plan (the classifier excluded if asked)."""
         classifier = get_spec(model_name).classifier
         exclude = self.exclude + ((classifier,) if self.exclude_classifier and classifier else ())
-        return prunable_parameters(model, self.layers, exclude)
+        return prunable_parameters(model, self.layers, exclude, include_bias=self.include_bias,
+                                   attention_qkv=self.attention_qkv)
+
+    def layer_set(self) -> tuple:
+        """What decides the prunable tensors (plans that share it share the dense model's accounting)."""
+        return (self.layers, self.exclude, self.exclude_classifier, self.include_bias, self.attention_qkv)
 
     def method_for(self, step: int):
-        return get_method(self.method, self.selection, self.scope, seed=self.seed + step)
+        return get_method(self.method, self.selection, self.scope, seed=self.seed + step,
+                          persistent=self.masking == "persistent", rounding=self.rounding,
+                          companions=self.filter_companions)
 
 
 def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe, data, out_dir: str | Path,
