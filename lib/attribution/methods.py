@@ -319,26 +319,39 @@ class SmoothIntegratedGradients(Method):
         The (row x step) scaled inputs ``alpha_s * x`` go through the model ``internal_batch_size`` at a time
         (every chunk full, whatever the number of rows per step), one forward and one backward per chunk; each
         row's input gradient is weighted by its step's Gauss-Legendre weight (float32, as captum's) and summed
-        over the steps, times the input. Only the order of the additions and the batch composition of the
+        over the steps (in place, no index tensors), times the input. Only the order of the additions and the batch composition of the
         passes differ from captum (tests/test_attribution_methods.py: equal to float tolerance).
         """
         rows, steps = len(inputs), self.steps
         step_sizes, alphas = gauss_legendre(steps)
-        alphas = torch.tensor(alphas).float().to(inputs.device)  # captum: python float * float32 tensor
-        weights = torch.tensor(step_sizes).float().to(inputs.device)
+        # captum: python float * float32 tensor, and float32 step sizes
+        alphas = torch.tensor(alphas, dtype=torch.float64).float().tolist()
+        weights = torch.tensor(step_sizes, dtype=torch.float64).float().tolist()
         layout = _memory_format(inputs)
         chunk = max(1, self.internal_batch_size or rows * steps)
-        total = torch.zeros(inputs.shape, dtype=torch.float64, device=inputs.device)
-        shape = (-1,) + (1,) * (inputs.ndim - 1)
+        total = torch.zeros_like(inputs)  # same memory format: the accumulation below is a plain vector add
         for lo in range(0, rows * steps, chunk):
-            flat = torch.arange(lo, min(lo + chunk, rows * steps), device=inputs.device)
-            row, step = flat % rows, flat // rows  # step-major, as captum lays out its scaled inputs
-            scaled = (alphas[step].view(shape) * inputs[row]).contiguous(memory_format=layout).requires_grad_(True)
+            hi = min(lo + chunk, rows * steps)
+            # The chunk's flat (step-major, as captum lays out its scaled inputs) range as (step, first row,
+            # last row) segments: a partial step, whole steps, a partial step.
+            segments = []
+            flat = lo
+            while flat < hi:
+                step, first = divmod(flat, rows)
+                last = min(rows, first + hi - flat)
+                segments.append((step, first, last))
+                flat += last - first
+            scaled = torch.cat([alphas[step] * inputs[first:last] for step, first, last in segments])
+            scaled = scaled.contiguous(memory_format=layout).requires_grad_(True)
+            index = torch.cat([target[first:last] for _, first, last in segments])
             with torch.enable_grad():
-                score = self.model(scaled).gather(1, target[row][:, None]).sum()
+                score = self.model(scaled).gather(1, index[:, None]).sum()
                 (grad,) = torch.autograd.grad(score, scaled)
-            total.index_add_(0, row, (grad * weights[step].view(shape)).double())
-        return total.float() * inputs
+            offset = 0
+            for step, first, last in segments:
+                total[first:last].add_(grad[offset:offset + last - first], alpha=weights[step])
+                offset += last - first
+        return total * inputs
 
     @torch.no_grad()
     def _predict(self, inputs):
