@@ -112,7 +112,7 @@ def main(argv=None):
                   f"{med:10.2f} ({lo:.2f}-{hi:.2f}); CPU {cpu_med:.2f}")
         print(describe("  ig_smoothgrad, s/image", timings["ig_smoothgrad"], per=b, unit="s", factor=1))
         # IG's own overhead: against passes of the chunk it runs (rows per chunk, per row), not of the batch.
-        chunk = ratio(timings, "ig_smoothgrad", "pass@chunk", scale=ig.nominal_passes * args.internal_batch_size / b)
+        chunk = ratio(timings, "ig_smoothgrad", "pass@chunk", scale=ig.nominal_passes * b / args.internal_batch_size)
         print(f"  ig_smoothgrad against {ig.nominal_passes:.0f} passes at {args.internal_batch_size} rows per image: "
               f"{chunk[0]:.2f} (min-max {chunk[1]:.2f}-{chunk[2]:.2f})")
         single = ratio(timings, "ig_smoothgrad one image per call", "ig_smoothgrad")

@@ -69,7 +69,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="(a): worker counts")
     parser.add_argument("--train-workers", type=int, default=None, help="(b): workers (default: lib's default)")
-    parser.add_argument("--train-images", type=int, default=48, help="(b): images per epoch")
+    parser.add_argument("--train-images", type=int, default=32, help="(b): images per epoch")
+    parser.add_argument("--train-repeats", type=int, default=2, help="(b): interleaved samples per loop")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
@@ -135,7 +136,7 @@ def main(argv=None):
         reference_epoch(copy.deepcopy(initial), subset, val, args.batch,
                         default_workers(subset) if workers is None else workers, device, recipe.amp)
 
-    timings = compare({"lib.train.fit": lib_epoch, "reference loop": reference}, args.repeats, min_seconds=0)
+    timings = compare({"lib.train.fit": lib_epoch, "reference loop": reference}, args.train_repeats, min_seconds=0)
     steps = len(subset) // args.batch * args.batch
     for name, t in timings.items():
         print(f"  {name:16s} {steps / t.median:8.2f} images/s (min-max {steps / max(t.wall):.2f}-{steps / min(t.wall):.2f})")
