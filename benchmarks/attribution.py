@@ -3,43 +3,32 @@
     python benchmarks/attribution.py                 # small_cnn and small_vit at 64 px, 16 images per call
     python benchmarks/attribution.py --models efficientnet_lite0 --size 160 --batch 8 --internal-batch-size 32
 
-For each model and method: seconds per image (one call on a batch of ``--batch`` images), that divided by
-the time of ONE forward+backward pass of the model at the same batch size (gradient w.r.t. the input,
-parameters frozen, as the methods run it), and the method's nominal pass count (Integrated Gradients in
-SmoothGrad: steps x samples). Both wall-clock and process CPU time are measured (on a shared machine the
-CPU-time ratio is the stable one). Then: the shared pass (every cheap method of the family in one
-Attributor call) against the same methods one by one, and one call on the whole batch against one image
-per call, with the largest relative difference between the two sets of maps. Times are the minimum over
-``--repeats`` runs. CNNs run in channels_last, as the stage runs them (``--nchw`` to compare).
+Every figure is a median over ``--repeats`` interleaved samples (benchmarks/timing.py: the cases take
+turns, a b c a b c ..., and each sample repeats its call until it lasts ``--min-seconds``), with the spread.
+
+For each model: the baseline, ONE forward+backward pass of the ``--batch`` images (gradient w.r.t. the
+input, parameters frozen, as the methods run it), timed in samples of many passes; the same pass at
+``--internal-batch-size`` rows (the chunk IG runs); then every method on the batch, as passes of the
+baseline per image against its nominal count (IG in SmoothGrad: steps x samples). IG is also run one
+image per call (ratio to the batched call, per image; the maps are compared) and as captum's
+``IntegratedGradients`` on the same noisy rows (what lib's IG reproduces). Then the shared pass (every
+cheap method in one Attributor call) against the same methods one by one. CNNs run in channels_last, as
+the stage runs them (``--nchw`` to compare).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from lib.attribution.methods import DEFAULT_METHODS, Attributor, create_method
-from lib.models import create_model, get_spec
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import compare, describe, ratio  # noqa: E402
 
-
-def best_time(fn, repeats: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of the fastest of ``repeats`` calls."""
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return min(walls), min(cpus)
-
-
-def timed(fn):
-    """(result, wall seconds, CPU seconds) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = fn()
-    return result, time.perf_counter() - wall, time.process_time() - cpu
+from lib.attribution.methods import DEFAULT_METHODS, Attributor, create_method, frozen  # noqa: E402
+from lib.models import create_model, get_spec  # noqa: E402
 
 
 def one_pass(model, x):
@@ -72,45 +61,81 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--internal-batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved samples per case")
+    parser.add_argument("--min-seconds", type=float, default=0.5, help="shortest sample")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--nchw", action="store_true", help="keep CNNs in NCHW")
+    parser.add_argument("--no-captum", action="store_true", help="skip captum's IntegratedGradients reference")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.batch} images per call, {args.size} px")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.batch} images per call, {args.size} px; "
+          f"medians of {args.repeats} interleaved samples of >= {args.min_seconds} s")
+    summary = []
     for name in args.models:
         model, spec, layout = build(name, args.size, not args.nchw)
-        x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=layout)
-        wall_pass, cpu_pass = (t / args.batch for t in best_time(lambda: one_pass(model, x), args.repeats))
-        print(f"\n{name}: one forward+backward pass {1e3 * wall_pass:.2f} ms/image wall, {1e3 * cpu_pass:.2f} CPU")
-        print(f"{'method':16s} {'s/image':>8s} {'passes':>7s} {'CPU passes':>10s} {'nominal':>8s} {'CPU ratio':>9s}")
+        b = args.batch
+        x = torch.randn(b, 3, args.size, args.size).contiguous(memory_format=layout)
+        rows = torch.randn(args.internal_batch_size, 3, args.size, args.size).contiguous(memory_format=layout)
         options = {"ig_smoothgrad": {"steps": args.steps, "samples": args.samples,
                                      "internal_batch_size": args.internal_batch_size}}
         methods = [create_method(m, model, spec, **options.get(m, {})) for m in DEFAULT_METHODS[spec.family]]
         with torch.no_grad():
             target = model(x).argmax(1)
-        for method in methods:
-            wall, cpu = (t / args.batch for t in best_time(lambda: method.attribute(x, target), args.repeats))
-            print(f"{method.name:16s} {wall:8.4f} {wall / wall_pass:7.2f} {cpu / cpu_pass:10.2f} "
-                  f"{method.nominal_passes:8.1f} {cpu / cpu_pass / method.nominal_passes:9.2f}")
+        ig = next(m for m in methods if m.name == "ig_smoothgrad")
+        cases = {"pass": lambda: one_pass(model, x), "pass@chunk": lambda: one_pass(model, rows)}
+        cases.update({m.name: (lambda m=m: m.attribute(x, target)) for m in methods})
+        cases["ig_smoothgrad one image per call"] = lambda: [ig.attribute(x[i:i + 1], target[i:i + 1]) for i in range(b)]
+        if not args.no_captum:
+            from captum.attr import IntegratedGradients
+
+            noisy = (x[None] + ig.noise(x)).flatten(0, 1).contiguous(memory_format=layout)
+
+            def captum_ig():
+                with frozen(model):
+                    IntegratedGradients(model).attribute(
+                        noisy, baselines=0.0, target=target.repeat(args.samples), n_steps=args.steps,
+                        internal_batch_size=max(args.internal_batch_size, len(noisy)))
+            cases["captum IntegratedGradients"] = captum_ig
+        timings = compare(cases, args.repeats, args.min_seconds)
+        per_pass = timings["pass"].median / b
+        print(f"\n{name}: one forward+backward pass of {b} images, per image:")
+        print(describe("  pass (baseline)", timings["pass"], per=b))
+        print(describe(f"  pass at {args.internal_batch_size} rows", timings["pass@chunk"], per=args.internal_batch_size))
+        print(f"  {'method':32s} {'passes/image':>12s} {'nominal':>8s} {'ratio (median, min-max over rounds)':>36s}")
+        for label in [m.name for m in methods] + [k for k in cases if k.startswith(("ig_smoothgrad ", "captum"))]:
+            nominal = ig.nominal_passes if label.startswith(("ig_", "captum")) else next(
+                m.nominal_passes for m in methods if m.name == label)
+            med, lo, hi = ratio(timings, label, "pass", scale=nominal)
+            cpu_med = ratio(timings, label, "pass", scale=nominal, cpu=True)[0]
+            print(f"  {label:32s} {timings[label].median / b / per_pass:12.2f} {nominal:8.1f} "
+                  f"{med:10.2f} ({lo:.2f}-{hi:.2f}); CPU {cpu_med:.2f}")
+        print(describe("  ig_smoothgrad, s/image", timings["ig_smoothgrad"], per=b, unit="s", factor=1))
+        # IG's own overhead: against passes of the chunk it runs (rows per chunk, per row), not of the batch.
+        chunk = ratio(timings, "ig_smoothgrad", "pass@chunk", scale=ig.nominal_passes * b / args.internal_batch_size)
+        print(f"  ig_smoothgrad against {ig.nominal_passes:.0f} passes at {args.internal_batch_size} rows per image: "
+              f"{chunk[0]:.2f} (min-max {chunk[1]:.2f}-{chunk[2]:.2f})")
+        single = ratio(timings, "ig_smoothgrad one image per call", "ig_smoothgrad")
+        print(f"  ig_smoothgrad batched speed-up over one image per call: {single[0]:.2f}x "
+              f"(min-max {single[1]:.2f}-{single[2]:.2f})")
+        together = {"ig_smoothgrad": ig.attribute(x, target)}
+        alone = [{"ig_smoothgrad": ig.attribute(x[i:i + 1], target[i:i + 1])} for i in range(b)]
+        print(f"  largest relative map difference, batched vs one image per call: "
+              f"{largest_difference(together, alone):.1e}")
+        summary.append((name, ratio(timings, "ig_smoothgrad", "pass", scale=ig.nominal_passes), chunk, single))
 
         cheap = [m for m in methods if m.nominal_passes <= 2]
-        _, shared = best_time(lambda: Attributor(cheap).attribute(x), args.repeats)
-        _, alone = best_time(lambda: [m.attribute(x) for m in cheap], args.repeats)
-        print(f"shared pass for {', '.join(m.name for m in cheap)}: {shared / args.batch / cpu_pass:.2f} CPU passes "
-              f"per image (one by one: {alone / args.batch / cpu_pass:.2f})")
-
-        ig = next(m for m in methods if m.name == "ig_smoothgrad")
-        calls = {"shared cheap methods": lambda xs: Attributor(cheap).attribute(xs)[1],
-                 "ig_smoothgrad": lambda xs: {"ig_smoothgrad": ig.attribute(xs)}}
-        for label, call in calls.items():
-            together, *batched = timed(lambda: call(x))
-            alone, *single = timed(lambda: [call(x[i:i + 1]) for i in range(len(x))])
-            print(f"{label}: one call on {args.batch} images {batched[0] / args.batch:.4f} s/image, one image per call "
-                  f"{single[0] / args.batch:.4f} ({single[0] / batched[0]:.2f}x wall, "
-                  f"{single[1] / batched[1]:.2f}x CPU); "
-                  f"largest relative map difference {largest_difference(together, alone):.1e}")
+        shared_cases = {"shared": lambda: Attributor(cheap).attribute(x), "alone": lambda: [m.attribute(x) for m in cheap],
+                        "pass": lambda: one_pass(model, x)}
+        shared = compare(shared_cases, args.repeats, args.min_seconds)
+        print(f"  shared pass for {', '.join(m.name for m in cheap)}: "
+              f"{ratio(shared, 'shared', 'pass')[0]:.2f} passes per image (one by one: "
+              f"{ratio(shared, 'alone', 'pass')[0]:.2f})")
+    print("\nsummary, IG in SmoothGrad: time / (nominal passes x one pass of the batch); the same against passes at "
+          "the chunk size; speed-up of the batched call over one image per call (median, min-max over rounds)")
+    for name, (med, lo, hi), (c_med, c_lo, c_hi), (s_med, s_lo, s_hi) in summary:
+        print(f"  {name:12s} {med:.2f} ({lo:.2f}-{hi:.2f});  {c_med:.2f} ({c_lo:.2f}-{c_hi:.2f});  "
+              f"{s_med:.2f}x ({s_lo:.2f}-{s_hi:.2f})")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,8 +40,15 @@ class Recipe:
     augment: tuple = ("flip", "crop")   # flip | crop | resized_crop
     label_smoothing: float = 0.0
     aux_weight: float = 0.3         # weight of each auxiliary head's loss (GoogLeNet with aux_logits)
-    amp: bool = True                # mixed precision, used only on CUDA
+    amp: bool = True                # mixed precision (bf16 autocast), used only on CUDA
     seed: int = 0
+    # How the work is done, not what is computed (left out of a run's identity, see ``identity``):
+    num_workers: int | None = None  # DataLoader worker processes; None: default_workers() for the data
+    prefetch_factor: int = 2        # batches each worker prepares ahead
+    channels_last: bool = True      # CNN weights and inputs in channels_last, used only on CUDA
+    compile: bool = False           # torch.compile the model for training
+
+    EXECUTION = ("num_workers", "prefetch_factor", "channels_last", "compile")
 
     def __post_init__(self):
         check_fields(self, "training")  # types first: `epochs: three` names the field, not a TypeError
@@ -55,6 +63,8 @@ class Recipe:
             "augment": set(self.augment) <= {"flip", "crop", "resized_crop"},
             "warmup_epochs": self.warmup_epochs == 0 or 0 < self.warmup_epochs < self.epochs,
             "label_smoothing": 0 <= self.label_smoothing < 1,
+            "num_workers": self.num_workers is None or self.num_workers >= 0,
+            "prefetch_factor": self.prefetch_factor >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -64,6 +74,55 @@ class Recipe:
     @classmethod
     def from_dict(cls, params: dict) -> "Recipe":
         return dataclass_from_params(cls, params, "training", tuple_fields=("augment",))
+
+    def identity(self) -> dict:
+        """The fields that decide the result: every field but the execution ones (workers, prefetching,
+        memory layout, compilation), so that changing those neither invalidates a saved state nor a checkpoint."""
+        return {k: v for k, v in asdict(self).items() if k not in self.EXECUTION}
+
+
+def default_workers(dataset=None) -> int:
+    """DataLoader workers for ``dataset``: ``min(8, cpus - 1)`` (0 on one core) when its items are decoded
+    from files (``ImageFiles``: decoding and augmenting is the work to overlap with training), 0 for
+    in-memory tensors (a worker would only add copying between processes)."""
+    if dataset is not None and not _decodes_files(dataset):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
+def _decodes_files(dataset) -> bool:
+    while dataset is not None:
+        if getattr(dataset, "decodes_files", False):
+            return True
+        dataset = getattr(dataset, "dataset", None)  # Augmented, Subset
+    return False
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one training item's augmentation: a function of the run's seed, the epoch and the index only."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 2**63
+
+
+def _worker_init(worker_id: int) -> None:
+    """numpy and random in a worker, seeded from the worker's torch seed (the loader's generator + worker id)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(dataset, device: torch.device | str = "cpu", num_workers: int | None = None,
+                prefetch_factor: int = 2, seed: int = 0, **kwargs) -> torch.utils.data.DataLoader:
+    """A DataLoader as the field builds one: ``num_workers`` worker processes (None: :func:`default_workers`),
+    persistent across epochs, ``prefetch_factor`` batches ahead each, pinned memory when the device is CUDA,
+    and a seeded generator and worker_init_fn (the loader never draws from the global RNG). ``kwargs``: the
+    DataLoader's (batch_size, batch_sampler, shuffle, ...)."""
+    workers = default_workers(dataset) if num_workers is None else int(num_workers)
+    extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor,
+             "worker_init_fn": _worker_init} if workers else {}
+    return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=torch.device(device).type == "cuda",
+                                       generator=torch.Generator().manual_seed(seed), **extra, **kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -115,8 +174,32 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
             yield order[b * size:(b + 1) * size][self.rank::self.world].tolist()
 
 
+class SeededBatches(torch.utils.data.Sampler):
+    """A batch sampler's batches as ``(index, seed)`` keys, the seed :func:`item_seed` of (run seed, epoch, index)."""
+
+    def __init__(self, batches: GlobalBatchSampler, seed: int):
+        self.batches, self.seed = batches, seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        epoch = self.batches.epoch
+        for batch in self.batches:
+            yield [(index, item_seed(self.seed, epoch, index)) for index in batch]
+
+
 class Augmented(torch.utils.data.Dataset):
-    """Applies a per-sample transform to the image of (image, label) items."""
+    """Applies a per-sample transform to the image of (image, label) items.
+
+    Indexed by ``(index, seed)`` (:class:`SeededBatches`), the item (the dataset's own random transform, if
+    any, and ``transform``) is drawn from the global torch RNG seeded with ``seed`` and restored afterwards:
+    an item's augmentation depends on the run's seed, the epoch and its index only, so any number of
+    DataLoader workers (and any number of ranks) gives the same batches as the main process alone.
+    """
 
     def __init__(self, dataset, transform):
         self.dataset, self.transform = dataset, transform
@@ -124,7 +207,15 @@ class Augmented(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self._item(index)
+        return self._item(key)
+
+    def _item(self, index):
         image, label = self.dataset[index]
         return (self.transform(image) if self.transform else image), label
 
@@ -176,14 +267,18 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, device=None, progr
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, batch_size: int = 256, device=None) -> float:
-    """Top-1 accuracy; under torchrun each rank scores its shard and the counts are summed."""
+def evaluate(model: nn.Module, dataset, batch_size: int = 256, device=None, num_workers: int | None = None) -> float:
+    """Top-1 accuracy; under torchrun each rank scores its shard and the counts are summed.
+    ``num_workers``: decoding processes (None: :func:`default_workers`, 0 for in-memory data)."""
     device = device or next(model.parameters()).device
     indices = list(dd.shard(len(dataset)))
     subset = torch.utils.data.Subset(dataset, indices)
     correct = torch.zeros(2, dtype=torch.float64, device=device)
     model.eval()
-    for x, y in torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False):
+    workers = default_workers(dataset) if num_workers is None else num_workers
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         pin_memory=torch.device(device).type == "cuda")
+    for x, y in loader:
         correct[0] += (model(x.to(device)).argmax(1) == y.to(device)).sum()
         correct[1] += len(y)
     dd.all_reduce_sum(correct)
@@ -204,7 +299,7 @@ def _logits_and_loss(outputs, y, criterion, aux_weight: float = AUX_WEIGHT):
 
 def _fingerprint(model: nn.Module, recipe: Recipe, extra: dict | None) -> str:
     """Identity of a run: resuming is only allowed into the same recipe, data and starting weights."""
-    h = hashlib.sha256(json.dumps([asdict(recipe), extra or {}], sort_keys=True, default=str).encode())
+    h = hashlib.sha256(json.dumps([recipe.identity(), extra or {}], sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes()[:4096])
@@ -217,7 +312,14 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
 
     After every epoch the full state (weights, optimizer, schedule, RNGs, history) is written
     atomically to ``state_dir/last.pt``; a call that finds a state of the same run resumes after
-    its last finished epoch. Under torchrun the model is wrapped in DistributedDataParallel.
+    its last finished epoch. Under torchrun the model is wrapped in DistributedDataParallel; each rank
+    loads its share of every global batch (:class:`GlobalBatchSampler`, what DistributedSampler does, but
+    with the same global batches as one process).
+
+    Input pipeline: ``recipe.num_workers`` DataLoader workers (:func:`make_loader`); every item's
+    augmentation is seeded by (seed, epoch, index) (:class:`Augmented`), so the batches do not depend on the
+    number of workers. On CUDA: pinned memory, non-blocking copies, bf16 autocast (``recipe.amp``) and, for
+    4-d inputs, channels_last (``recipe.channels_last``). ``recipe.compile``: train a ``torch.compile``d model.
     """
     state_path = Path(state_dir) / "last.pt"
     device = dd.default_device()
@@ -226,9 +328,16 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
     seed_everything(recipe.seed)
 
     train_data = Augmented(train_set, build_augmentation(recipe.augment, image_size))
-    sampler = GlobalBatchSampler(len(train_data), recipe.batch_size, recipe.seed, dd.rank(), dd.world_size())
-    loader = torch.utils.data.DataLoader(train_data, batch_sampler=sampler)
+    sampler = SeededBatches(GlobalBatchSampler(len(train_data), recipe.batch_size, recipe.seed, dd.rank(),
+                                               dd.world_size()), recipe.seed)
+    loader = make_loader(train_data, device, recipe.num_workers, recipe.prefetch_factor, recipe.seed,
+                         batch_sampler=sampler)
+    layout = torch.channels_last if recipe.channels_last and device.type == "cuda" else None
+    if layout is not None:
+        model.to(memory_format=layout)
     net = nn.parallel.DistributedDataParallel(model) if dd.is_distributed() else model
+    if recipe.compile:
+        net = torch.compile(net)
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, len(loader))
     use_amp = recipe.amp and device.type == "cuda"
@@ -264,6 +373,8 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
         totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
         for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not (progress and dd.is_main())):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if layout is not None and x.ndim == 4:
+                x = x.contiguous(memory_format=layout)
             with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, enabled=use_amp):
                 logits, loss = _logits_and_loss(net(x), y, criterion, recipe.aux_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -292,7 +403,7 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
     if live is not None:
         live.end()
     model.eval()
-    return {"history": history, "recipe": asdict(recipe)}
+    return {"history": history, "recipe": recipe.identity()}
 
 
 def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_dir: str | Path,
@@ -346,7 +457,7 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
         log_history(out_dir / "dvclive", history)
     test_acc = evaluate(model, data["test"])
     if dd.is_main():
-        save_checkpoint(out_dir / "model.pt", model, model_name, num_classes, model_kwargs, recipe=asdict(recipe),
+        save_checkpoint(out_dir / "model.pt", model, model_name, num_classes, model_kwargs, recipe=recipe.identity(),
                         test_acc=test_acc, **({"arch": arch} if arch else {}), **({"weights": str(pretrained["weights"]),
                                                "recorded_acc": pretrained.get("recorded_acc")} if pretrained else {}))
         shutil.rmtree(out_dir / "state", ignore_errors=True)

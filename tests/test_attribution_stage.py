@@ -76,3 +76,23 @@ def test_stage_and_preset_parameters_are_the_notebooks():
     check_parameters(ROOT / notebook, {**preset, "out_dir": str(out_dir)})
     assert preset["ig_smoothgrad"]["steps"] == 50 and preset["ig_smoothgrad"]["samples"] == 2  # Study A
     assert params["ig_smoothgrad"]["steps"] == 50 and params["ig_smoothgrad"]["samples"] == 2
+
+
+def test_metrics_subset_skips_the_others_and_changes_nothing(tiny_shapes):
+    data = load_ground_truth("shapes", tiny_shapes, limit=3)
+    source = {"model": "small_cnn", "num_classes": 10, "sparsities": [0.0]}
+    options = dict(methods=["gradcam", "saliency"], tolerance=2, perturbation_steps=4, batch_size=3, progress=False)
+    import torch
+
+    torch.manual_seed(0)  # the dict source's model is randomly initialised
+    full = score_checkpoints(source, data, **options)
+    torch.manual_seed(0)
+    cheap = score_checkpoints(source, data, metrics=["rma", "rra"], **options)
+    columns = [c for c in cheap.per_image.columns if c.split("_")[0] in ("rma", "rra", "pointing", "gini",
+                                                                          "deletion", "insertion")]
+    assert sorted(columns) == ["rma_gradcam", "rma_saliency", "rra_gradcam", "rra_saliency"]
+    for column in columns:
+        assert np.allclose(cheap.per_image[column], full.per_image[column])
+    assert set(cheap.baseline) == {"uniform_rma", "uniform_rra"}
+    with pytest.raises(ValueError, match="metric"):
+        score_checkpoints(source, data, metrics=["accuracy"], **options)

@@ -189,3 +189,22 @@ def test_centred_box_and_baseline():
     assert table.loc[0.5, "corloc"] == 0.5           # exact on the first; IoU 25*50/(5000+5000-1250) on the second
     assert table.loc[1.0, "corloc"] == 0.0           # IoU 5000/20000 and 5000/20000
     np.testing.assert_allclose(table.loc[1.0, "miou"], 0.25)
+
+
+def test_batched_torch_tokencut_and_lost_equal_the_numpy_path():
+    """The torch eigensolver (batched, any device) against scipy's generalized eigh on the same graphs."""
+    rng = np.random.default_rng(3)
+    feats = torch.tensor(rng.normal(size=(6, 49, 16)), dtype=torch.float32)
+    for binary in (True, False):
+        method = TokenCut(tau=0.1, binary_graph=binary, device="cpu")
+        vectors = method.fiedler_vectors(feats).numpy()
+        found = method(feats, (7, 7))
+        for b, weights in enumerate(method.graph(feats)):
+            reference = method.fiedler_vector(weights)
+            sign = np.sign(reference @ vectors[b])
+            assert np.allclose(vectors[b] * sign, reference, atol=1e-8)
+            foreground, seed = method.bipartition(reference)
+            assert found[b].seed == seed and np.array_equal(found[b].details["foreground"].ravel(), foreground)
+    lost = LOST(5, device="cpu")(feats, (7, 7))
+    plain = LOST(5)(feats, (7, 7))
+    assert [f.box for f in lost] == [f.box for f in plain]

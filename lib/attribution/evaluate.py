@@ -80,13 +80,27 @@ def check_options(method_options: dict | None) -> dict:
     return method_options
 
 
+def check_metrics(metrics) -> tuple[str, ...]:
+    """``metrics`` of :func:`score_checkpoints`: None (all of ``METRICS``) or a non-empty subset of them."""
+    if metrics is None:
+        return METRICS
+    metrics = tuple(metrics)
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown or not metrics:
+        raise ValueError(f"unknown or no metric(s) {unknown or metrics}; choose from {list(METRICS)}")
+    return metrics
+
+
 def score_model(model, methods: list, inputs: torch.Tensor, truth: GroundTruth, batch_size: int,
-                faithfulness=(), keep: int = 0, progress: bool = False) -> tuple[pd.DataFrame, dict]:
-    """Scores of one model on every image (a row per image) and the relevance maps of the first ``keep`` images."""
+                faithfulness=(), keep: int = 0, progress: bool = False,
+                metrics=None) -> tuple[pd.DataFrame, dict]:
+    """Scores of one model on every image (a row per image) and the relevance maps of the first ``keep`` images.
+    ``metrics``: the localisation metrics to compute (names; None: all); ``faithfulness``: the metric objects."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
-    attributor, localisation = Attributor(methods), [cls() for cls in LOCALISATION]
+    wanted = check_metrics(metrics)
+    attributor, localisation = Attributor(methods), [cls() for cls in LOCALISATION if cls.name in wanted]
     pooling = {m.name: m.pooling for m in methods}
     columns: dict[str, list] = {"prediction": []}
     kept: dict[str, list] = {m.name: [] for m in methods}
@@ -142,7 +156,7 @@ class CheckpointState:
 def score_checkpoints(source, data: dict, methods: list[str] | None = None, method_options: dict | None = None,
                       cam_layer: str | None = None, tolerance: float = 15.0, perturbation_steps: int = 16,
                       blur_sigma: float = 5.0, batch_size: int = 16, eval_batch_size: int = 128, gallery_size: int = 4,
-                      device: str | None = "cpu", state_dir=None, progress: bool = True) -> Scores:
+                      device: str | None = "cpu", state_dir=None, progress: bool = True, metrics=None) -> Scores:
     """Attribute and score every checkpoint of ``source`` on ``data`` (a ``lib.data.masks`` dict).
 
     methods: names from ``lib.attribution.METHODS`` (default: every method of the model family that applies
@@ -151,7 +165,10 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     tolerance: the pointing game's, in pixels; perturbation_steps, blur_sigma: deletion/insertion curves;
     batch_size: images per attribution call; eval_batch_size: images per forward pass of the perturbation curves;
     state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes;
-    device: where the models run (None: the GPU when there is one, see ``lib.distributed.default_device``).
+    device: where the models run (None: the GPU when there is one, see ``lib.distributed.default_device``);
+    metrics: the scores to compute, names of ``METRICS`` (None: all). ``["rma", "rra"]`` skips the pointing
+    game, Gini and the deletion/insertion curves (the curves cost ``2 x perturbation_steps`` forward passes
+    per image and method).
     """
     from tqdm.auto import tqdm
 
@@ -164,12 +181,13 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     if methods is not None:
         check_method_names(methods)
     method_options = check_options(method_options)
+    metrics = check_metrics(metrics)
     if batch_size < 1 or gallery_size < 0:
         raise ValueError(f"batch_size must be >= 1 and gallery_size >= 0, got {batch_size}, {gallery_size}")
     truth = GroundTruth(torch.from_numpy(np.asarray(data["masks"])), tolerance)
-    faithfulness = [cls(perturbation_steps, eval_batch_size, blur_sigma) for cls in FAITHFULNESS]
-    baseline = {f"uniform_{k}": float(v.mean()) for k, v in uniform_scores(truth).items()}
-    settings = {"methods": methods, "options": method_options, "cam_layer": cam_layer, "tolerance": tolerance,
+    faithfulness = [cls(perturbation_steps, eval_batch_size, blur_sigma) for cls in FAITHFULNESS if cls.name in metrics]
+    baseline = {f"uniform_{k}": float(v.mean()) for k, v in uniform_scores(truth).items() if k in metrics}
+    settings = {**({"metrics": list(metrics)} if metrics != METRICS else {}),"methods": methods, "options": method_options, "cam_layer": cam_layer, "tolerance": tolerance,
                 "perturbation_steps": perturbation_steps, "blur_sigma": blur_sigma, "gallery_size": gallery_size}
     state = CheckpointState(state_dir, settings, data)
     images = to_tensor(np.asarray(data["images"]))
@@ -190,7 +208,7 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
                 inputs_by_norm[key] = normalize(images, spec.mean, spec.std).contiguous(memory_format=layout)
             model.to(device, memory_format=layout).eval()
             frame, maps = score_model(model, chosen, inputs_by_norm[key], truth, batch_size, faithfulness,
-                                      keep=gallery_size, progress=progress)
+                                      keep=gallery_size, progress=progress, metrics=metrics)
             frame = describe_images(frame, record, data)
             seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             row = {"step": record["step"], "sparsity": record["sparsity"], "test_acc": record.get("test_acc"),

@@ -13,8 +13,9 @@ the attention weights come from it, one ordinary backward pass gives both the Gr
 and the input gradient (Saliency), and one guided backward pass (rectifier gradients clamped at zero)
 gives guided backpropagation. :class:`Attributor` runs several methods on a batch that way; each method
 alone builds its own pass. Integrated Gradients in SmoothGrad is captum's ``IntegratedGradients``
-averaged over noisy copies (what ``NoiseTunnel`` computes), batching (image x noise sample x step) rows
-``internal_batch_size`` at a time.
+averaged over noisy copies (what ``NoiseTunnel`` computes), computed here as captum computes it but with
+(image x noise sample x step) rows batched ``internal_batch_size`` at a time, every chunk full
+(tests/test_attribution_methods.py checks it against captum).
 
 Model parameters are frozen (``requires_grad=False``) during every call, so no parameter gradient is
 computed or kept; a pass and its graph are dropped when the batch is done.
@@ -35,6 +36,15 @@ from lib.models import get_layer
 
 RECTIFIERS = (nn.ReLU, nn.ReLU6)
 SMOOTH_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.ELU)
+
+
+def gauss_legendre(n: int) -> tuple[list[float], list[float]]:
+    """(step sizes, alphas) of an n-point Gauss-Legendre rule on [0, 1], exactly captum's
+    ``approximation_parameters("gausslegendre")`` (IntegratedGradients' default method)."""
+    import numpy as np
+
+    points, weights = np.polynomial.legendre.leggauss(n)
+    return list(0.5 * weights), list(0.5 * (1 + points))
 
 
 def rectifier_network(model: nn.Module) -> bool:
@@ -269,7 +279,7 @@ class SmoothIntegratedGradients(Method):
     except that each image's noise comes from its own generator, seeded by ``seed`` and the image's
     bytes: an image gets the same noise whatever batch it is in and at every checkpoint, so batching
     never changes a map (the global RNG is untouched). ``internal_batch_size`` rows (image x sample x
-    step) go through the model per pass.
+    step) go through the model per pass (:meth:`integrated_gradients`: captum's computation, every chunk full).
     """
 
     name = "ig_smoothgrad"
@@ -293,19 +303,55 @@ class SmoothIntegratedGradients(Method):
         return (torch.stack(draws, dim=1) * self.noise_std).to(inputs.device, inputs.dtype)
 
     def attribute(self, inputs, target=None, shared=None):
-        from captum.attr import IntegratedGradients
-
         if target is None:
             target = shared.target if shared is not None else self._predict(inputs)
         n = len(inputs)
         noisy = (inputs.detach()[None] + self.noise(inputs)).flatten(0, 1)  # sample-major rows
-        per_step = len(noisy)  # captum's rows per integration step
-        rows = max(self.internal_batch_size or per_step * self.steps, per_step)
         with frozen(self.model):
-            attributions = IntegratedGradients(self.model).attribute(
-                noisy.contiguous(memory_format=_memory_format(inputs)), baselines=0.0,
-                target=target.repeat(self.samples), n_steps=self.steps, internal_batch_size=rows)
-        return attributions.detach().view(self.samples, n, *inputs.shape[1:]).mean(0)
+            attributions = self.integrated_gradients(noisy.contiguous(memory_format=_memory_format(inputs)),
+                                                     target.repeat(self.samples))
+        return attributions.view(self.samples, n, *inputs.shape[1:]).mean(0)
+
+    def integrated_gradients(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """captum's ``IntegratedGradients(model).attribute(inputs, baselines=0.0, target=target, n_steps=steps)``
+        (method "gausslegendre"), computed the same way but batched by rows rather than by whole steps.
+
+        The (row x step) scaled inputs ``alpha_s * x`` go through the model ``internal_batch_size`` at a time
+        (every chunk full, whatever the number of rows per step), one forward and one backward per chunk; each
+        row's input gradient is weighted by its step's Gauss-Legendre weight (float32, as captum's) and summed
+        over the steps (in place, no index tensors), times the input. Only the order of the additions and the batch composition of the
+        passes differ from captum (tests/test_attribution_methods.py: equal to float tolerance).
+        """
+        rows, steps = len(inputs), self.steps
+        step_sizes, alphas = gauss_legendre(steps)
+        # captum: python float * float32 tensor, and float32 step sizes
+        alphas = torch.tensor(alphas, dtype=torch.float64).float().tolist()
+        weights = torch.tensor(step_sizes, dtype=torch.float64).float().tolist()
+        layout = _memory_format(inputs)
+        chunk = max(1, self.internal_batch_size or rows * steps)
+        total = torch.zeros_like(inputs)  # same memory format: the accumulation below is a plain vector add
+        for lo in range(0, rows * steps, chunk):
+            hi = min(lo + chunk, rows * steps)
+            # The chunk's flat (step-major, as captum lays out its scaled inputs) range as (step, first row,
+            # last row) segments: a partial step, whole steps, a partial step.
+            segments = []
+            flat = lo
+            while flat < hi:
+                step, first = divmod(flat, rows)
+                last = min(rows, first + hi - flat)
+                segments.append((step, first, last))
+                flat += last - first
+            scaled = torch.cat([alphas[step] * inputs[first:last] for step, first, last in segments])
+            scaled = scaled.contiguous(memory_format=layout).requires_grad_(True)
+            index = torch.cat([target[first:last] for _, first, last in segments])
+            with torch.enable_grad():
+                score = self.model(scaled).gather(1, index[:, None]).sum()
+                (grad,) = torch.autograd.grad(score, scaled)
+            offset = 0
+            for step, first, last in segments:
+                total[first:last].add_(grad[offset:offset + last - first], alpha=weights[step])
+                offset += last - first
+        return total * inputs
 
     @torch.no_grad()
     def _predict(self, inputs):

@@ -69,7 +69,13 @@ def split(labels: np.ndarray, retrain_per_class: int, test_per_class: int | None
 
 class ImageFiles(torch.utils.data.Dataset):
     """(normalised image, label) items decoded from files: resize the shorter side and centre crop, or
-    (``augment``) a random resized crop of the whole image and a random horizontal flip."""
+    (``augment``) a random resized crop of the whole image and a random horizontal flip.
+
+    Items are decoded in DataLoader worker processes when the loader has any (``decodes_files``: what
+    ``lib.train.default_workers`` looks for); a file that fails to decode raises an error naming it.
+    """
+
+    decodes_files = True
 
     def __init__(self, files, labels, mean, std, image_size: int = 224, resize: int = 256, augment: bool = False):
         from torchvision.transforms import v2

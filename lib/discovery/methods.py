@@ -17,7 +17,8 @@ LOST (Simeoni et al., BMVC 2021; valeoai/LOST ``object_discovery.py``):
 TokenCut (Wang et al., CVPR 2022; YangtaoWANG95/TokenCut ``object_discovery.py``):
   patch features L2-normalised; graph weights 1 where cosine similarity > tau, eps elsewhere (or
   the similarity itself with ``binary_graph=False``); the second-smallest generalized eigenvector of
-  (D - W) x = lambda D x (``scipy.linalg.eigh``) split at its mean; the side holding the patch of
+  (D - W) x = lambda D x (batched ``torch.linalg.eigh`` of D^-1/2 (D - W) D^-1/2 on ``device``, equal to
+  ``scipy.linalg.eigh``'s, :meth:`TokenCut.fiedler_vector`, up to sign) split at its mean; the side holding the patch of
   largest |x| (the seed) is the foreground; the box encloses the connected component of the
   foreground that contains the seed (the reference's choice of the principal object).
 """
@@ -82,14 +83,15 @@ class LOST:
 
     name = "lost"
 
-    def __init__(self, k_patches: int = 100):
+    def __init__(self, k_patches: int = 100, device: str | torch.device | None = None):
         if int(k_patches) < 1:
             raise ValueError(f"k_patches must be at least 1, got {k_patches}")
-        self.k_patches = int(k_patches)
+        self.k_patches, self.device = int(k_patches), device
 
     @torch.no_grad()
     def __call__(self, feats, grid: tuple[int, int]) -> list[Discovery]:
         feats = _check(feats, grid).float()
+        feats = feats.to(self.device) if self.device is not None else feats
         n = feats.shape[1]
         affinity = feats @ feats.transpose(1, 2)  # (B, N, N)
         positive = affinity > 0
@@ -102,6 +104,8 @@ class LOST:
         is_similar = seed_rows.gather(1, potentials) > 0
         voters = torch.zeros_like(seed_rows).scatter_(1, potentials, is_similar.float())
         votes = (voters[:, None, :] @ affinity)[:, 0]  # sum of the voters' rows of A
+        degree, potentials, is_similar, votes = degree.cpu(), potentials.cpu(), is_similar.cpu(), votes.cpu()
+        seeds = seeds.cpu()
         out = []
         for b in range(len(feats)):
             seed = int(seeds[b])
@@ -118,12 +122,32 @@ class TokenCut:
 
     name = "tokencut"
 
-    def __init__(self, tau: float = 0.2, eps: float = 1e-5, binary_graph: bool = True):
+    def __init__(self, tau: float = 0.2, eps: float = 1e-5, binary_graph: bool = True,
+                 device: str | torch.device | None = None):
         if not -1 <= tau < 1:
             raise ValueError(f"tau is a cosine-similarity threshold in [-1, 1), got {tau}")
         if eps <= 0:
             raise ValueError(f"eps must be positive (it keeps the graph connected), got {eps}")
-        self.tau, self.eps, self.binary_graph = float(tau), float(eps), binary_graph
+        self.tau, self.eps, self.binary_graph, self.device = float(tau), float(eps), binary_graph, device
+
+    def fiedler_vectors(self, feats: torch.Tensor) -> torch.Tensor:
+        """The batch's Fiedler vectors (B, N), float64, in torch on ``device`` (the features' own by default):
+        the generalized problem (D - W) x = lambda D x as the symmetric one D^-1/2 (D - W) D^-1/2 y = lambda y
+        (``torch.linalg.eigh``, batched), x = D^-1/2 y (so x^T D x = 1, as scipy normalises it). The sign of
+        an eigenvector is arbitrary in either solver; :meth:`bipartition` does not depend on it."""
+        feats = torch.as_tensor(feats)
+        feats = feats.to(self.device) if self.device is not None else feats
+        feats = F.normalize(feats.float(), p=2, dim=-1)
+        similarity = (feats @ feats.transpose(-1, -2)).double()
+        if self.binary_graph:
+            weights = torch.where(similarity > self.tau, 1.0, self.eps).to(torch.float64)
+        else:
+            weights = torch.where(similarity < self.tau, torch.full_like(similarity, self.eps), similarity)
+        degree = weights.sum(-1)
+        scale = degree.rsqrt()
+        laplacian = torch.diag_embed(degree) - weights
+        _, vectors = torch.linalg.eigh(scale[..., :, None] * laplacian * scale[..., None, :])
+        return scale * vectors[..., 1]
 
     def graph(self, feats: torch.Tensor) -> np.ndarray:
         """Edge weights between the patches of one image (N, d), or of each image of a batch (B, N, d)."""
@@ -154,8 +178,7 @@ class TokenCut:
         if feats.shape[1] < 3:
             raise ValueError(f"TokenCut needs at least 3 patches, got {feats.shape[1]}")
         out = []
-        for weights in self.graph(feats):
-            vector = self.fiedler_vector(weights)
+        for vector in self.fiedler_vectors(feats).cpu().numpy():
             foreground, seed = self.bipartition(vector)
             box, component = seed_component(foreground.reshape(grid), seed)
             out.append(Discovery(seed, box, component, {"eigenvector": vector.reshape(grid),

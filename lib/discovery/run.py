@@ -98,8 +98,9 @@ def predict_boxes(extractor: PatchFeatures, images: InputImages, methods: dict, 
     n = len(images.images)
     boxes = {name: [None] * n for name in methods}
     grids = set()
+    device = next(extractor.model.parameters()).device
     for indices, batch in images.batches(mean, std):
-        feats, grid = extractor(batch)
+        feats, grid = extractor(batch.to(device))  # the methods run where the features are
         grids.add(grid)
         for name, method in methods.items():
             for index, found in zip(indices, method(feats, grid)):
@@ -121,12 +122,13 @@ def _check_dataset(dataset: BoxDataset) -> None:
 
 def discover(source, dataset: BoxDataset, methods: dict | None = None, features: dict | None = None,
              resize: int | None = None, batch_size: int = 32, threshold: float = 0.5, steps=None,
-             progress: bool = True) -> tuple[list[dict], pd.DataFrame]:
+             progress: bool = True, device: str | torch.device = "cpu") -> tuple[list[dict], pd.DataFrame]:
     """Run every discovery method on every checkpoint of ``source`` (see ``lib.checkpoints``).
 
     methods: ``{"lost": {"k_patches": 100}, "tokencut": {"tau": 0.2, "eps": 1e-5}}`` (the default).
     features: keyword arguments of :class:`PatchFeatures` (``which`` for ViTs, ``dilation`` for CNNs,
-    ``centre``). steps: only these checkpoint steps (default: all).
+    ``centre``). steps: only these checkpoint steps (default: all). device: where the features and the
+    methods (LOST's affinities, TokenCut's batched eigenproblem) are computed.
     Returns (one row per checkpoint: step, sparsity, test_acc, corloc_<method>, miou_<method>,
     no_box_<method>; one row per (checkpoint, image): iou_, hit_ and the box of each method).
     """
@@ -143,7 +145,7 @@ def discover(source, dataset: BoxDataset, methods: dict | None = None, features:
         if steps is not None and record["step"] not in steps:
             continue
         spec = get_spec(record["model"])
-        extractor = PatchFeatures(model, record["model"], **features)
+        extractor = PatchFeatures(model.to(device), record["model"], **features)
         if images is None:  # the same inputs serve every checkpoint
             images = InputImages(dataset, extractor.patch_size(), resize, batch_size)
         boxes = predict_boxes(extractor, images, methods, spec.mean, spec.std)

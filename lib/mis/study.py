@@ -129,13 +129,16 @@ def score_model(model: nn.Module, model_name: str, pool: ImagePool, scorers: dic
 
 
 def score_checkpoints(source, pool: ImagePool, scorers: dict[str, MIS], layers=None, controls: dict | None = None,
-                      batch_size: int = 128, seed: int = 0, progress: bool = True) -> tuple[MISRun, MISRun]:
-    """(run over every checkpoint of ``source``, run over the controls of its densest checkpoint (empty if none))."""
+                      batch_size: int = 128, seed: int = 0, progress: bool = True,
+                      device: str | torch.device = "cpu") -> tuple[MISRun, MISRun]:
+    """(run over every checkpoint of ``source``, run over the controls of its densest checkpoint (empty if none)).
+    ``device``: where the models compute the unit activations."""
     validate_source(source)
     controls = check_controls(controls)
     runs, dense = [], None
     for record, model in tqdm(iter_checkpoints(source), desc="checkpoints", disable=not progress):
         record = {k: record[k] for k in ("step", "sparsity", "test_acc", "model") if k in record}
+        model = model.to(device)
         runs.append(score_model(model, record["model"], pool, scorers, layers, batch_size, record, keep_examples=not runs))
         if dense is None:
             dense = (record, model)

@@ -151,7 +151,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
         raise ValueError(f"pruning data lacks {sorted(missing)}")
     example_input = torch.zeros(2, 3, data["image_size"], data["image_size"])
     # resume key by content: the dense checkpoint's bytes and the data's fingerprint, not their paths
-    identity = {"plan": asdict(plan), "recipe": asdict(recipe), "dense": io.file_sha256(dense_checkpoint)[:16],
+    identity = {"plan": asdict(plan), "recipe": recipe.identity(), "dense": io.file_sha256(dense_checkpoint)[:16],
                 "data": data_identity(data),
                 "dense_test_acc": info["meta"].get("test_acc")}
 
@@ -184,7 +184,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
 
     def write_manifest():
         if dd.is_main():
-            io.save_json(out_dir / MANIFEST, {"identity": identity, "plan": asdict(plan), "recipe": asdict(recipe),
+            io.save_json(out_dir / MANIFEST, {"identity": identity, "plan": asdict(plan), "recipe": recipe.identity(),
                                               "checkpoints": [records[k] for k in sorted(records)]})
 
     steps = [(0.0, None)] + plan.sparsities()
