@@ -8,6 +8,10 @@ the notebook's parameters; ``--set`` adds single values (parsed as YAML). A pres
 notebook, its output directory and its parameters. Before a kernel starts, every name is checked
 against the notebook's ``parameters`` cell: an unknown name is an error, not a silent no-op.
 
+What runs is the notebook's jupytext twin (``notebooks/NN_*.py``, paired by ``jupytext.toml``; the file DVC
+depends on): read into a notebook, written as ``OUT_DIR.partial/NN_*.ipynb`` and executed there by papermill
+(kernel ``python3``: this environment). Outputs and metadata JupyterLab saves into the ``.ipynb`` change nothing.
+
 The notebook writes into ``OUT_DIR.partial``; only when it has run to the end is that directory
 renamed to ``OUT_DIR``, so a failed or interrupted run never leaves half an output where a reader
 looks, and a rerun resumes from what the partial directory holds (e.g. finished pruning rounds).
@@ -94,10 +98,48 @@ def _annotation_kinds(node) -> tuple | None:
     return None  # anything else (Any, a class): not checked
 
 
-def _parameters_cell(notebook: str | Path) -> tuple[dict, dict]:
+KERNELSPEC = {"display_name": "Python (pruning-beyond-accuracy)", "language": "python",
+              "name": "pruning-beyond-accuracy"}  # `make kernel` registers it; lib.stage runs "python3" (this env)
+
+
+def read_notebook(notebook: str | Path):
+    """The notebook that runs: its jupytext twin ``NN_*.py`` (what DVC depends on) read into a notebook when
+    it exists, else the ``.ipynb`` itself; outputs-free, with the project's kernelspec."""
     import nbformat
 
-    nb = nbformat.read(str(notebook), as_version=4)
+    from lib.pipeline import twin
+
+    path = twin(notebook)
+    if path.is_file() and Path(notebook).suffix == ".ipynb":
+        import jupytext
+
+        nb = jupytext.read(path, fmt="py:percent")
+    else:
+        nb = nbformat.read(str(notebook), as_version=4)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    nb.metadata.pop("jupytext", None)
+    return nb
+
+
+def twin_differs(notebook: str | Path) -> bool:
+    """Whether the ``.ipynb``'s cells (code, markdown, tags) differ from its twin's: one was edited outside a
+    jupytext-paired JupyterLab (``jupytext --sync notebooks/*.ipynb`` brings them together again)."""
+    import nbformat
+
+    from lib.pipeline import twin
+
+    if Path(notebook).suffix != ".ipynb" or not twin(notebook).is_file() or not Path(notebook).is_file():
+        return False
+
+    def cells(nb):
+        return [(c.cell_type, c.source.strip(), list(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+
+    return cells(nbformat.read(str(notebook), as_version=4)) != cells(read_notebook(notebook))
+
+
+def _parameters_cell(notebook: str | Path) -> tuple[dict, dict]:
+    nb = read_notebook(notebook)
     cells = [c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ParameterError(f"{notebook} must have exactly one cell tagged '{PARAMETERS_TAG}', found {len(cells)}")
@@ -400,6 +442,7 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
     notebook's defaults updated by ``parameters``, ``out_dir`` the partial folder; it raises
     ParameterError/ValueError/FileNotFoundError with a message naming the fix).
     """
+    import nbformat
     import papermill
 
     notebook, out_dir = Path(notebook), Path(out_dir)
@@ -424,17 +467,25 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
         except (ValueError, TypeError, KeyError, FileNotFoundError) as error:
             raise ParameterError(str(error)) from error
     partial = Path(partial_text)
+    source = read_notebook(notebook)  # the twin's code: exactly what DVC depends on
     if rank > 0:  # under torchrun every rank executes the notebook; only rank 0 writes and publishes
         import tempfile
 
         with tempfile.TemporaryDirectory() as scratch:
-            papermill.execute_notebook(str(notebook), f"{scratch}/{notebook.name}", parameters=parameters,
+            papermill.execute_notebook(source, f"{scratch}/{notebook.name}", parameters=parameters,
                                        cwd=str(root), progress_bar=False, kernel_name="python3")
         return out_dir
+    if twin_differs(notebook):
+        from lib.pipeline import twin
+
+        notice(f"{notebook} and its twin {twin(notebook)} differ; running the twin (what DVC tracks). "
+               "Run `jupytext --sync notebooks/*.ipynb` (or open and save it in JupyterLab) to pair them again")
     digest = parameters_hash(notebook, effective)
     prepare_partial(partial, notebook, effective, digest)
     relay = _NoticeRelay()
-    papermill.execute_notebook(str(notebook), str(partial / notebook.name), parameters=parameters,
+    executed = partial / notebook.name
+    nbformat.write(source, str(executed))  # the executed notebook's input: the twin's cells
+    papermill.execute_notebook(str(executed), str(executed), parameters=parameters,
                                cwd=str(root), progress_bar=progress, kernel_name="python3",
                                stdout_file=relay, stderr_file=relay)
     how = check_out_dir(out_dir, notebook, effective, root)  # again: the folder may have changed meanwhile
