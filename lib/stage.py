@@ -1,6 +1,6 @@
 """Run a notebook as a pipeline stage: parameters from ``params.yaml`` (or a preset), validated first.
 
-    python -m lib.stage NOTEBOOK OUT_DIR [--params SECTION ...] [--set KEY=VALUE ...]
+    python -m lib.stage NOTEBOOK OUT_DIR [--params SECTION ...] [--set KEY=VALUE ...] [--summary PATH]
     python -m lib.stage --preset presets/NAME.yaml
 
 ``--params train.cnn models.cnn`` merges those sections of ``params.yaml`` (later ones win) into
@@ -41,6 +41,7 @@ from typing import Any, Callable
 import yaml
 
 from lib.params import ParameterError, load_params, parse_sets, parse_yaml, read_yaml  # noqa: F401  (this CLI's API)
+from lib.pipeline import stage_for_notebook
 
 PARAMETERS_TAG = "parameters"
 MARKER = ".stage.json"  # written into every output lib.stage publishes (and into its .partial)
@@ -533,6 +534,9 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--preset", help="a presets/*.yaml file naming notebook, out_dir and parameters")
     parser.add_argument("--params-file", default="params.yaml")
+    parser.add_argument("--summary", metavar="PATH",
+                        help="also write the stage's headline numbers, flat (lib.results.summarize of OUT_DIR/"
+                             "metrics.json), to PATH: metrics/<stage>/<item>.json, what `dvc exp show` compares")
     args = parser.parse_args(argv)
     try:
         if args.preset:
@@ -543,7 +547,14 @@ def main(argv=None) -> int:
             notebook, out_dir = Path(args.notebook), Path(args.out_dir)
             parameters = load_params(args.params, args.params_file)
         parameters.update(parse_sets(args.set))
+        declared = stage_for_notebook(notebook) if args.summary else None
+        if args.summary and declared is None:
+            raise ParameterError(f"--summary: {notebook} is no stage of lib.pipeline; its metrics are unknown")
         run_notebook(notebook, out_dir, parameters, validate=stage_check(notebook))
+        if args.summary and int(os.environ.get("RANK", "0")) == 0:
+            from lib.results import write_summary
+
+            write_summary(declared.name, out_dir / "metrics.json", args.summary)
     except ParameterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
