@@ -415,23 +415,44 @@ def notice(message: str) -> None:
 
 class _NoticeRelay:
     """A stream papermill writes the kernel's stdout/stderr into: lines of library notices
-    (``lib.io.NOTICE_PREFIX``) go to this process's stderr, everything else (progress bars ...) is dropped."""
+    (``lib.io.NOTICE_PREFIX``) and of headless progress bars (``lib.io.PROGRESS_PREFIX``: epochs, pruning
+    steps, checkpoints ..., at most every ``LIB_PROGRESS_INTERVAL`` seconds) go to this process's stderr,
+    labelled with the notebook; everything else is dropped."""
 
-    def __init__(self):
+    def __init__(self, label: str = ""):
         self.buffer = ""
+        self.label = f"{label}: " if label else ""
 
     def write(self, text: str) -> None:
-        from lib.io import NOTICE_PREFIX
+        from lib.io import NOTICE_PREFIX, PROGRESS_PREFIX
 
         self.buffer += text
         *lines, self.buffer = self.buffer.replace("\r", "\n").split("\n")
         for line in lines:
             if line.startswith(NOTICE_PREFIX):
                 print(f"lib.stage: {line[len(NOTICE_PREFIX):]}", file=sys.stderr, flush=True)
+            elif line.startswith(PROGRESS_PREFIX):
+                print(f"lib.stage: {self.label}{line[len(PROGRESS_PREFIX):]}", file=sys.stderr, flush=True)
         self.buffer = self.buffer[-10_000:]
 
     def flush(self) -> None:
         pass
+
+
+class _headless_kernel:
+    """Within it, kernels started by this process see ``lib.io.HEADLESS_ENV``: their bars are plain lines."""
+
+    def __enter__(self):
+        from lib.io import HEADLESS_ENV
+
+        self.name, self.old = HEADLESS_ENV, os.environ.get(HEADLESS_ENV)
+        os.environ[HEADLESS_ENV] = "1"
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop(self.name, None)
+        else:
+            os.environ[self.name] = self.old
 
 
 def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, progress: bool = True,
@@ -472,7 +493,7 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
     if rank > 0:  # under torchrun every rank executes the notebook; only rank 0 writes and publishes
         import tempfile
 
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch, _headless_kernel():
             papermill.execute_notebook(source, f"{scratch}/{notebook.name}", parameters=parameters,
                                        cwd=str(root), progress_bar=False, kernel_name="python3")
         return out_dir
@@ -483,12 +504,13 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
                "Run `jupytext --sync notebooks/*.ipynb` (or open and save it in JupyterLab) to pair them again")
     digest = parameters_hash(notebook, effective)
     prepare_partial(partial, notebook, effective, digest)
-    relay = _NoticeRelay()
+    relay = _NoticeRelay(notebook.stem)
     executed = partial / notebook.name
     nbformat.write(source, str(executed))  # the executed notebook's input: the twin's cells
-    papermill.execute_notebook(str(executed), str(executed), parameters=parameters,
-                               cwd=str(root), progress_bar=progress, kernel_name="python3",
-                               stdout_file=relay, stderr_file=relay)
+    with _headless_kernel():
+        papermill.execute_notebook(str(executed), str(executed), parameters=parameters,
+                                   cwd=str(root), progress_bar=progress, kernel_name="python3",
+                                   stdout_file=relay, stderr_file=relay)
     how = check_out_dir(out_dir, notebook, effective, root)  # again: the folder may have changed meanwhile
     write_marker(partial, notebook, effective, digest)
     publish(partial, out_dir, how)
