@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lab kernel
+.PHONY: setup repro test lab kernel plots
 
 setup: $(VENV)/.installed
 
@@ -31,3 +31,7 @@ lab: setup kernel
 
 kernel: setup
 	python -m ipykernel install --user --name pruning-beyond-accuracy --display-name "Python (pruning-beyond-accuracy)"
+
+# dvc plots show, rendered offline (Vega inlined from the vl-convert-python package): dvc_plots/index.html
+plots: setup
+	python -m lib.vega show

@@ -36,7 +36,7 @@ LAYERS = (
     ("checkpoints", ("lib.checkpoints",)),
     ("analyses", ("lib.attribution", "lib.discovery", "lib.alignment", "lib.mis")),
     ("report", ("lib.report",)),
-    ("runner", ("lib.stage", "lib.experiment")),
+    ("runner", ("lib.stage", "lib.experiment", "lib.vega")),
 )
 
 
