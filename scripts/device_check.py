@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
 
     from lib import distributed as dd
     from lib.data import fake_imagenet, imagenet
-    from lib.prune.runs import pruning_data
+    from lib.data.datasets import classification_data
     from lib.prune.schedules import PruningPlan, run_schedule
     from lib.checkpoints import iter_checkpoints
     from lib.models import get_spec
@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
         print("trained:", summary["train"], flush=True)
 
     spec = get_spec(name)
-    data = pruning_data({k: v for k, v in dataset.items() if k != "num_classes"}, spec.mean, spec.std)
+    data = classification_data({k: v for k, v in dataset.items() if k != "num_classes"}, spec.mean, spec.std)
     plan = PruningPlan(schedule="lrr", rate=0.2, threshold=0.15)  # one round reaches 20 % >= 15 %
     started = time.perf_counter()
     steps = run_schedule(out / "train" / "model.pt", plan, Recipe(**{**recipe.__dict__, "epochs": 1}), data,

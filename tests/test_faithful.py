@@ -1,4 +1,4 @@
-"""The faithful modes (docs/protocol.md) against the operations the two studies' released code calls.
+"""The faithful modes (the README's Protocol table) against the operations the two studies' released code calls.
 
 Study B (torchvision GoogLeNet with its auxiliary heads): per-layer structured pruning equals
 ``torch.nn.utils.prune.ln_structured(n=1, dim=0)`` and global unstructured pruning equals

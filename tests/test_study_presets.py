@@ -127,7 +127,7 @@ def test_study_a_protocol():
     assert params["train"]["vit_b32"]["recipe"]["epochs"] == params["train"]["swin_v2_t"]["recipe"]["epochs"] == 300
     assert params["interpret"]["ig_smoothgrad"]["steps"] == 50 and params["interpret"]["n_images"] == 100
     assert len(params["align"]["datasets"]) == 17
-    # faithful mode (docs/protocol.md)
+    # faithful mode (the README's Protocol table)
     assert plans["vit_b32"]["attention_qkv"] is False and "attention_qkv" not in plans["swin_v2_t"]
     assert params["interpret"]["mask"] == "red_channel" and params["align"]["accuracy_over"] == "all_images"
     assert params["discover"]["resnet50"]["features"]["dilation"] == 1
@@ -145,7 +145,7 @@ def test_study_b_protocol():
     assert (recipe["gamma"], recipe["schedule_interval"], recipe["batch_size"], recipe["aux_weight"]) == (
         0.9, "epoch", 128, 0.3)
     assert params["train"]["googlenet"]["recipe"]["epochs"] == 0  # the pretrained model, not retrained
-    # faithful mode (docs/protocol.md): per-layer rates, stem and aux heads dense, regrowing random connections
+    # faithful mode (the README's Protocol table): per-layer rates, stem and aux heads dense, regrowing random connections
     assert params["models"]["googlenet"]["model_kwargs"]["aux_logits"] is True
     assert params["retrain"]["googlenet"]["dataset"]["train_split"] == "train"
     for plan in plans.values():
