@@ -53,7 +53,7 @@ blur_sigma: float = 0                          # insertion starts from a blur (R
 batch_size = 8
 eval_batch_size = 128
 gallery_size = 3
-device = "cpu"
+device: str | None = "cpu"         # None: the GPU when there is one
 out_dir = "data/smoke/interpret/cnn/lrr"
 
 # %%
