@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lab kernel
+.PHONY: setup repro test lab kernel plots
 
 setup: $(VENV)/.installed
 
@@ -22,9 +22,16 @@ repro: setup
 test: setup
 	python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly
 
-# JupyterLab with the project's environment as the kernel.
+# JupyterLab with the project's environment as the kernel. Notebooks open paired with their jupytext twins
+# (notebooks/*.py, jupytext.toml): saving writes both; DVC tracks only the twins. As root (containers) Jupyter
+# refuses to start without --allow-root.
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup kernel
-	jupyter lab notebooks
+	jupyter lab $(LAB_FLAGS) notebooks
 
 kernel: setup
 	python -m ipykernel install --user --name pruning-beyond-accuracy --display-name "Python (pruning-beyond-accuracy)"
+
+# dvc plots show, rendered offline (Vega inlined from the vl-convert-python package): dvc_plots/index.html
+plots: setup
+	python -m lib.vega show

@@ -105,6 +105,7 @@ def _parse_command(stage: Stage, params_file: Path) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--params", nargs="*", default=[])
     parser.add_argument("--set", nargs="*", default=[])
+    parser.add_argument("--summary")  # the flat summary it writes (metrics/<stage>/<item>.json)
     args = parser.parse_args(words[3:])
     stage.notebook, stage.out_dir = getattr(args, "notebook", None), args.out_dir
     try:

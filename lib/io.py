@@ -107,6 +107,55 @@ def notice(message: str) -> None:
     print(f"{NOTICE_PREFIX}{message}", file=sys.stderr, flush=True)
 
 
+# Progress of long loops (epochs, pruning steps, checkpoints, images). In JupyterLab: tqdm.auto's widget bars.
+# Headless under ``python -m lib.stage`` (which sets HEADLESS_ENV for the kernel): plain-text bars, redrawn at
+# most every PROGRESS_INTERVAL_ENV seconds (default 30) as whole lines with this prefix, which lib.stage relays
+# to the terminal; the executed notebook keeps them as text, the last line of a finished bar at 100%.
+PROGRESS_PREFIX = "[progress] "
+HEADLESS_ENV = "LIB_STAGE_HEADLESS"
+PROGRESS_INTERVAL_ENV = "LIB_PROGRESS_INTERVAL"
+
+
+_PROGRESS_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%), {elapsed} elapsed, {remaining} left{postfix}"
+
+
+class _ProgressLines:
+    """The file a headless bar writes to: each redraw (``\\r...``) becomes one line ``[progress] ...`` on stderr
+    (a redraw equal to the previous line, e.g. a finished bar's at close, is not repeated)."""
+
+    def __init__(self):
+        self.last = None
+
+    def write(self, text: str) -> None:
+        for part in text.replace("\r", "\n").split("\n"):
+            if part.strip() and part.strip() != self.last:
+                self.last = part.strip()
+                sys.stderr.write(f"{PROGRESS_PREFIX}{self.last}\n")
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def headless() -> bool:
+    """Whether this process is a kernel run by ``python -m lib.stage`` (papermill), not a human's JupyterLab."""
+    return bool(os.environ.get(HEADLESS_ENV))
+
+
+def progress_bar(iterable=None, **kwargs):
+    """``tqdm(iterable, **kwargs)``: a widget bar in JupyterLab (tqdm.auto), periodic plain lines headless."""
+    if headless():
+        from tqdm.std import tqdm
+
+        kwargs.setdefault("mininterval", float(os.environ.get(PROGRESS_INTERVAL_ENV) or 30))
+        total = kwargs.get("total", len(iterable) if hasattr(iterable, "__len__") else None)
+        kwargs.setdefault("bar_format", _PROGRESS_FORMAT if total else "{desc}: {n_fmt}, {elapsed} elapsed{postfix}")
+        kwargs.update(file=_ProgressLines(), dynamic_ncols=False)
+        return tqdm(iterable, **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -36,7 +36,7 @@ LAYERS = (
     ("checkpoints", ("lib.checkpoints",)),
     ("analyses", ("lib.attribution", "lib.discovery", "lib.alignment", "lib.mis")),
     ("report", ("lib.report",)),
-    ("runner", ("lib.stage", "lib.experiment")),
+    ("runner", ("lib.stage", "lib.experiment", "lib.vega")),
 )
 
 
@@ -73,7 +73,7 @@ class Stage:
     """One step of the pipeline: what it runs, what it reads, what it writes."""
 
     name: str                              # the dvc stage, its output folder data/<name>/...
-    notebook: str | None                   # notebooks/NN_*.ipynb; None for a script stage
+    notebook: str | None                   # notebooks/NN_*.ipynb (its twin NN_*.py is what runs); None: a script
     module: str                            # the code it runs: lib.stage (notebooks) or a script module
     params: tuple[str, ...]                # params.yaml sections (``{arch}``/``{method}``: the matrix item)
     upstream: tuple[str, ...] = ()         # stages whose outputs it reads
@@ -221,10 +221,23 @@ def closure(modules, root: Path | None = None) -> set[str]:
     return seen
 
 
-def notebook_imports(notebook: str | Path) -> set[str]:
+def twin(notebook: str | Path) -> Path:
+    """The jupytext percent twin of a notebook (``notebooks/01_training.ipynb`` -> ``notebooks/01_training.py``):
+    the code and markdown alone, what DVC depends on and what ``lib.stage`` runs (``jupytext.toml``)."""
+    return Path(notebook).with_suffix(".py")
+
+
+def notebook_code(notebook: str | Path) -> str:
+    """The code of a notebook as its twin holds it (the ``.py``; the ``.ipynb``'s code cells without one)."""
+    path = twin(notebook)
+    if path.is_file():
+        return path.read_text()
     cells = json.loads(Path(notebook).read_text())["cells"]
-    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    return {m for m in _imports(source, "lib") if module_file(m) is not None}
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+def notebook_imports(notebook: str | Path) -> set[str]:
+    return {m for m in _imports(notebook_code(notebook), "lib") if module_file(m) is not None}
 
 
 def stage_closure(stage: Stage, root: Path | None = None) -> list[str]:
@@ -240,6 +253,7 @@ def write_deps(dvc_yaml: str | Path) -> None:
     (the other entries, comments and layout are kept)."""
     import re
 
+    root = Path(dvc_yaml).resolve().parent
     lines, out, stage, in_deps = Path(dvc_yaml).read_text().split("\n"), [], None, False
     for line in lines:
         if match := re.match(r"^  (\w+):\s*$", line):
@@ -250,7 +264,7 @@ def write_deps(dvc_yaml: str | Path) -> None:
             if line.strip()[2:].startswith("lib/"):
                 continue
         elif in_deps:
-            out += [f"      - {path}" for path in stage_closure(STAGES[stage])]
+            out += [f"      - {path}" for path in stage_closure(STAGES[stage], root)]
             in_deps = False
         out.append(line)
     Path(dvc_yaml).write_text("\n".join(out))

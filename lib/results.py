@@ -76,3 +76,94 @@ def collect(root: str | Path, stage: str) -> pd.DataFrame:
     paths = sorted(Path(root, stage).glob("**/metrics.json"))
     frames = [read_stage_metrics(p).assign(source=str(p)) for p in paths if ".partial" not in str(p)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- flat summaries for dvc exp show
+SUMMARY_ROOT = "metrics"  # git-tracked: metrics/<stage>/<item>.json, the `metrics:` of dvc.yaml
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return None if value != value else value  # NaN: none
+
+
+def summarize(stage: str, metrics: dict) -> dict:
+    """A stage's headline numbers, flat and short, for ``dvc exp show``.
+
+    The headline metrics are the stage's declared ones (``lib.pipeline.STAGES[stage].metrics``) that the
+    report tests (``tested``). Per checkpoint table (``{"checkpoints": {...}}``): for each such column
+    ``<column>_dense`` (the first checkpoint), ``<column>_best`` (best in the declared direction) and
+    ``<column>_last`` (the last checkpoint), and ``sparsity_last``. Without checkpoints (training): the
+    top-level values of the declared names. Only numbers; missing or non-numeric values are left out.
+    """
+    from lib.pipeline import STAGES
+
+    declared = [m for m in STAGES[stage].metrics if m.tested]
+    rows = sorted(metrics.get("checkpoints", {}).values(), key=lambda r: r.get("step", 0))
+    out = {}
+    if not rows:
+        for key, value in metrics.items():
+            if any(m.matches(key) for m in declared) and _number(value) is not None:
+                out[key] = round(_number(value), 6)
+        return out
+    columns = dict.fromkeys(k for r in rows for k in r)
+    for column in columns:
+        metric = next((m for m in declared if m.matches(column)), None)
+        values = [_number(r.get(column)) for r in rows]
+        present = [v for v in values if v is not None]
+        if metric is None or not present:
+            continue
+        if values[0] is not None:
+            out[f"{column}_dense"] = round(values[0], 6)
+        out[f"{column}_best"] = round(max(present) if metric.higher_is_better else min(present), 6)
+        if values[-1] is not None:
+            out[f"{column}_last"] = round(values[-1], 6)
+    if _number(rows[-1].get("sparsity")) is not None:
+        out["sparsity_last"] = round(_number(rows[-1]["sparsity"]), 6)
+    return out
+
+
+def write_summary(stage: str, metrics_path: str | Path, summary_path: str | Path) -> Path:
+    """Write :func:`summarize` of a stage's ``metrics.json`` to ``summary_path`` (``metrics/<stage>/<item>.json``)."""
+    return io.save_json(summary_path, summarize(stage, io.load_json(metrics_path)))
+
+
+def experiments_table(root: str | Path = ".") -> pd.DataFrame:
+    """The workspace's flat summaries (``metrics/<stage>/<item>.json``) as one readable table: a row per
+    (stage, item, metric), columns ``dense``, ``best``, ``last`` (a stage's single values, e.g. training's
+    ``test_acc``, under ``value``). What ``dvc exp show`` compares across experiments, for one workspace."""
+    records = []
+    for path in sorted(Path(root, SUMMARY_ROOT).glob("*/*.json")):
+        for key, value in io.load_json(path).items():
+            metric, _, kind = key.rpartition("_")
+            if kind not in ("dense", "best", "last") or not metric:
+                metric, kind = key, "value"
+            records.append({"stage": path.parent.name, "item": path.stem, "metric": metric, "kind": kind,
+                            "number": value})
+    if not records:
+        return pd.DataFrame(columns=["stage", "item", "metric", "dense", "best", "last", "value"])
+    table = pd.DataFrame(records).pivot_table(index=["stage", "item", "metric"], columns="kind", values="number",
+                                              aggfunc="first")
+    table = table.reindex(columns=[c for c in ("dense", "best", "last", "value") if c in table.columns])
+    table.columns.name = None
+    return table.reset_index()
+
+
+def main(argv=None) -> int:
+    """``python -m lib.results``: the workspace's flat summaries (``metrics/``) as one table (:func:`experiments_table`)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    table = experiments_table(args[0] if args else ".")
+    if table.empty:
+        print(f"no summaries under {SUMMARY_ROOT}/ (a stage writes them when `dvc repro` runs it)")
+        return 0
+    with pd.option_context("display.width", 120, "display.max_rows", None, "display.precision", 3):
+        print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,12 +1,16 @@
 """Run a notebook as a pipeline stage: parameters from ``params.yaml`` (or a preset), validated first.
 
-    python -m lib.stage NOTEBOOK OUT_DIR [--params SECTION ...] [--set KEY=VALUE ...]
+    python -m lib.stage NOTEBOOK OUT_DIR [--params SECTION ...] [--set KEY=VALUE ...] [--summary PATH]
     python -m lib.stage --preset presets/NAME.yaml
 
 ``--params train.cnn models.cnn`` merges those sections of ``params.yaml`` (later ones win) into
 the notebook's parameters; ``--set`` adds single values (parsed as YAML). A preset file names its
 notebook, its output directory and its parameters. Before a kernel starts, every name is checked
 against the notebook's ``parameters`` cell: an unknown name is an error, not a silent no-op.
+
+What runs is the notebook's jupytext twin (``notebooks/NN_*.py``, paired by ``jupytext.toml``; the file DVC
+depends on): read into a notebook, written as ``OUT_DIR.partial/NN_*.ipynb`` and executed there by papermill
+(kernel ``python3``: this environment). Outputs and metadata JupyterLab saves into the ``.ipynb`` change nothing.
 
 The notebook writes into ``OUT_DIR.partial``; only when it has run to the end is that directory
 renamed to ``OUT_DIR``, so a failed or interrupted run never leaves half an output where a reader
@@ -37,6 +41,7 @@ from typing import Any, Callable
 import yaml
 
 from lib.params import ParameterError, load_params, parse_sets, parse_yaml, read_yaml  # noqa: F401  (this CLI's API)
+from lib.pipeline import stage_for_notebook
 
 PARAMETERS_TAG = "parameters"
 MARKER = ".stage.json"  # written into every output lib.stage publishes (and into its .partial)
@@ -94,10 +99,48 @@ def _annotation_kinds(node) -> tuple | None:
     return None  # anything else (Any, a class): not checked
 
 
-def _parameters_cell(notebook: str | Path) -> tuple[dict, dict]:
+KERNELSPEC = {"display_name": "Python (pruning-beyond-accuracy)", "language": "python",
+              "name": "pruning-beyond-accuracy"}  # `make kernel` registers it; lib.stage runs "python3" (this env)
+
+
+def read_notebook(notebook: str | Path):
+    """The notebook that runs: its jupytext twin ``NN_*.py`` (what DVC depends on) read into a notebook when
+    it exists, else the ``.ipynb`` itself; outputs-free, with the project's kernelspec."""
     import nbformat
 
-    nb = nbformat.read(str(notebook), as_version=4)
+    from lib.pipeline import twin
+
+    path = twin(notebook)
+    if path.is_file() and Path(notebook).suffix == ".ipynb":
+        import jupytext
+
+        nb = jupytext.read(path, fmt="py:percent")
+    else:
+        nb = nbformat.read(str(notebook), as_version=4)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    nb.metadata.pop("jupytext", None)
+    return nb
+
+
+def twin_differs(notebook: str | Path) -> bool:
+    """Whether the ``.ipynb``'s cells (code, markdown, tags) differ from its twin's: one was edited outside a
+    jupytext-paired JupyterLab (``jupytext --sync notebooks/*.ipynb`` brings them together again)."""
+    import nbformat
+
+    from lib.pipeline import twin
+
+    if Path(notebook).suffix != ".ipynb" or not twin(notebook).is_file() or not Path(notebook).is_file():
+        return False
+
+    def cells(nb):
+        return [(c.cell_type, c.source.strip(), list(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+
+    return cells(nbformat.read(str(notebook), as_version=4)) != cells(read_notebook(notebook))
+
+
+def _parameters_cell(notebook: str | Path) -> tuple[dict, dict]:
+    nb = read_notebook(notebook)
     cells = [c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ParameterError(f"{notebook} must have exactly one cell tagged '{PARAMETERS_TAG}', found {len(cells)}")
@@ -372,23 +415,44 @@ def notice(message: str) -> None:
 
 class _NoticeRelay:
     """A stream papermill writes the kernel's stdout/stderr into: lines of library notices
-    (``lib.io.NOTICE_PREFIX``) go to this process's stderr, everything else (progress bars ...) is dropped."""
+    (``lib.io.NOTICE_PREFIX``) and of headless progress bars (``lib.io.PROGRESS_PREFIX``: epochs, pruning
+    steps, checkpoints ..., at most every ``LIB_PROGRESS_INTERVAL`` seconds) go to this process's stderr,
+    labelled with the notebook; everything else is dropped."""
 
-    def __init__(self):
+    def __init__(self, label: str = ""):
         self.buffer = ""
+        self.label = f"{label}: " if label else ""
 
     def write(self, text: str) -> None:
-        from lib.io import NOTICE_PREFIX
+        from lib.io import NOTICE_PREFIX, PROGRESS_PREFIX
 
         self.buffer += text
         *lines, self.buffer = self.buffer.replace("\r", "\n").split("\n")
         for line in lines:
             if line.startswith(NOTICE_PREFIX):
                 print(f"lib.stage: {line[len(NOTICE_PREFIX):]}", file=sys.stderr, flush=True)
+            elif line.startswith(PROGRESS_PREFIX):
+                print(f"lib.stage: {self.label}{line[len(PROGRESS_PREFIX):]}", file=sys.stderr, flush=True)
         self.buffer = self.buffer[-10_000:]
 
     def flush(self) -> None:
         pass
+
+
+class _headless_kernel:
+    """Within it, kernels started by this process see ``lib.io.HEADLESS_ENV``: their bars are plain lines."""
+
+    def __enter__(self):
+        from lib.io import HEADLESS_ENV
+
+        self.name, self.old = HEADLESS_ENV, os.environ.get(HEADLESS_ENV)
+        os.environ[HEADLESS_ENV] = "1"
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop(self.name, None)
+        else:
+            os.environ[self.name] = self.old
 
 
 def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, progress: bool = True,
@@ -400,6 +464,7 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
     notebook's defaults updated by ``parameters``, ``out_dir`` the partial folder; it raises
     ParameterError/ValueError/FileNotFoundError with a message naming the fix).
     """
+    import nbformat
     import papermill
 
     notebook, out_dir = Path(notebook), Path(out_dir)
@@ -424,19 +489,28 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
         except (ValueError, TypeError, KeyError, FileNotFoundError) as error:
             raise ParameterError(str(error)) from error
     partial = Path(partial_text)
+    source = read_notebook(notebook)  # the twin's code: exactly what DVC depends on
     if rank > 0:  # under torchrun every rank executes the notebook; only rank 0 writes and publishes
         import tempfile
 
-        with tempfile.TemporaryDirectory() as scratch:
-            papermill.execute_notebook(str(notebook), f"{scratch}/{notebook.name}", parameters=parameters,
+        with tempfile.TemporaryDirectory() as scratch, _headless_kernel():
+            papermill.execute_notebook(source, f"{scratch}/{notebook.name}", parameters=parameters,
                                        cwd=str(root), progress_bar=False, kernel_name="python3")
         return out_dir
+    if twin_differs(notebook):
+        from lib.pipeline import twin
+
+        notice(f"{notebook} and its twin {twin(notebook)} differ; running the twin (what DVC tracks). "
+               "Run `jupytext --sync notebooks/*.ipynb` (or open and save it in JupyterLab) to pair them again")
     digest = parameters_hash(notebook, effective)
     prepare_partial(partial, notebook, effective, digest)
-    relay = _NoticeRelay()
-    papermill.execute_notebook(str(notebook), str(partial / notebook.name), parameters=parameters,
-                               cwd=str(root), progress_bar=progress, kernel_name="python3",
-                               stdout_file=relay, stderr_file=relay)
+    relay = _NoticeRelay(notebook.stem)
+    executed = partial / notebook.name
+    nbformat.write(source, str(executed))  # the executed notebook's input: the twin's cells
+    with _headless_kernel():
+        papermill.execute_notebook(str(executed), str(executed), parameters=parameters,
+                                   cwd=str(root), progress_bar=progress, kernel_name="python3",
+                                   stdout_file=relay, stderr_file=relay)
     how = check_out_dir(out_dir, notebook, effective, root)  # again: the folder may have changed meanwhile
     write_marker(partial, notebook, effective, digest)
     publish(partial, out_dir, how)
@@ -482,6 +556,9 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--preset", help="a presets/*.yaml file naming notebook, out_dir and parameters")
     parser.add_argument("--params-file", default="params.yaml")
+    parser.add_argument("--summary", metavar="PATH",
+                        help="also write the stage's headline numbers, flat (lib.results.summarize of OUT_DIR/"
+                             "metrics.json), to PATH: metrics/<stage>/<item>.json, what `dvc exp show` compares")
     args = parser.parse_args(argv)
     try:
         if args.preset:
@@ -492,7 +569,14 @@ def main(argv=None) -> int:
             notebook, out_dir = Path(args.notebook), Path(args.out_dir)
             parameters = load_params(args.params, args.params_file)
         parameters.update(parse_sets(args.set))
+        declared = stage_for_notebook(notebook) if args.summary else None
+        if args.summary and declared is None:
+            raise ParameterError(f"--summary: {notebook} is no stage of lib.pipeline; its metrics are unknown")
         run_notebook(notebook, out_dir, parameters, validate=stage_check(notebook))
+        if args.summary and int(os.environ.get("RANK", "0")) == 0:
+            from lib.results import write_summary
+
+            write_summary(declared.name, out_dir / "metrics.json", args.summary)
     except ParameterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

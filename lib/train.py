@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from lib.io import progress_bar as tqdm
 
 from lib import distributed as dd
 from lib import io

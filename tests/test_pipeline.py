@@ -107,6 +107,8 @@ def test_dvc_commands_run_the_declared_notebook_and_sections(name):
     assert words[:3] == ["python", "-m", declared.module]
     if declared.notebook:
         assert words[3] == declared.notebook
+        # what runs is the notebook's jupytext twin: the stage depends on it, not on the .ipynb Lab rewrites
+        assert str(pipeline.twin(declared.notebook)) in stage["deps"] and declared.notebook not in stage["deps"]
     sections = words[words.index("--params") + 1:] if "--params" in words else []
     sections = sections[:next((i for i, w in enumerate(sections) if w.startswith("--")), len(sections))]
     placeholders = {"${item.arch}": "{arch}", "${item.method}": "{method}"}

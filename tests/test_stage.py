@@ -26,7 +26,11 @@ def _parse(cmd: str):
     assert argv[:3] == ["python", "-m", "lib.stage"], f"stage command does not run a notebook: {cmd}"
     rest = argv[3:]
     notebook, out_dir, sections, sets, mode = rest[0], rest[1], [], [], None
-    for token in rest[2:]:
+    tokens = rest[2:]
+    if "--summary" in tokens:  # the flat summary's path (metrics/<stage>/<item>.json): no parameter
+        at = tokens.index("--summary")
+        tokens = tokens[:at] + tokens[at + 2:]
+    for token in tokens:
         if token in ("--params", "--set"):
             mode = token
         elif mode == "--params":

@@ -109,7 +109,7 @@ def prepare_embedded(data_dir, distortions: dict, n_images: int, datasets=tuple(
                      progress: bool = True) -> EvaluationSet:
     """The embedded default: its cue-conflict/edge/silhouette splits (the first ``n_split`` images) and the
     distortions of the first ``n_images`` of ``source_split``."""
-    from tqdm.auto import tqdm
+    from lib.io import progress_bar as tqdm
 
     from lib.data import shapes
 
@@ -217,7 +217,7 @@ def _gather(indices: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 def evaluate(source, evaluation: EvaluationSet, batch_size: int = 256, progress: bool = True):
     """(records, trials): every checkpoint of ``source`` on every condition, one model load per checkpoint."""
-    from tqdm.auto import tqdm
+    from lib.io import progress_bar as tqdm
 
     from lib.checkpoints import iter_checkpoints, validate_source
     from lib.models import get_spec

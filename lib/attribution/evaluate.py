@@ -96,7 +96,7 @@ def score_model(model, methods: list, inputs: torch.Tensor, truth: GroundTruth, 
                 metrics=None) -> tuple[pd.DataFrame, dict]:
     """Scores of one model on every image (a row per image) and the relevance maps of the first ``keep`` images.
     ``metrics``: the localisation metrics to compute (names; None: all); ``faithfulness``: the metric objects."""
-    from tqdm.auto import tqdm
+    from lib.io import progress_bar as tqdm
 
     device = next(model.parameters()).device
     wanted = check_metrics(metrics)
@@ -170,7 +170,7 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     game, Gini and the deletion/insertion curves (the curves cost ``2 x perturbation_steps`` forward passes
     per image and method).
     """
-    from tqdm.auto import tqdm
+    from lib.io import progress_bar as tqdm
 
     from lib.distributed import default_device
 

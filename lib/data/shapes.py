@@ -262,7 +262,7 @@ def generate(config: ShapesConfig, out_dir: str | Path, progress: bool = True) -
     """Write every split and ``meta.json`` to ``out_dir`` (each file atomically)."""
     import io as _io
 
-    from tqdm.auto import tqdm
+    from lib.io import progress_bar as tqdm
 
     out_dir = Path(out_dir)
     for split in tqdm(SPLITS, desc="shapes splits", disable=not progress):

@@ -132,7 +132,7 @@ def discover(source, dataset: BoxDataset, methods: dict | None = None, features:
     Returns (one row per checkpoint: step, sparsity, test_acc, corloc_<method>, miou_<method>,
     no_box_<method>; one row per (checkpoint, image): iou_, hit_ and the box of each method).
     """
-    from tqdm.auto import tqdm
+    from lib.io import progress_bar as tqdm
 
     validate_source(source)
     methods = build_methods(methods if methods is not None else {"lost": {}, "tokencut": {}})

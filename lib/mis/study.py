@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from lib.io import progress_bar as tqdm
 
 from lib import io
 from lib.checkpoints import iter_checkpoints, prune_global_magnitude, validate_source

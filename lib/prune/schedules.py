@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from lib.io import progress_bar as tqdm
 
 from lib import distributed as dd
 from lib import io

@@ -1,0 +1,98 @@
+# %% [markdown]
+# # 02 · Pruning
+#
+# **Methods** (`lib.prune.methods`), each selecting by L1 norm or at random (the control), over all
+# prunable layers at once (`scope: global`) or layer by layer (`scope: layer`):
+# - `unstructured`: single weights (Study A; Study B's unstructured sparsity);
+# - `filters` (Study B's structured sparsity): whole output channels of a convolution (rows of a linear layer),
+#   each with its bias and its batch-norm channel, so the removed channel outputs exactly zero;
+# - `connections` (Study B's connection sparsity): whole input channels of a convolution (columns of a linear layer).
+#
+# Which layers are prunable is a parameter (`layers`: conv, linear; the classifier is excluded with
+# `exclude_classifier`, other modules with `exclude`); sparsity is the share of the prunable weights removed.
+#
+# **Schedules** (`lib.prune.schedules`): `lrr`, Study A's learning-rate rewinding (each round removes `rate`
+# of the remaining weights and retrains with the full recipe, optimizer and schedule rebuilt; round *i* has
+# sparsity 1 - 0.8^i, stopping at `threshold`); `oneshot`, Study B's one-shot retraining (prune the dense
+# model to each target, retrain); `iterative`, Study B's iterative retraining (prune/retrain steps up to each
+# target in turn, the first in `steps` steps). Every step is a checkpoint (`checkpoints/step_XX.pt`: folded
+# weights and masks) listed in `pruning.json` with its accuracy and accounting: parameters and zeros per layer
+# and in total, removed filters/connections per layer, MACs of the dense model, of its non-zero weights and of
+# the compacted model (channels physically removed with torch-pruning, `lib.prune.compaction`); step 0 is the
+# dense model.
+#
+# The default pipeline runs one plan on one model trained in `01` (`plan_overrides` changes fields of the
+# method's plan for one architecture, e.g. Study A's 99.7% threshold for the ResNets); the presets run grids of dense models
+# (`models`) and plans (`plans`) on real data (`dataset`), e.g. `presets/cifar10_resnet.yaml` (Study B's
+# protocol in miniature on the pretrained CIFAR-10 ResNet-20/56, retrained on half of the CIFAR-10 test split
+# and tested on the other half) and `presets/studyB_googlenet.yaml` (Study B at paper scale).
+#
+# *Deviations.* Study A: each round retrains with the rewound schedule of a short recipe (`recipe["epochs"]`),
+# not the 90/300 ImageNet epochs; the smoke threshold is lower than 95%. Study B: retraining is far shorter
+# than its 50+ epochs (the CIFAR-10 preset: one epoch on 5,000 images per step, at lr 0.001 instead of 0.01,
+# which makes the model drift on so little data); a filter is removed together
+# with its batch-norm channel (Study B zeroes the filter only, which leaves the channel's batch-norm shift);
+# global structured selection ranks channels by mean absolute weight (L1 norm / channel size) so that layers
+# of different widths compare; structured methods keep at least one channel per layer. The CIFAR-10 retraining
+# images get the augmentation the released ResNets were trained with (black 4-pixel padding, random crop, flip):
+# their batch-norm statistics depend on it (`lib/data/cifar10.py`).
+
+# %% tags=["parameters"]
+arch = "cnn"
+method = "lrr"
+data_dir = "data/smoke/shapes"
+train_dir = "data/smoke/train/cnn"
+plan = {"schedule": "lrr", "method": "unstructured", "selection": "l1", "scope": "global", "rate": 0.2,
+        "threshold": 0.5, "layers": ["conv", "linear"], "exclude_classifier": True}
+recipe = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+          "schedule": "cosine", "augment": ["flip", "crop"], "seed": 0}
+# Presets: real data and grids of dense models x plans (empty: one run of `plan` on the model in train_dir)
+dataset = {}
+models = {}
+plans = {}
+plan_overrides = {}  # per architecture: fields replacing the plan's, e.g. {"threshold": 0.997}
+out_dir = "data/smoke/prune/cnn/lrr"
+
+# %%
+import pandas as pd
+
+import lib.stage
+from lib.prune.runs import accuracy_table, layer_table, plot_accuracy, run_pruning, save_results
+from lib.results import save_figure
+
+lib.stage.enter_project()
+
+# %% [markdown]
+# ## Prune and retrain
+
+# %%
+results = run_pruning(arch, method, train_dir, plan, recipe, out_dir, data_dir, dataset=dataset, models=models,
+                      plans=plans, plan_overrides=plan_overrides)
+frame = pd.DataFrame(results["rows"])
+frame[["arch", "method", "step", "target", "sparsity", "test_acc", "val_acc", "removed_share", "compacted_macs_ratio"]]
+
+# %% [markdown]
+# ## Dense models (`full_acc`: the whole split, where the data has one)
+
+# %%
+pd.DataFrame(results['dense']).T
+
+# %% [markdown]
+# ## Test accuracy by target sparsity (%)
+
+# %%
+accuracy_table(frame).round(4)
+
+# %% [markdown]
+# ## Sparsity per layer (first run)
+
+# %%
+layer_table(next(iter(results['records'].values()))).round(3)
+
+# %% [markdown]
+# ## Accuracy against sparsity
+
+# %%
+fig = plot_accuracy(frame)
+save_figure(fig, out_dir, "accuracy")
+save_results(out_dir, results, arch, method)
