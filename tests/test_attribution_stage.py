@@ -69,7 +69,8 @@ def test_bad_input_fails_before_any_compute(tiny_shapes, tmp_path):
 def test_stage_and_preset_parameters_are_the_notebooks():
     params = load_params(["interpret"], ROOT / "params.yaml")
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["interpret"]
-    sets = dict(pair.split("=", 1) for pair in stage["cmd"].split("--set", 1)[1].split())
+    words = stage["cmd"].split("--set", 1)[1].split()
+    sets = dict(w.split("=", 1) for w in words[:next((i for i, w in enumerate(words) if w.startswith("--")), None)])
     check_parameters(NOTEBOOK, {**params, **sets, "out_dir": "x"})
     notebook, out_dir, preset = load_preset(ROOT / "presets" / "rq1_coco128_lite0.yaml")
     assert notebook == Path("notebooks/03_interpretability.ipynb") and out_dir == Path("results/rq1_coco128_lite0")
