@@ -39,7 +39,7 @@ def _describe(annotation) -> str:
         annotation, getattr(annotation, "__name__", str(annotation)))
 
 
-def _matches(value, annotation) -> bool:
+def fits(value, annotation) -> bool:
     """Whether ``value`` (as YAML gives it) fits ``annotation``; unknown annotations accept anything."""
     if annotation is Any or annotation is typing.Any:
         return True
@@ -49,7 +49,7 @@ def _matches(value, annotation) -> bool:
     if origin is typing.Literal:
         return value in args
     if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
+        return any(fits(value, a) for a in args)
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
@@ -64,8 +64,8 @@ def _matches(value, annotation) -> bool:
         if not args:
             return True
         if len(args) == 2 and args[1] is Ellipsis or origin is list:
-            return all(_matches(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+            return all(fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(fits(v, a) for v, a in zip(value, args))
     if annotation is dict or origin is dict:
         return isinstance(value, dict)
     if isinstance(annotation, type):
@@ -74,9 +74,7 @@ def _matches(value, annotation) -> bool:
 
 
 def type_error(kind: str, name: str, expected: str, value) -> ParameterTypeError:
-    hint = ""
-    if isinstance(value, str) and expected in ("an integer", "a number") and _numeric(value):
-        hint = " (quoted in YAML? write the number without quotes; YAML reads 1e-3 as text, write 1.0e-3)"
+    hint = quoted_number_hint(value) if expected in ("an integer", "a number") else ""
     return ParameterTypeError(f"{kind} parameter {name!r} must be {expected}, got {value!r} "
                               f"({type(value).__name__}){hint}")
 
@@ -92,7 +90,7 @@ def check_fields(obj, kind: str) -> None:
     for f in dataclasses.fields(cls):
         if f.name in hints:
             value = getattr(obj, f.name)
-            if not _matches(value, hints[f.name]):
+            if not fits(value, hints[f.name]):
                 raise type_error(kind, f.name, _describe(hints[f.name]), value)
 
 
@@ -115,7 +113,7 @@ def dataclass_from_params(cls: type[T], params: dict | None, kind: str, tuple_fi
         annotation = hints.get(key)
         if key in tuple_fields and value is None:
             continue
-        if annotation is not None and not _matches(value, annotation):
+        if annotation is not None and not fits(value, annotation):
             raise type_error(kind, key, _describe(annotation), value)
     for key in tuple_fields:
         if key in params:
@@ -123,12 +121,15 @@ def dataclass_from_params(cls: type[T], params: dict | None, kind: str, tuple_fi
     return cls(**params)
 
 
-def _numeric(text: str) -> bool:
+def quoted_number_hint(value) -> str:
+    """The fix for a number that YAML read as text (``"0.05"``, ``1e-3``); empty for any other value."""
+    if not isinstance(value, str):
+        return ""
     try:
-        float(text)
+        float(value)
     except ValueError:
-        return False
-    return True
+        return ""
+    return " (quoted in YAML? write the number without quotes; YAML reads 1e-3 as text, write 1.0e-3)"
 
 
 class ParameterError(ValueError):

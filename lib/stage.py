@@ -40,7 +40,8 @@ from typing import Any, Callable
 
 import yaml
 
-from lib.params import ParameterError, load_params, parse_sets, parse_yaml, read_yaml  # noqa: F401  (this CLI's API)
+from lib.params import (ParameterError, fits, load_params, parse_sets, parse_yaml,  # noqa: F401  (this CLI's API)
+                        quoted_number_hint, read_yaml)
 from lib.pipeline import stage_for_notebook
 
 PARAMETERS_TAG = "parameters"
@@ -185,18 +186,6 @@ def _expected_type(default) -> type | None:
     return None
 
 
-def _fits(value, kind: type) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:  # YAML's 1 for 1.0
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is list:
-        return isinstance(value, (list, tuple))
-    return isinstance(value, kind)
-
-
 def _type_errors(name: str, default, value) -> list[str]:
     """Where ``value`` does not have the type of ``default``: None defaults accept anything, an integer is a
     number, a mapping's keys that the default has are checked recursively (the rest is the stage's business),
@@ -204,10 +193,8 @@ def _type_errors(name: str, default, value) -> list[str]:
     kind = _expected_type(default)
     if kind is None:
         return []
-    if not _fits(value, kind):
-        hint = ""
-        if isinstance(value, str) and kind in (int, float) and _numeric(value):
-            hint = " (write numbers without quotes; YAML reads 1e-3 as text, write 1.0e-3)"
+    if not fits(value, kind):
+        hint = quoted_number_hint(value) if kind in (int, float) else ""
         return [f"{name} must be {_TYPE_NAMES[kind]} like its default {default!r}, got {value!r} "
                 f"({type(value).__name__}){hint}"]
     errors = []
@@ -223,12 +210,6 @@ def _type_errors(name: str, default, value) -> list[str]:
     return errors
 
 
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def check_parameter_types(notebook: str | Path, parameters: dict, known: dict | None = None) -> None:
@@ -246,10 +227,10 @@ def check_parameter_types(notebook: str | Path, parameters: dict, known: dict | 
             errors += _type_errors(name, known[name], value)
         elif value is None and None in kinds:
             continue
-        elif not any(k is not None and _fits(value, k) for k in kinds):
+        elif not any(k is not None and fits(value, k) for k in kinds):
             names = " or ".join("null" if k is None else _TYPE_NAMES[k] for k in kinds)
             errors.append(f"{name} must be {names}, got {value!r} ({type(value).__name__})")
-        elif _expected_type(known[name]) is not None and _fits(value, _expected_type(known[name])):
+        elif _expected_type(known[name]) is not None and fits(value, _expected_type(known[name])):
             errors += _type_errors(name, known[name], value)  # its items, as the default's
     if errors:
         raise ParameterError(f"{Path(notebook).name}: parameter {'; '.join(errors)}")
