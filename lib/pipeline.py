@@ -82,6 +82,8 @@ class Stage:
     items: str | None = None               # the per-item table in its output folder
     item_id: str = "image"                 # the item column of that table
     matrix: bool = True                    # one run per (arch, method)
+    variants: bool = False                 # also runs once per variant: see :func:`variant_stage`
+    variant_of: str | None = None          # set on the variant stage: the stage whose variants it runs
 
     def metric(self, column: str) -> Metric | None:
         """The declared metric that ``column`` of the stage's metrics is, if any."""
@@ -94,7 +96,21 @@ class Stage:
         return getattr(importlib.import_module(module), function)
 
 
-STAGES = {s.name: s for s in (
+VARIANTS = "variants"  # the params.yaml block: {stage: {variant name: parameters replacing its sections'}}
+
+
+def variant_stage(stage: Stage) -> Stage:
+    """The stage that runs ``stage``'s notebook once per (arch, method, variant), a variant being an entry of
+    ``variants.<stage>`` in params.yaml: a name and the parameters that replace those of the stage's sections
+    (e.g. RQ1 with Study A's mask mode, RQ2 on a second dataset), on the same checkpoints. Its dvc stage is
+    ``<stage>_variant``, its output ``data/<stage>_variant/<arch>/<method>/<variant>``; the stage itself and
+    what the report reads are unchanged, and an empty ``variants.<stage>`` (the default) runs nothing."""
+    return Stage(f"{stage.name}_variant", stage.notebook, stage.module,
+                 stage.params + (f"{VARIANTS}.{stage.name}.{{variant}}",), stage.upstream, stage.check,
+                 stage.metrics, stage.items, stage.item_id, stage.matrix, variant_of=stage.name)
+
+
+_DECLARED = (
     Stage("data", "notebooks/00_data.ipynb", "lib.stage", ("data",), matrix=False, check="lib.data.shapes:check_stage"),
     Stage("train", "notebooks/01_training.ipynb", "lib.stage", ("models.{arch}", "train.{arch}"), ("data",),
           check="lib.train:check_stage", metrics=(Metric("test_acc"),)),
@@ -102,16 +118,16 @@ STAGES = {s.name: s for s in (
           check="lib.prune.runs:check_stage", metrics=(Metric("test_acc", item=None,
                                                              why_untested="accuracy per checkpoint: no per-image file"),)),
     Stage("interpret", "notebooks/03_interpretability.ipynb", "lib.stage", ("interpret",), ("data", "prune"),
-          check="lib.attribution.evaluate:check_stage", items="per_image.csv", item_id="image", metrics=(
+          check="lib.attribution.evaluate:check_stage", items="per_image.csv", item_id="image", variants=True, metrics=(
               Metric("rma_*", item="rma_*"), Metric("rra_*", item="rra_*"),
               Metric("pointing_*", item="pointing_*", tested=False), Metric("gini_*", item="gini_*", tested=False),
               Metric("deletion_*", higher_is_better=False, item="deletion_*", tested=False),
               Metric("insertion_*", item="insertion_*", tested=False))),
     Stage("discover", "notebooks/04_object_discovery.ipynb", "lib.stage", ("discover.common", "discover.{arch}"),
           ("data", "prune"), check="lib.discovery.run:check_stage", items="per_image.csv", item_id="image",
-          metrics=(Metric("corloc_*", item="hit_*"),)),
+          variants=True, metrics=(Metric("corloc_*", item="hit_*"),)),
     Stage("align", "notebooks/05_human_alignment.ipynb", "lib.stage", ("align",), ("data", "prune"),
-          check="lib.alignment.evaluate:check_stage", items="per_image.csv", item_id="trial", metrics=(
+          check="lib.alignment.evaluate:check_stage", items="per_image.csv", item_id="trial", variants=True, metrics=(
               Metric("ood_acc", item="ood_score"),
               Metric("shape_bias", why_untested="a ratio of decision counts, not a mean over images"),
               Metric("ec_humans", why_untested="Cohen's kappa is not a mean over images"),
@@ -123,13 +139,16 @@ STAGES = {s.name: s for s in (
           metrics=(Metric("mis", item="mis"), Metric("solved", item="solved", tested=False))),
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
                                                                     "mis"), matrix=False),
-)}
+)
+STAGES = {s.name: s for s in (*_DECLARED, *(variant_stage(s) for s in _DECLARED if s.variants))}
 
 # How to get each kind of input data, for the error that names a missing path.
 HOW_TO_GET = {
     "imagenet": "ImageNet-1k (ILSVRC2012, image-net.org) in the standard layout <root>/train/<wnid>/*.JPEG and "
                 "<root>/val/<wnid>/*.JPEG (the validation images sorted into class folders, e.g. by valprep.sh)",
     "cifar10": "the CIFAR-10 images as <root>/<class>/*.png",
+    "imagenet_sample": "a folder of ImageNet images, one per class in class order (imagenet-sample-images: "
+                       "github.com/EliSchwartz/imagenet-sample-images)",
     "weights": "the weights file (torchvision's ImageNet GoogLeNet: "
                "https://download.pytorch.org/models/googlenet-1378be20.pth)",
     "voc": "PASCAL VOC 2012 (python -c \"from lib.data.download import download_voc; download_voc('data', '2012')\" "

@@ -425,15 +425,16 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
     import shutil
 
     from lib.data import shapes
-    from lib.data.datasets import classification_data
+    from lib.data.datasets import check_training_data, classification_data
     from lib.models import get_spec, load_pretrained, save_checkpoint
 
     out_dir = Path(out_dir)
     spec = get_spec(model_name)
     pretrained = dict(pretrained or {})
     check_pretrained(pretrained)
-    if recipe.epochs == 0 and not pretrained:
+    if recipe.epochs == 0 and not has_weights(pretrained, model_kwargs):
         raise ValueError("epochs 0 trains nothing: give pretrained weights, or at least one epoch")
+    check_training_data(dataset, recipe.epochs)
     if dataset:
         dataset = dict(dataset)
         if "num_classes" not in dataset:
@@ -453,7 +454,8 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
                                 **({"pretrained": pretrained} if pretrained else {})})["history"]
     else:  # the pretrained model as it is: its evaluation is the whole learning curve (epoch 0)
         model.to(dd.default_device())
-        history = [{"epoch": 0, "train_acc": evaluate(model, data["train"]), "val_acc": evaluate(model, data["val"])}]
+        history = [{"epoch": 0, "val_acc": evaluate(model, data["val"]),  # evaluation-only data has no train split
+                    **({"train_acc": evaluate(model, data["train"])} if len(data["train"]) else {})}]
         log_history(out_dir / "dvclive", history)
     test_acc = evaluate(model, data["test"])
     if dd.is_main():
@@ -467,23 +469,33 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
             **({"recorded_acc": pretrained.get("recorded_acc")} if pretrained else {})}
 
 
+def has_weights(pretrained: dict | None, model_kwargs: dict | None = None) -> bool:
+    """Whether the model starts from trained weights: a local file (``pretrained``) or the weights a model's
+    package ships (``model_kwargs: {pretrained: true}``, e.g. ``efficientnet_lite0``)."""
+    return bool(pretrained) or bool((model_kwargs or {}).get("pretrained"))
+
+
 def check_stage(p: dict) -> list[tuple]:
     """The training stage's parameters, checked before any compute; returns the input paths it reads."""
     import torch
 
-    from lib.data.datasets import check_dataset, dataset_paths
+    from lib.data.datasets import check_dataset, check_training_data, dataset_paths
     from lib.models import create_model
 
     recipe = Recipe.from_dict(p["recipe"])
+    check_training_data(p["dataset"], recipe.epochs)
     check_pretrained(p["pretrained"], exists=False)
-    if recipe.epochs == 0 and not p["pretrained"]:
-        raise ValueError("recipe.epochs 0 trains nothing: give pretrained weights, or at least one epoch")
+    if recipe.epochs == 0 and not has_weights(p["pretrained"], p["model_kwargs"]):
+        raise ValueError("recipe.epochs 0 trains nothing: give pretrained weights (pretrained.weights, or "
+                         "model_kwargs {pretrained: true} for a model that ships its own), or at least one epoch")
     dataset = dict(p["dataset"] or {})
     num_classes = dataset.pop("num_classes", None)
     if dataset and num_classes is None:
         raise ValueError(f"dataset {dataset.get('name')!r} needs num_classes (e.g. 1000 for ImageNet)")
     with torch.device("meta"):  # the architecture is built, no memory is touched
-        create_model(p["model"], num_classes=num_classes or 10, **(p["model_kwargs"] or {}))
+        # the architecture only: weights a package ships (model_kwargs pretrained) are loaded when the stage runs
+        create_model(p["model"], num_classes=num_classes or 10,
+                     **{k: v for k, v in (p["model_kwargs"] or {}).items() if k != "pretrained"})
     needed = []
     if dataset:
         check_dataset(dataset, exists=False)

@@ -37,10 +37,10 @@
 arch = "cnn"
 method = "lrr"
 dataset = "shapes"                      # shapes | voc | coco (lib.data.masks.load_ground_truth)
-mask = "foreground"                    # foreground | red_channel (VOC: Study A's red-channel mask)
+mask = "foreground"                    # foreground | red_channel (VOC, COCO: Study A's reading of the mask file)
 data_dir = "data/smoke/shapes"
 split = "test"
-source: str | dict = "data/smoke/prune/cnn/lrr"  # a pruning stage's output, or a dict source (lib.checkpoints)
+source = "data/smoke/prune/cnn/lrr"  # a pruning stage's output directory (lib.checkpoints)
 n_images = 8
 image_size = 224                        # real datasets: shorter side resized, centre crop
 methods = None                          # None: every method that applies to the model family

@@ -38,7 +38,7 @@
 # %% tags=["parameters"]
 arch = "cnn"
 method = "lrr"
-source: str | dict = "data/smoke/prune/cnn/lrr"
+source = "data/smoke/prune/cnn/lrr"  # a pruning stage's output directory (lib.checkpoints)
 dataset = {"name": "shapes", "root": "data/smoke/shapes", "split": "test"}
 n_images: int | None = 100
 seed = 0

@@ -31,7 +31,7 @@
 # %% tags=["parameters"]
 arch = "cnn"
 method = "lrr"
-source: str | dict = "data/smoke/prune/cnn/lrr"
+source = "data/smoke/prune/cnn/lrr"  # a pruning stage's output directory (lib.checkpoints)
 data_dir = "data/smoke/shapes"
 mvh_root = ""
 datasets = ["cue-conflict", "edge", "silhouette"]

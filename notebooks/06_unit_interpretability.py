@@ -36,7 +36,7 @@
 arch = "cnn"
 method = "lrr"
 data_dir = "data/smoke/shapes"
-source: str | dict = "data/smoke/prune/cnn/lrr"  # a pruning stage's output, or a dict source (lib.checkpoints)
+source = "data/smoke/prune/cnn/lrr"  # a pruning stage's output directory (lib.checkpoints)
 pool = {"split": "test"}
 backends = [{"name": "lite0", "image_size": 128}, {"name": "pixel", "image_size": 32}]
 embeddings_dir = "data/smoke/mis/embeddings"

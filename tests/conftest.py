@@ -28,3 +28,35 @@ def tiny_shapes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
     shapes.generate(shapes.ShapesConfig(n_train=64, n_val=32, n_test=32, n_eval=16), root, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def pruned_source(tmp_path_factory):
+    """A pruning stage's output as notebook 02 writes it (checkpoints + manifest): ``model`` with its initial
+    weights (random, or a package's pretrained ones through ``model_kwargs``) pruned one-shot by global L1
+    magnitude to each of ``targets`` without retraining (a oneshot plan, recipe epochs 0), scored on a few random
+    images. Call it as ``pruned_source(model, targets, num_classes=..., model_kwargs=...)``; one run per argument
+    set per session."""
+    made = {}
+
+    def make(model: str = "small_cnn", targets=(0.5,), num_classes: int = 10, model_kwargs: dict | None = None,
+             image_size: int = 32) -> str:
+        key = (model, tuple(targets), num_classes, repr(model_kwargs), image_size)
+        if key not in made:
+            from lib.models import create_model, save_checkpoint
+            from lib.prune.schedules import PruningPlan, run_schedule
+            from lib.train import Recipe
+
+            out = tmp_path_factory.mktemp(f"prune-{model}")
+            torch.manual_seed(0)
+            dense = save_checkpoint(out / "dense.pt", create_model(model, num_classes=num_classes, **(model_kwargs or {})),
+                                    model, num_classes, model_kwargs or {})
+            images = torch.randn(4, 3, image_size, image_size)
+            split = torch.utils.data.TensorDataset(images, torch.arange(4) % num_classes)
+            data = {"train": split, "val": split, "test": split, "image_size": image_size, "id": "random images"}
+            plan = PruningPlan(schedule="oneshot", targets=tuple(targets))
+            run_schedule(dense, plan, Recipe(epochs=0), data, out / "run", progress=False)
+            made[key] = str(out / "run")
+        return made[key]
+
+    return make

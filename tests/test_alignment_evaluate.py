@@ -5,10 +5,9 @@ import pandas as pd
 import pytest
 
 from lib.alignment import evaluate as ev
-from lib.stage import check_parameters, load_params, load_preset
+from lib.stage import check_parameters, load_params
 
 NOTEBOOK = "notebooks/05_human_alignment.ipynb"
-SOURCE = {"model": "small_cnn", "num_classes": 10, "sparsities": [0.0, 0.5]}  # random weights: no training needed
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +18,8 @@ def evaluation(tiny_shapes):
 
 
 @pytest.fixture(scope="module")
-def evaluated(evaluation):
-    return ev.evaluate(SOURCE, evaluation, batch_size=16, progress=False)
+def evaluated(evaluation, pruned_source):
+    return ev.evaluate(pruned_source("small_cnn", targets=(0.5,)), evaluation, batch_size=16, progress=False)
 
 
 def test_prepare_embedded(evaluation):
@@ -111,17 +110,17 @@ def test_bad_inputs_fail_before_compute(tiny_shapes):
         ev.prepare(mvh_root=tiny_shapes, datasets=["edge"], progress=False)
 
 
-def test_model_and_evaluation_set_must_agree(evaluation):
+def test_model_and_evaluation_set_must_agree(evaluation, pruned_source):
     with pytest.raises(ValueError, match="16-class|classes"):
-        ev.evaluate({"model": "small_cnn", "num_classes": 7, "sparsities": [0.0]}, evaluation, progress=False)
+        ev.evaluate(pruned_source("small_cnn", targets=(0.5,), num_classes=7), evaluation, progress=False)
 
 
-def test_16_class_decisions_of_an_imagenet_model_on_real_stimuli(shared_data):
+def test_16_class_decisions_of_an_imagenet_model_on_real_stimuli(shared_data, pruned_source):
     """EfficientNet-Lite0 (ImageNet weights, its own normalisation) recognises the undistorted silhouettes well above chance."""
     evaluation = ev.prepare(mvh_root=shared_data / "model-vs-human", datasets=["silhouette"], progress=False)
     evaluation.conditions[0].images = evaluation.conditions[0].images[::8]  # 20 of the 160 images
     evaluation.conditions[0].table = evaluation.conditions[0].table.iloc[::8].reset_index(drop=True)
-    source = {"model": "efficientnet_lite0", "model_kwargs": {"pretrained": True}, "sparsities": [0.0]}
+    source = pruned_source("efficientnet_lite0", targets=(0.1,), num_classes=1000, model_kwargs={"pretrained": True})
     records, trials = ev.evaluate(source, evaluation, batch_size=20, progress=False)
     assert set(trials["object_response"]) <= set(evaluation.categories)
     assert (trials["object_response"] == trials["category"]).mean() > 0.3  # chance: 1/16
@@ -129,9 +128,10 @@ def test_16_class_decisions_of_an_imagenet_model_on_real_stimuli(shared_data):
 
 def test_params_and_preset_are_known_to_the_notebook():
     check_parameters(NOTEBOOK, load_params(["align"]))
-    notebook, out_dir, parameters = load_preset("presets/rq3_mvh_lite0.yaml")
-    assert str(notebook) == NOTEBOOK and str(out_dir) == "results/rq3_mvh_lite0"
-    check_parameters(notebook, parameters)
+    for variant in ([], ["variants.align.all_images"]):  # the real-data study: both accuracy aggregations
+        parameters = load_params(["align", *variant], "presets/lite0.params.yaml")
+        check_parameters(NOTEBOOK, parameters)
+        assert parameters["accuracy_over"] == ("all_images" if variant else "ood_conditions")
 
 
 def test_figures_render_with_and_without_humans(evaluation, evaluated):

@@ -8,17 +8,22 @@ import yaml
 
 from lib.attribution import score_checkpoints
 from lib.data.masks import load_ground_truth
-from lib.stage import check_parameters, load_params, load_preset
+from lib.stage import check_parameters, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "03_interpretability.ipynb"
-SOURCE = {"model": "small_cnn", "num_classes": 10, "sparsities": [0.0, 0.5]}
 FAST = {"ig_smoothgrad": {"steps": 3, "samples": 1}}
 
 
-def test_scores_every_checkpoint_and_image(tiny_shapes):
+@pytest.fixture(scope="module")
+def source(pruned_source):
+    """small_cnn with random weights, dense and pruned one-shot to 50% (notebook 02's checkpoints)."""
+    return pruned_source("small_cnn", targets=(0.5,))
+
+
+def test_scores_every_checkpoint_and_image(tiny_shapes, source):
     data = load_ground_truth("shapes", tiny_shapes, limit=4)
-    scores = score_checkpoints(SOURCE, data, method_options=FAST, tolerance=2, perturbation_steps=4,
+    scores = score_checkpoints(source, data, method_options=FAST, tolerance=2, perturbation_steps=4,
                                blur_sigma=1.0, batch_size=3, gallery_size=2, progress=False)
     assert [r["step"] for r in scores.rows] == [0, 1]
     assert scores.rows[1]["sparsity"] == pytest.approx(0.5, abs=0.01)
@@ -35,35 +40,35 @@ def test_scores_every_checkpoint_and_image(tiny_shapes):
     assert scores.rows[0]["scored_acc"] == pytest.approx(scores.per_image["correct"][:4].mean())
 
 
-def test_an_interrupted_run_resumes_from_its_state(tiny_shapes, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_from_its_state(tiny_shapes, tmp_path, monkeypatch, source):
     from lib.attribution import evaluate
 
     data = load_ground_truth("shapes", tiny_shapes, limit=2)
     options = dict(methods=["gradcam", "saliency"], perturbation_steps=2, progress=False)
-    first = score_checkpoints(SOURCE, data, state_dir=tmp_path, **options)
+    first = score_checkpoints(source, data, state_dir=tmp_path, **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00.pt", "step_01.pt"]
 
     def no_compute(*args, **kwargs):
         raise AssertionError("a finished checkpoint was recomputed")
 
     monkeypatch.setattr(evaluate, "score_model", no_compute)
-    again = score_checkpoints(SOURCE, data, state_dir=tmp_path, **options)
+    again = score_checkpoints(source, data, state_dir=tmp_path, **options)
     assert again.rows == first.rows and again.per_image.equals(first.per_image)
     with pytest.raises(AssertionError, match="recomputed"):  # other settings: the state does not apply
-        score_checkpoints(SOURCE, data, state_dir=tmp_path, tolerance=3, **options)
+        score_checkpoints(source, data, state_dir=tmp_path, tolerance=3, **options)
 
 
-def test_bad_input_fails_before_any_compute(tiny_shapes, tmp_path):
+def test_bad_input_fails_before_any_compute(tiny_shapes, tmp_path, source):
     data = load_ground_truth("shapes", tiny_shapes, limit=2)
     with pytest.raises(ValueError, match="unknown attribution method"):
-        score_checkpoints(SOURCE, data, methods=["gradcam", "lime"], progress=False)
+        score_checkpoints(source, data, methods=["gradcam", "lime"], progress=False)
     with pytest.raises(FileNotFoundError, match="pruning stage"):
         score_checkpoints(tmp_path, data, progress=False)
     empty = {**data, "masks": np.zeros_like(data["masks"])}
     with pytest.raises(ValueError, match="empty ground-truth"):
-        score_checkpoints(SOURCE, empty, progress=False)
+        score_checkpoints(source, empty, progress=False)
     with pytest.raises(ValueError, match="attention blocks"):
-        score_checkpoints(SOURCE, data, methods=["attention"], progress=False)
+        score_checkpoints(source, data, methods=["attention"], progress=False)
 
 
 def test_stage_and_preset_parameters_are_the_notebooks():
@@ -72,22 +77,20 @@ def test_stage_and_preset_parameters_are_the_notebooks():
     words = stage["cmd"].split("--set", 1)[1].split()
     sets = dict(w.split("=", 1) for w in words[:next((i for i, w in enumerate(words) if w.startswith("--")), None)])
     check_parameters(NOTEBOOK, {**params, **sets, "out_dir": "x"})
-    notebook, out_dir, preset = load_preset(ROOT / "presets" / "rq1_coco128_lite0.yaml")
-    assert notebook == Path("notebooks/03_interpretability.ipynb") and out_dir == Path("results/rq1_coco128_lite0")
-    check_parameters(ROOT / notebook, {**preset, "out_dir": str(out_dir)})
-    assert preset["ig_smoothgrad"]["steps"] == 50 and preset["ig_smoothgrad"]["samples"] == 2  # Study A
+    lite0 = ROOT / "presets" / "lite0.params.yaml"  # the real-data study: both mask modes
+    for variant in ([], ["variants.interpret.red_channel"]):
+        preset = load_params(["interpret", *variant], lite0)
+        check_parameters(NOTEBOOK, {**preset, **sets, "out_dir": "x"})
+        assert preset["mask"] == ("red_channel" if variant else "foreground") and preset["dataset"] == "coco"
+        assert preset["ig_smoothgrad"]["steps"] == 50 and preset["ig_smoothgrad"]["samples"] == 2  # Study A
     assert params["ig_smoothgrad"]["steps"] == 50 and params["ig_smoothgrad"]["samples"] == 2
 
 
-def test_metrics_subset_skips_the_others_and_changes_nothing(tiny_shapes):
+def test_metrics_subset_skips_the_others_and_changes_nothing(tiny_shapes, pruned_source):
     data = load_ground_truth("shapes", tiny_shapes, limit=3)
-    source = {"model": "small_cnn", "num_classes": 10, "sparsities": [0.0]}
+    source = pruned_source("small_cnn", targets=(0.5,))
     options = dict(methods=["gradcam", "saliency"], tolerance=2, perturbation_steps=4, batch_size=3, progress=False)
-    import torch
-
-    torch.manual_seed(0)  # the dict source's model is randomly initialised
     full = score_checkpoints(source, data, **options)
-    torch.manual_seed(0)
     cheap = score_checkpoints(source, data, metrics=["rma", "rra"], **options)
     columns = [c for c in cheap.per_image.columns if c.split("_")[0] in ("rma", "rra", "pointing", "gini",
                                                                           "deletion", "insertion")]

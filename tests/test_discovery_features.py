@@ -161,9 +161,9 @@ def test_input_images_resize_pad_group_and_map_back():
     assert (batch[0, :, :48] == -1).all() and (batch[0, :, 48:] == 0).all()  # black image, then zero padding
 
 
-def test_discover_scores_every_checkpoint_and_keeps_every_image(tiny_shapes):
+def test_discover_scores_every_checkpoint_and_keeps_every_image(tiny_shapes, pruned_source):
     data = load_shapes(tiny_shapes, "test").sample(6)
-    source = {"model": "small_cnn", "num_classes": 10, "sparsities": [0.0, 0.5]}
+    source = pruned_source("small_cnn", targets=(0.5,))
     rows, per_image = discover(source, data, {"lost": {"k_patches": 10}, "tokencut": {}}, progress=False)
     assert [r["step"] for r in rows] == [0, 1] and rows[1]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert rows[0]["grid"] == "8x8" and rows[0]["n_images"] == 6
@@ -176,35 +176,36 @@ def test_discover_scores_every_checkpoint_and_keeps_every_image(tiny_shapes):
         assert (boxes % 8 == 0).all() and (boxes >= 0).all() and (boxes <= 64).all()  # whole 8-px patches
 
 
-def test_discover_fails_fast_on_images_without_boxes(tiny_shapes):
+def test_discover_fails_fast_on_images_without_boxes(tiny_shapes, pruned_source):
     data = load_shapes(tiny_shapes, "test").subset([0, 1])
     data.boxes[1] = np.zeros((0, 4), np.float32)
     with pytest.raises(ValueError, match="with_boxes"):
-        discover({"model": "small_cnn", "num_classes": 10, "sparsities": [0]}, data, progress=False)
+        discover(pruned_source("small_cnn", targets=(0.5,)), data, progress=False)
     with pytest.raises(FileNotFoundError, match="pruning stage"):
         discover("no/such/run", data, progress=False)
 
 
-@pytest.mark.parametrize("preset", ["rq2_coco128_lite0", "rq2_tinyimagenet_lite0"])
-def test_presets_only_use_parameters_the_notebook_knows(preset):
-    from lib.stage import check_parameters, load_preset
+@pytest.mark.parametrize("variant", [[], ["variants.discover.tiny_imagenet"]])
+def test_the_lite0_study_only_uses_parameters_the_notebook_knows(variant):
+    from lib.stage import check_parameters, load_params
 
-    notebook, out_dir, parameters = load_preset(ROOT / "presets" / f"{preset}.yaml")
-    assert out_dir == Path("results") / preset
-    check_parameters(ROOT / notebook, {**parameters, "out_dir": str(out_dir)})
+    sections = ["discover.common", "discover.lite0", *variant]  # COCO128, then Tiny ImageNet
+    parameters = load_params(sections, ROOT / "presets" / "lite0.params.yaml")
+    check_parameters(ROOT / "notebooks" / "04_object_discovery.ipynb", {**parameters, "out_dir": "x"})
+    assert parameters["dataset"]["name"] == ("tiny_imagenet" if variant else "coco128")
 
 
-def test_diagnose_features_counts_positive_pairs_and_seeds_in_boxes(tiny_shapes):
+def test_diagnose_features_counts_positive_pairs_and_seeds_in_boxes(tiny_shapes, pruned_source):
     from lib.checkpoints import iter_checkpoints
     from lib.discovery import LOST, diagnose_features
 
     data = load_shapes(tiny_shapes, "test").subset(range(4))
-    source = {"model": "small_cnn", "num_classes": 10, "sparsities": [0.0]}
+    source = pruned_source("small_cnn", targets=(0.5,))
     settings = {"lost": {}, "centred": {"centre": True}}
     torch.manual_seed(1)
     table = diagnose_features(source, data, settings, {"lost": {"k_patches": 7}}).set_index("features")
     torch.manual_seed(1)
-    _, model = next(iter(iter_checkpoints(source)))  # the same random weights
+    _, model = next(iter(iter_checkpoints(source)))  # the same dense checkpoint
     images = torch.stack([torch.as_tensor(data.image(i)).permute(2, 0, 1).float() / 255 for i in range(4)])
     images = (images - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     for label, features in settings.items():

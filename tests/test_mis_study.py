@@ -11,20 +11,20 @@ from scipy.stats import spearmanr
 from lib.data.image_pool import load_pool
 from lib.mis import TaskConfig, create_backend, study
 from lib.models import create_model
-from lib.stage import check_parameters, load_preset, notebook_parameters
+from lib.stage import check_parameters, notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "06_unit_interpretability.ipynb"
 
 
 @pytest.fixture(scope="module")
-def scored(tiny_shapes, tmp_path_factory):
+def scored(tiny_shapes, tmp_path_factory, pruned_source):
     pool = load_pool({"split": "test"}, tiny_shapes)
     backends = [create_backend({"name": "pixel", "image_size": 16}), create_backend({"name": "pixel", "image_size": 8})]
     backends[1].name = "pixel8"  # a second backend under another name
     scorers = study.build_scorers(pool, backends, tmp_path_factory.mktemp("emb"), TaskConfig(6, 2, 2, 3), alpha=8.0,
                                   progress=False)
-    source = {"model": "small_cnn", "num_classes": 10, "sparsities": [0.0, 0.6]}
+    source = pruned_source("small_cnn", targets=(0.6,))
     run, control = study.score_checkpoints(source, pool, scorers, controls={"random_init": True, "collapse_sparsity": 0.95},
                                            progress=False)
     return pool, run, control
@@ -84,19 +84,19 @@ def test_rank_correlation_is_spearman_with_missing_values_dropped():
     assert np.isnan(study.rank_correlation(x, [0.5] * 5)["rho"])
 
 
-def test_unknown_control_is_rejected(tiny_shapes):
+def test_unknown_control_is_rejected(tiny_shapes, pruned_source):
+    source = pruned_source("small_cnn", targets=(0.6,))
     with pytest.raises(ValueError, match="unknown control"):
-        study.score_checkpoints({"model": "small_cnn", "sparsities": [0]}, None, {}, controls={"retrain": True})
+        study.score_checkpoints(source, None, {}, controls={"retrain": True})
     with pytest.raises(ValueError, match="collapse_sparsity"):
-        study.score_checkpoints({"model": "small_cnn", "sparsities": [0]}, None, {}, controls={"collapse_sparsity": 1.5})
+        study.score_checkpoints(source, None, {}, controls={"collapse_sparsity": 1.5})
 
 
 def test_stage_and_preset_parameters_are_known_to_the_notebook():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     check_parameters(NOTEBOOK, {**params["mis"], "arch": "cnn", "method": "lrr", "data_dir": "d", "source": "p",
                                 "embeddings_dir": "e"})
-    notebook, out_dir, parameters = load_preset(ROOT / "presets" / "mis_imagenet_lite0.yaml")
-    assert notebook == Path("notebooks/06_unit_interpretability.ipynb") and str(out_dir) == "results/mis_imagenet_lite0"
-    check_parameters(NOTEBOOK, parameters)
+    parameters = yaml.safe_load((ROOT / "presets" / "lite0.params.yaml").read_text())["mis"]  # the real-data study
+    check_parameters(NOTEBOOK, {**parameters, "arch": "lite0", "method": "oneshot", "source": "p", "embeddings_dir": "e"})
     for tasks in (notebook_parameters(NOTEBOOK)["tasks"], params["mis"]["tasks"], parameters["tasks"]):
         TaskConfig.from_dict(tasks)  # valid counts everywhere

@@ -111,11 +111,12 @@ def test_dvc_commands_run_the_declared_notebook_and_sections(name):
         assert str(pipeline.twin(declared.notebook)) in stage["deps"] and declared.notebook not in stage["deps"]
     sections = words[words.index("--params") + 1:] if "--params" in words else []
     sections = sections[:next((i for i, w in enumerate(sections) if w.startswith("--")), len(sections))]
-    placeholders = {"${item.arch}": "{arch}", "${item.method}": "{method}"}
+    placeholders = {"${item.arch}": "{arch}", "${item.method}": "{method}", "${item.variant}": "{variant}"}
     for old, new in placeholders.items():
         sections = [s.replace(old, new) for s in sections]
     assert tuple(sections) == declared.params
-    tracked = [p.replace("${item.arch}", "{arch}").replace("${item.method}", "{method}") for p in stage.get("params", [])]
+    tracked = [p.replace("${item.arch}", "{arch}").replace("${item.method}", "{method}").replace("${item.variant}", "{variant}")
+               for p in stage.get("params", [])]
     assert tracked == [s.split(".")[0] if s.startswith("mis") and name == "mis_embeddings" else s
                        for s in declared.params] or name == "mis_embeddings"
     assert ("matrix" in stage) == declared.matrix

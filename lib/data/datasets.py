@@ -9,6 +9,8 @@ A dataset is given as a dict, its ``name`` one of :data:`DATASETS` and the keys 
      "test_per_class": 25, "n_val": 1000, "image_size": 224, "resize": 256, "seed": 0}
     {"name": "imagenet", "root": "/data/imagenet", "train_split": "train", "split": "val", "n_val": 10000,
      "image_size": 224, "resize": 256, "augment": True, "seed": 0}     (train on train, test on val)
+    {"name": "imagenet_sample", "root": "../shared/data/imagenet-sample-images", "n_val": 100}
+                                     (one image per class, evaluation only: a pretrained model, epochs 0)
 
 :func:`classification_data` turns it into the ``train`` / ``val`` / ``test`` datasets (``full``: every
 image, where the dataset has such a split), the ``image_size`` and an ``id`` that names the data.
@@ -23,7 +25,17 @@ DATASETS = {
     "cifar10": {"root", "retrain_share", "seed", "n_val", "augment"},
     "imagenet": {"root", "split", "train_split", "retrain_per_class", "test_per_class", "n_val", "image_size", "resize",
                  "seed", "augment"},
+    "imagenet_sample": {"root", "n_val", "image_size", "resize", "seed", "limit"},
 }
+EVALUATION_ONLY = {"imagenet_sample"}  # no training split: pretrained models are scored on it, never trained
+
+
+def check_training_data(dataset: dict | None, epochs: int, what: str = "dataset") -> None:
+    """Refuse to train or retrain on a dataset that is for evaluation only (it has no training images)."""
+    name = (dataset or {}).get("name", "shapes")
+    if name in EVALUATION_ONLY and epochs > 0:
+        raise ValueError(f"{what} {name!r} has no training images (every image is a test image): set "
+                         f"recipe.epochs to 0 (score the pretrained model as it is), or train on another dataset")
 
 
 def check_dataset(dataset: dict, exists: bool = True) -> None:
@@ -58,6 +70,10 @@ def classification_data(dataset: dict, mean, std) -> dict:
         from lib.data import cifar10
 
         data = cifar10.datasets(root, mean, std, **options)
+    elif name == "imagenet_sample":
+        from lib.data import imagenet
+
+        data = imagenet.sample_datasets(root, mean, std, **options)
     else:
         from lib.data import imagenet
 

@@ -133,3 +133,33 @@ def datasets(root: str | Path, mean, std, split_name: str = "val", retrain_per_c
                                                         augment=augment and train)
     return {"train": make(train_files, train_labels, train=True), "val": make(test_files[val], test_labels[val]),
             "test": make(test_files, test_labels), "classes": test_found["classes"], "image_size": image_size}
+
+
+def sample_datasets(root: str | Path, mean, std, n_val: int = 100, image_size: int = 224, resize: int = 256,
+                    seed: int = 0, limit: int | None = None) -> dict:
+    """The ImageNet sample images (one image per class, ``<root>/<wnid>_<name>.JPEG``), for evaluation only.
+
+    An image's label is its index in sorted file-name order, which is the ImageNet class index when the
+    folder holds one image per class named by its wnid (as ``imagenet-sample-images`` does). ``test`` is every
+    image, ``val`` a seeded subset of ``n_val`` of them, ``train`` empty: a pretrained model is scored, never
+    trained or retrained, on these (``recipe.epochs`` must be 0, :func:`lib.data.datasets.check_training_data`).
+    ``limit``: a seeded subset of that many images (each keeps its label), for a smaller run.
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist: `root` must be a folder of images, one per class in "
+                                "class order (e.g. ../shared/data/imagenet-sample-images)")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(EXTENSIONS)}) in {folder}")
+    from lib import io
+
+    io.verify_images(files, str(folder))
+    labels = np.arange(len(files), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    test = np.arange(len(files)) if limit is None else np.sort(rng.permutation(len(files))[:limit])
+    val = np.sort(rng.permutation(test)[:n_val])
+    make = lambda chosen: ImageFiles([files[i] for i in chosen], labels[chosen], mean, std, image_size,  # noqa: E731
+                                     resize)
+    return {"train": make(np.array([], dtype=np.int64)), "val": make(val), "test": make(test),
+            "classes": [f.stem for f in files], "image_size": image_size}

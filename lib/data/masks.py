@@ -146,14 +146,21 @@ def load_voc_segmentation(voc_dir: str | Path, split: str = "val", image_size: i
 
 
 def load_coco_semantic(root: str | Path, split: str = "val2017", image_size: int = 224, limit: int | None = None,
-                       progress: bool = False) -> dict:
+                       progress: bool = False, mask: str = "foreground") -> dict:
     """COCO images with the union of their object masks, from the coco128 layout:
-    ``root/images/<split>/<id>.jpg`` and ``root/semantic_segmentation/masks/<split>/<id>.png``."""
+    ``root/images/<split>/<id>.jpg`` and ``root/semantic_segmentation/masks/<split>/<id>.png``.
+
+    ``mask="red_channel"``: Study A's reading of a mask file (:func:`voc_red_channel`) applied to these grey
+    category-id maps, whose red channel is the id itself: pixels in the upper half of an image's id range,
+    mostly *stuff* (ids 92-200), count as object. It measures what that code does to data it was not written
+    for, beside the correct mask; it is no object mask."""
     root = Path(root)
     mask_dir, image_dir = root / "semantic_segmentation" / "masks" / split, root / "images" / split
     if not mask_dir.is_dir() or not image_dir.is_dir():
         raise FileNotFoundError(f"expected {image_dir} and {mask_dir} (the coco128 semantic_segmentation layout)")
     pairs = [(p.stem, image_dir / f"{p.stem}.jpg", p) for p in sorted(mask_dir.glob("*.png"))]
+    if mask == "red_channel":
+        return load_pairs(pairs, voc_red_channel, image_size, limit, progress, read=read_red_channel)
     return load_pairs(pairs, coco_foreground, image_size, limit, progress)
 
 
@@ -175,18 +182,19 @@ def load_ground_truth(dataset: str, root: str | Path, split: str | None = None, 
     """Dispatch: ``shapes`` (embedded, split "test"), ``voc`` (a VOC<year> dir, split "val") or ``coco`` ("val2017").
 
     ``image_size`` applies to the real datasets (the embedded images keep their size). ``mask``: ``foreground``,
-    or for VOC ``red_channel`` (Study A's mask; see the module docstring).
+    or for VOC and COCO ``red_channel`` (Study A's reading of the mask file; see the module docstring).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of images, got {limit}")
     if mask not in MASK_MODES:
         raise ValueError(f"unknown mask mode {mask!r}; choose one of {MASK_MODES}")
-    if mask != "foreground" and dataset != "voc":
-        raise ValueError(f"mask {mask!r} reproduces Study A's VOC masks; dataset {dataset!r} takes mask 'foreground'")
+    if mask != "foreground" and dataset not in ("voc", "coco"):
+        raise ValueError(f"mask {mask!r} reads a mask file's colours as Study A's code does (voc, coco); dataset "
+                         f"{dataset!r} has exact masks: use mask 'foreground'")
     if dataset == "shapes":
         return load_shapes_masks(root, split or "test", limit)
     if dataset == "voc":
         return load_voc_segmentation(root, split or "val", image_size, limit, progress, mask)
     if dataset == "coco":
-        return load_coco_semantic(root, split or "val2017", image_size, limit, progress)
+        return load_coco_semantic(root, split or "val2017", image_size, limit, progress, mask)
     raise ValueError(f"unknown ground-truth dataset {dataset!r}; choose one of {DATASETS}")

@@ -186,7 +186,8 @@ def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
             f"{path} is not a checkpoint of this library (format {CHECKPOINT_FORMAT}); "
             "rerun the stage that writes it, or load plain weights with create_model(..., weights=path)."
         )
-    info = payload["model"]
+    # the state dict holds every weight: a package's pretrained weights (model_kwargs pretrained) need no loading
+    info = {**payload["model"], "kwargs": {k: v for k, v in payload["model"]["kwargs"].items() if k != "pretrained"}}
     model = _built_from_state(info, payload["state_dict"])
     if model is None:
         model = create_model(info["name"], num_classes=info["num_classes"], **info["kwargs"])

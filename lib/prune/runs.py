@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib import io
-from lib.data.datasets import check_dataset, classification_data
+from lib.data.datasets import check_dataset, check_training_data, classification_data
 from lib.models import check_pretrained, get_spec, load_pretrained, save_checkpoint
 from lib.plots import plot_against_sparsity
 from lib.prune.schedules import PruningPlan, run_schedule
@@ -28,7 +28,7 @@ def check_stage(p: dict) -> list[tuple]:
 
     for plan in (p["plans"] or {"plan": p["plan"]}).values():
         PruningPlan.from_dict({**plan, **(p["plan_overrides"] or {})})
-    Recipe.from_dict(p["recipe"])
+    check_training_data(p["dataset"], Recipe.from_dict(p["recipe"]).epochs, "the retraining dataset")
     needed = []
     for arch, source in (p["models"] or {}).items():
         if "checkpoint" in source:
@@ -56,7 +56,9 @@ def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[di
         check_pretrained(source, what=f"model {arch!r}")
     if not plans:
         raise ValueError("no pruning plan given")
-    return {name: PruningPlan.from_dict(p) for name, p in plans.items()}, Recipe.from_dict(recipe)
+    recipe = Recipe.from_dict(recipe)
+    check_training_data(dataset, recipe.epochs, "the retraining dataset")
+    return {name: PruningPlan.from_dict(p) for name, p in plans.items()}, recipe
 
 
 def dense_checkpoint(arch: str, source: dict, out_dir: str | Path) -> Path:

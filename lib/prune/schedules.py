@@ -9,7 +9,8 @@ A :class:`PruningPlan` names a method (what is removed: ``unstructured`` weights
   reaches ``threshold``: round i has sparsity 1 - (1 - rate)^i.
 - ``iterative`` (Study B): prune/retrain steps from one target to the next: the first target of
   ``targets`` in ``steps`` equal steps, each later one in a single step from the previous.
-- ``oneshot`` (Study B): for every target, prune the dense model to it at once, then retrain.
+- ``oneshot`` (Study B): for every target, prune the dense model to it at once, then retrain; with a
+  recipe of ``epochs: 0``, no retraining: the pruned weights as they are (the real-data Lite0 study).
 
 What is prunable: ``layers`` (conv, linear), ``exclude`` (module names or fnmatch patterns, e.g. GoogLeNet's
 stem ``conv1``, ``conv2``, ``conv3`` and auxiliary heads ``aux*``), ``exclude_classifier``, ``include_bias``
@@ -205,10 +206,11 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
             if parent_info["masks"]:
                 apply_masks(model, parent_info["masks"])
             plan.method_for(step).prune(model, plan.prunable(model, model_info["name"]), target, example_input)
-            if channels_last:  # oneDNN's convolutions are markedly faster in NHWC on CPUs
-                model.to(memory_format=torch.channels_last)
-            fit(model, data["train"], data["val"], recipe, state_dir / f"step_{step:02d}", image_size=data["image_size"],
-                run_info={"step": step, "identity": identity}, progress=progress)
+            if recipe.epochs:  # epochs 0: pruning without retraining, the pruned weights as they are
+                if channels_last:  # oneDNN's convolutions are markedly faster in NHWC on CPUs
+                    model.to(memory_format=torch.channels_last)
+                fit(model, data["train"], data["val"], recipe, state_dir / f"step_{step:02d}",
+                    image_size=data["image_size"], run_info={"step": step, "identity": identity}, progress=progress)
             masks = current_masks(model)
             fold_masks(model)
             model.to(memory_format=torch.contiguous_format)
