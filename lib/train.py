@@ -454,8 +454,8 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
                                 **({"pretrained": pretrained} if pretrained else {})})["history"]
     else:  # the pretrained model as it is: its evaluation is the whole learning curve (epoch 0)
         model.to(dd.default_device())
-        history = [{"epoch": 0, "val_acc": evaluate(model, data["val"]),  # evaluation-only data has no train split
-                    **({"train_acc": evaluate(model, data["train"])} if len(data["train"]) else {})}]
+        history = [{"epoch": 0, "val_acc": evaluate(model, data["val"]),  # evaluation-only data: no train split
+                    "train_acc": evaluate(model, data["train"]) if len(data["train"]) else None}]
         log_history(out_dir / "dvclive", history)
     test_acc = evaluate(model, data["test"])
     if dd.is_main():
@@ -547,7 +547,7 @@ def log_history(live_dir: str | Path, history: list[dict]) -> None:
     live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
     for record in history:
         for key, value in record.items():
-            if key != "epoch":
+            if key != "epoch" and value is not None:  # None: not measured (no training split)
                 live.log_metric(key, value)
         live.next_step()
     live.end()

@@ -1,10 +1,13 @@
-"""The paper-scale parameter files presets/study_{a,b}.params.yaml and lib.experiment, which applies them.
+"""The parameter files presets/study_{a,b}.params.yaml (paper scale), presets/lite0.params.yaml (the real-data
+study) and lib.experiment, which applies them.
 
 Each file is resolved by DVC's own templating against dvc.yaml and checked stage by stage; then it is
 dry-run end to end: every stage of the pipeline, in DVC's order, on tiny stand-ins of its datasets written in
 their real formats at the paths the file names (ImageNet's train/val/<wnid>/*.JPEG, VOCdevkit/VOC2012 with
 palette masks and XML boxes, model-vs-human's two folder layouts and human trials, torchvision's GoogLeNet
 weights file), with only sizes changed (epochs, image counts and sizes, LRR thresholds, targets, IG steps).
+The Lite0 study runs on the real data of ../shared/data (COCO128, Tiny ImageNet, the ImageNet sample images) at
+tiny counts and sizes, with a stand-in for model-vs-human, and skips where that data is absent.
 The stages run in this process (the notebooks' cells executed in order, as papermill would, without a
 kernel per stage): 30 kernels would cost minutes of start-up alone.
 """
@@ -29,7 +32,8 @@ import lib.stage
 from lib import experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = {"study_a": ROOT / "presets" / "study_a.params.yaml", "study_b": ROOT / "presets" / "study_b.params.yaml"}
+PRESETS = {"study_a": ROOT / "presets" / "study_a.params.yaml", "study_b": ROOT / "presets" / "study_b.params.yaml",
+           "lite0": ROOT / "presets" / "lite0.params.yaml"}
 
 # What a dry run may change: sizes only (counts, resolutions, durations, sparsity schedules, batch sizes).
 SIZE_KEYS = {"n_train", "n_val", "n_test", "n_eval", "image_size", "resize", "epochs", "warmup_epochs", "batch_size",
@@ -73,6 +77,13 @@ SIZES = {
         **{f"prune.{m}.plan.targets": [0.5] for m in B_METHODS},
         **{f"prune.{m}.plan.steps": 2 for m in B_METHODS if m.endswith("iterative")},
     },
+}
+SIZES["lite0"] = {
+    **COMMON_SIZES, **_data_sizes(("lite0",), limit=4),
+    "prune.oneshot.plan.targets": [0.5],
+    "discover.common.resize": 64,
+    "variants.discover.tiny_imagenet.n_images": 2, "variants.discover.tiny_imagenet.resize": 64,
+    "variants.discover.tiny_imagenet.batch_size": 4,
 }
 WNIDS = ("n01440764", "n01443537", "n01484850")  # three ImageNet classes stand in for the thousand
 
@@ -458,3 +469,65 @@ def test_study_b_dry_run(tmp_path, monkeypatch):
     assert len(mis["checkpoints"]) == 3 and all("mis" in row for row in mis["checkpoints"].values())
     report = read(project, "data", "report", "metrics.json")
     assert {key.split("/")[1] for key in report["accuracy"]} == set(B_METHODS)
+
+
+# ----------------------------------------------------------------------------- the real-data Lite0 study
+def test_lite0_study_protocol():
+    """What the five former Lite0 presets ran, as one pipeline: shared one-shot checkpoints without retraining,
+    both RQ1 mask modes, RQ2 on two datasets, both RQ3 accuracy aggregations."""
+    params = load("lite0")
+    assert params["models"]["lite0"] == {"model": "efficientnet_lite0", "model_kwargs": {"pretrained": True}}
+    assert params["train"]["lite0"]["recipe"]["epochs"] == 0 and params["retrain"]["lite0"]["recipe"]["epochs"] == 0
+    plan = params["prune"]["oneshot"]["plan"]
+    assert plan["schedule"] == "oneshot" and plan["method"] == "unstructured" and plan["scope"] == "global"
+    assert plan["targets"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    assert (params["interpret"]["mask"], params["variants"]["interpret"]["red_channel"]["mask"]) == (
+        "foreground", "red_channel")
+    assert (params["align"]["accuracy_over"], params["variants"]["align"]["all_images"]["accuracy_over"]) == (
+        "ood_conditions", "all_images")
+    assert params["discover"]["common"]["dataset"]["name"] == "coco128"
+    assert params["variants"]["discover"]["tiny_imagenet"]["dataset"]["name"] == "tiny_imagenet"
+    names = {s.name for s in experiment.resolve(PRESETS["lite0"], ROOT)}
+    assert {"interpret_variant@lite0-oneshot-red_channel", "discover_variant@lite0-oneshot-tiny_imagenet",
+            "align_variant@lite0-oneshot-all_images", "mis@lite0-oneshot"} <= names
+
+
+@pytest.mark.slow
+def test_lite0_dry_run(tmp_path, monkeypatch, shared_data):
+    """Every stage of the Lite0 study at tiny sizes on the real data (model-vs-human: a stand-in). About 4 min on
+    two shared cores: Lite0's pruning accounting (compaction) and RQ1 twice dominate."""
+    for name in ("coco128", "tiny-imagenet-200", "imagenet-sample-images"):
+        if not (shared_data / name).is_dir():
+            pytest.skip(f"{shared_data / name} is absent: the Lite0 study's dry run reads it")
+    project = tmp_path / "lite0"  # ../shared/data from the project: tmp_path/shared/data
+    shared = tmp_path / "shared" / "data"
+    shared.mkdir(parents=True)
+    for name in ("coco128", "tiny-imagenet-200", "imagenet-sample-images"):
+        (shared / name).symlink_to(shared_data / name)
+    shutil.copytree(ROOT / "notebooks", project / "notebooks")
+    shutil.copy(ROOT / "dvc.yaml", project)
+    params = load("lite0")
+    for dotted, value in SIZES["lite0"].items():
+        set_dotted(params, dotted, value)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_model_vs_human(shared / "model-vs-human", params["align"]["datasets"])
+    dry_run(project, monkeypatch)
+    train = read(project, "data", "train", "lite0", "metrics.json")
+    assert train["epochs"] == 0 and train["test_acc"] > 0  # the pretrained weights, scored on 4 sample images
+    manifest = read(project, "data", "prune", "lite0", "oneshot", "pruning.json")
+    assert [round(c["sparsity"], 2) for c in manifest["checkpoints"]] == [0.0, 0.5]
+    assert manifest["recipe"]["epochs"] == 0
+    interpret = read(project, "data", "interpret", "lite0", "oneshot", "metrics.json")
+    red = read(project, "data", "interpret_variant", "lite0", "oneshot", "red_channel", "metrics.json")
+    assert interpret["methods"] == red["methods"] == ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"]
+    assert interpret["checkpoints"]["step_00"]["rma_gradcam"] != red["checkpoints"]["step_00"]["rma_gradcam"]
+    assert read(project, "data", "discover", "lite0", "oneshot", "metrics.json")["dataset"].startswith("coco128")
+    tiny = read(project, "data", "discover_variant", "lite0", "oneshot", "tiny_imagenet", "metrics.json")
+    assert tiny["dataset"].startswith("tiny_imagenet") and len(tiny["checkpoints"]) == 2
+    for folder in (("align",), ("align_variant",)):
+        align = read(project, "data", *folder, "lite0", "oneshot", *(("all_images",) if folder[0] != "align" else ()),
+                     "metrics.json")
+        assert len(align["checkpoints"]) == 2 and "shape_bias" in align["checkpoints"]["step_00"]
+    mis = read(project, "data", "mis", "lite0", "oneshot", "metrics.json")
+    assert len(mis["checkpoints"]) == 2
+    assert read(project, "metrics", "interpret_variant", "lite0-oneshot-red_channel.json")  # the flat summary
