@@ -14,7 +14,8 @@
 # **Schedules** (`lib.prune.schedules`): `lrr`, Study A's learning-rate rewinding (each round removes `rate`
 # of the remaining weights and retrains with the full recipe, optimizer and schedule rebuilt; round *i* has
 # sparsity 1 - 0.8^i, stopping at `threshold`); `oneshot`, Study B's one-shot retraining (prune the dense
-# model to each target, retrain); `iterative`, Study B's iterative retraining (prune/retrain steps up to each
+# model to each target, retrain; with `recipe["epochs"]` 0 no retraining at all: the pruned weights as they are, as
+# `presets/lite0.params.yaml` prunes the pretrained EfficientNet-Lite0 for every analysis); `iterative`, Study B's iterative retraining (prune/retrain steps up to each
 # target in turn, the first in `steps` steps). Every step is a checkpoint (`checkpoints/step_XX.pt`: folded
 # weights and masks) listed in `pruning.json` with its accuracy and accounting: parameters and zeros per layer
 # and in total, removed filters/connections per layer, MACs of the dense model, of its non-zero weights and of
