@@ -12,6 +12,9 @@ per-item column the report resamples. Everything else is derived from or checked
   notebook runs (the transitive import closure, module- and function-level imports alike), and a test
   fails when ``dvc.yaml`` lists fewer or more.
 
+An analysis declared with ``variants`` also has a variant stage (``interpret_variant``...), derived from its
+declaration by :func:`variant_stage`: the same notebook once per entry of ``params.yaml``'s ``variants.<stage>``.
+
 Layers (``LAYERS``): a module imports only from its own layer or the ones before it; a test enforces it.
 """
 

@@ -168,3 +168,16 @@ def test_item_columns_expand_like_their_metric():
     assert metric.item_column("corloc_lost") == "hit_lost"
     assert pipeline.Metric("ood_acc", item="ood_score").item_column("ood_acc") == "ood_score"
     assert pipeline.Metric("shape_bias").item_column("shape_bias") is None
+
+
+def test_variant_stages_mirror_their_stage_and_the_default_runs_none():
+    variants = {name: s for name, s in STAGES.items() if s.variants}
+    assert sorted(variants) == ["align", "discover", "interpret"]
+    for name, declared in variants.items():
+        variant = STAGES[f"{name}_variant"]
+        assert variant.variant_of == name and not variant.variants
+        assert (variant.notebook, variant.check, variant.metrics, variant.items) == (
+            declared.notebook, declared.check, declared.metrics, declared.items)
+        assert variant.params == (*declared.params, f"variants.{name}.{{variant}}")  # the variant's values win
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())["variants"]
+    assert default == {name: {} for name in variants}  # dvc.yaml's variant matrices are empty: nothing runs
