@@ -153,7 +153,7 @@ def encode(value):
         if value.dtype == object or value.dtype.kind in "US":
             return {"__list__": [encode(v) for v in value.ravel().tolist()], "dtype": value.dtype.str,
                     "shape": list(value.shape)}
-        return {"__array__": torch.from_numpy(np.ascontiguousarray(value))}
+        return {"__array__": torch.from_numpy(np.array(value, order="C"))}  # a writable copy, 0-d kept 0-d
     if isinstance(value, torch.Tensor):
         return {"__tensor__": value.detach().cpu()}
     if isinstance(value, np.generic):

@@ -225,11 +225,11 @@ def human_summary(humans: pd.DataFrame | None) -> dict:
                                 ("observed-consistency", "observed_consistency"),
                                 ("16-class-accuracy-difference", "accuracy_difference")):
                 per_condition = pd.DataFrame({c: per_observer(p, column) for c, p in pairs.groupby("condition")})
-                per_observer = per_condition.apply(lambda r: aggregate(dataset, r.to_dict()), axis=1)
-                summary[key] = float(per_observer.mean())
+                by_observer = per_condition.apply(lambda r: aggregate(dataset, r.to_dict()), axis=1)
+                summary[key] = float(by_observer.mean())
                 if key == "error_consistency":
-                    summary.update(error_consistency_min=float(per_observer.min()),
-                                   error_consistency_max=float(per_observer.max()),
+                    summary.update(error_consistency_min=float(by_observer.min()),
+                                   error_consistency_max=float(by_observer.max()),
                                    error_consistency_pairs_min=float(pairs[column].min()),
                                    error_consistency_pairs_max=float(pairs[column].max()))
         out[dataset] = summary
