@@ -86,27 +86,32 @@ def checkpoint_digest(record: dict) -> str:
 
 
 class State:
-    """Finished checkpoints on disk: ``state_dir/step_XX.<fingerprint>.pt``, one file per checkpoint and key."""
+    """Finished checkpoints on disk: ``state_dir/step_XX.<fingerprint>.pt``, one file per checkpoint and key.
+
+    ``name``: a result derived from a checkpoint other than its own scores (e.g. MIS's controls of the dense
+    checkpoint), kept as ``state_dir/<name>.<fingerprint>.pt``.
+    """
 
     def __init__(self, state_dir, key: dict):
         self.dir = Path(state_dir) if state_dir else None
         self.key = digest(key)
 
-    def path(self, record: dict) -> Path | None:
+    def path(self, record: dict, name: str | None = None) -> Path | None:
         if self.dir is None:
             return None
-        fingerprint = hashlib.sha256((self.key + checkpoint_digest(record)).encode()).hexdigest()[:16]
-        return self.dir / f"{step_key(record['step'])}.{fingerprint}.pt"
+        content = self.key + checkpoint_digest(record) + (name or "")
+        fingerprint = hashlib.sha256(content.encode()).hexdigest()[:16]
+        return self.dir / f"{name or step_key(record['step'])}.{fingerprint}.pt"
 
-    def load(self, record: dict) -> Scored | None:
-        path = self.path(record)
+    def load(self, record: dict, name: str | None = None) -> Scored | None:
+        path = self.path(record, name)
         if path is None or not path.is_file():
             return None
         state = io.load_torch(path)
         return Scored(decode(state["row"]), decode(state["items"]), decode(state["extra"]))
 
-    def save(self, record: dict, scored: Scored) -> None:
-        path = self.path(record)
+    def save(self, record: dict, scored: Scored, name: str | None = None) -> None:
+        path = self.path(record, name)
         if path is not None:
             io.save_torch(path, {"row": encode(scored.row), "items": encode(scored.items),
                                  "extra": encode(scored.extra)})

@@ -107,6 +107,12 @@ def test_mis_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, mo
                                                                       progress=False, state_dir=state),
         tmp_path / "state", monkeypatch)
     assert calls == 1 + 2  # the unfinished checkpoint, then the two controls of the dense one (reloaded)
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "state").iterdir()) == ["collapse", "random_init",
+                                                                                 "step_00", "step_01"]
+    monkeypatch.setattr(module, "score_model", lambda *args, **kwargs: 1 / 0)
+    again = module.score_checkpoints(pruned_cnn, pool, scorers, controls=controls, progress=False,
+                                     state_dir=tmp_path / "state")  # all kept: nothing is scored
+    pd.testing.assert_frame_equal(again[1].units, whole[1].units, check_exact=True)
     for part in ("checkpoints", "layers", "units", "classes"):
         for a, b in zip(whole, resumed):
             pd.testing.assert_frame_equal(getattr(a, part), getattr(b, part), check_exact=True)

@@ -29,7 +29,8 @@ from lib.mis.similarity import SimilarityBackend, similarity_matrix
 from lib.mis.tasks import TaskConfig
 from lib.models import get_spec
 
-CONTROL_KEYS = {"random_init", "collapse_sparsity"}
+CONTROL_NAMES = {"random_init": "random_init", "collapse_sparsity": "collapse"}  # parameter -> control, in order
+CONTROL_KEYS = set(CONTROL_NAMES)
 
 
 def check_stage(p: dict) -> list[tuple]:
@@ -118,8 +119,7 @@ def score_checkpoints(source, pool: ImagePool, scorers: dict[str, MIS], layers=N
                       device: str | torch.device = "cpu", state_dir=None) -> tuple[MISRun, MISRun]:
     """(run over every checkpoint of ``source``, run over the controls of its densest checkpoint (empty if none)).
     ``device``: where the models compute the unit activations; ``state_dir``: where each finished checkpoint
-    is kept, so that a rerun after an interruption resumes (``lib.analysis``; the controls, scored after the
-    checkpoints, are scored again)."""
+    and control is kept, so that a rerun after an interruption resumes (``lib.analysis``)."""
     validate_source(source)
     controls = check_controls(controls)
     key = {"pool": pool.fingerprint(), "layers": layers, "batch_size": batch_size, "device": str(device),
@@ -131,27 +131,38 @@ def score_checkpoints(source, pool: ImagePool, scorers: dict[str, MIS], layers=N
         record = {k: record[k] for k in ("step", "sparsity", "test_acc", "model") if k in record}
         model = model.to(device)
         first.setdefault("checkpoint", (record, model))
-        run = score_model(model, record["model"], pool, scorers, layers, batch_size, record, keep_examples=True)
-        return Scored(run.checkpoints.iloc[0].to_dict(), run.units,
-                      {"checkpoints": run.checkpoints, "layers": run.layers, "classes": run.classes,
-                       "examples": run.examples})
+        return _scored(score_model(model, record["model"], pool, scorers, layers, batch_size, record,
+                                   keep_examples=True))
 
     done = analysis.score_checkpoints(source, score, key, state_dir, progress=progress)
     runs = [MISRun(extra["checkpoints"], extra["layers"], units, extra["classes"],
                    extra["examples"] if i == 0 else [])  # the examples of the dense checkpoint only
             for i, (extra, units) in enumerate(zip(done.extras.values(), _per_checkpoint(done.items, done.records)))]
     run = _concat(runs)
-    if not controls or not done.records:
+    names = [CONTROL_NAMES[k] for k in CONTROL_NAMES if controls.get(k)]
+    if not names or not done.records:
         return run, MISRun(*(pd.DataFrame() for _ in range(4)))
-    record, model = first.get("checkpoint", (None, None))
-    if record is None or record["step"] != done.records[0]["step"]:  # resumed: the dense checkpoint was kept
-        record, model = next(iter(iter_checkpoints(source)))
-        model = model.to(device)
-    name = done.records[0]["model"]
-    control_runs = [score_model(m, name, pool, scorers, layers, batch_size,
-                                {"control": control, "sparsity": sparsity, "model": name})
-                    for control, sparsity, m in control_models(model, name, controls, seed)]
-    return run, _concat(control_runs)
+    dense = done.records[0]
+    state = analysis.State(state_dir, {**key, "controls": controls, "seed": seed})
+    kept = {name: state.load(dense, name) for name in names}
+    if any(scored is None for scored in kept.values()):
+        record, model = first.get("checkpoint", (None, None))
+        if record is None or record["step"] != dense["step"]:  # resumed: the dense checkpoint was kept
+            _, model = next(iter(iter_checkpoints(source)))
+            model = model.to(device)
+        for name, sparsity, control in control_models(model, dense["model"], controls, seed):
+            if kept[name] is None:
+                kept[name] = _scored(score_model(control, dense["model"], pool, scorers, layers, batch_size,
+                                                 {"control": name, "sparsity": sparsity, "model": dense["model"]}))
+                state.save(dense, kept[name], name)
+    return run, _concat([MISRun(k.extra["checkpoints"], k.extra["layers"], k.items, k.extra["classes"],
+                                k.extra["examples"]) for k in (kept[name] for name in names)])
+
+
+def _scored(run: MISRun) -> Scored:
+    """One model's run as the analysis loop keeps it: its row, its units (the per-item table), the rest."""
+    return Scored(run.checkpoints.iloc[0].to_dict(), run.units, {"checkpoints": run.checkpoints, "layers": run.layers,
+                                                                 "classes": run.classes, "examples": run.examples})
 
 
 def _per_checkpoint(units: pd.DataFrame, records: list[dict]) -> list[pd.DataFrame]:
