@@ -5,7 +5,8 @@ An analysis supplies only how to score one checkpoint: ``score(record, model) ->
 does the rest, the same way for every analysis:
 
 - checks the source before any compute (``lib.checkpoints.validate_source``);
-- iterates the checkpoints with a progress bar (``lib.io.progress_bar``), one model in memory at a time;
+- iterates the checkpoints with a progress bar (``lib.io.progress_bar``), one model in memory at a time, on
+  the analysis's device;
 - with ``state_dir``, keeps every finished checkpoint there and, on a rerun after an interruption, reuses
   it instead of scoring again. A kept result is keyed by content: the checkpoint file's SHA-256 and the
   analysis's ``key`` (its options and a digest of its inputs), so a changed checkpoint, option or input
@@ -118,15 +119,20 @@ class State:
 
 
 def score_checkpoints(source, score: Callable[[dict, torch.nn.Module], Scored], key: dict, state_dir=None,
-                      steps=None, progress: bool = True, desc: str = "checkpoints") -> Checkpoints:
-    """Score every checkpoint of ``source`` (or only those of ``steps``) with ``score(record, model)``.
+                      steps=None, device: str | torch.device | None = "cpu", progress: bool = True,
+                      desc: str = "checkpoints") -> Checkpoints:
+    """Score every checkpoint of ``source`` (or only those of ``steps``) with ``score(record, model)``, the
+    model in eval mode on ``device`` (None: the GPU when there is one, ``lib.distributed.default_device``).
 
-    key: everything the results depend on besides the checkpoint (the analysis's options, a
+    key: everything the results depend on besides the checkpoint and the device (the analysis's options, a
     :func:`digest` of its inputs); state_dir: where finished checkpoints are kept, so that a rerun
     resumes (None: nothing is kept).
     """
+    from lib.distributed import default_device
+
     validate_source(source)
-    state = State(state_dir, key)
+    device = device or default_device()
+    state = State(state_dir, {**key, "device": str(device)})
     wanted = None if steps is None else set(steps)
     records, rows, items, extras = [], [], [], {}
     for record, model in io.progress_bar(iter_checkpoints(source), desc=desc, disable=not progress):
@@ -136,7 +142,7 @@ def score_checkpoints(source, score: Callable[[dict, torch.nn.Module], Scored], 
             continue
         scored = state.load(record)
         if scored is None:
-            scored = score(record, model)
+            scored = score(record, model.to(device).eval())
             scored.row = {**{k: record.get(k) for k in RECORD_KEYS if k not in scored.row}, **scored.row}
             state.save(record, scored)
         del model

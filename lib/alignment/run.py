@@ -216,11 +216,11 @@ def evaluate(source, evaluation: EvaluationSet, batch_size: int = 256, progress:
     key = {"images": keys, "tables": digest(*(c.table for c in evaluation.conditions)),
            "conditions": [(c.dataset, c.condition) for c in evaluation.conditions],
            "categories": list(evaluation.categories), "imagenet16": evaluation.imagenet16,
-           "batch_size": batch_size, "device": str(device)}
+           "batch_size": batch_size}
 
     def score(record: dict, model) -> Scored:
         spec = get_spec(record["model"])
-        decisions = decide(model.to(device), stacked, spec.mean, spec.std, evaluation.decider, batch_size, device)
+        decisions = decide(model, stacked, spec.mean, spec.std, evaluation.decider, batch_size, device)
         by_key = {k: decisions[bounds[i]:bounds[i + 1]] for i, k in enumerate(order)}
         frames = [condition.table.assign(subj=f"step_{record['step']:02d}", step=record["step"],
                                          sparsity=record["sparsity"], dataset=condition.dataset,
@@ -228,5 +228,5 @@ def evaluate(source, evaluation: EvaluationSet, batch_size: int = 256, progress:
                   for condition, key in zip(evaluation.conditions, keys)]
         return Scored({}, pd.concat(frames, ignore_index=True))
 
-    done = analysis.score_checkpoints(source, score, key, state_dir, progress=progress)
+    done = analysis.score_checkpoints(source, score, key, state_dir, device=device, progress=progress)
     return done.records, done.items

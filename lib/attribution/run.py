@@ -154,7 +154,7 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     key = {"metrics": list(metrics), "methods": methods, "options": method_options, "cam_layer": cam_layer,
            "tolerance": tolerance, "perturbation_steps": perturbation_steps, "blur_sigma": blur_sigma,
            "batch_size": batch_size, "eval_batch_size": eval_batch_size, "gallery_size": gallery_size,
-           "device": str(device), "data": digest(*(data.get(k) for k in ("images", "masks", "labels", "ids")))}
+           "data": digest(*(data.get(k) for k in ("images", "masks", "labels", "ids")))}
     images = to_tensor(np.asarray(data["images"]))
     inputs_by_norm: dict[tuple, torch.Tensor] = {}
 
@@ -168,7 +168,7 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
         norm = (spec.mean, spec.std, layout)
         if norm not in inputs_by_norm:
             inputs_by_norm[norm] = normalize(images, spec.mean, spec.std).contiguous(memory_format=layout)
-        model.to(device, memory_format=layout).eval()
+        model.to(memory_format=layout)
         frame, maps = score_model(model, chosen, inputs_by_norm[norm], truth, batch_size, faithfulness,
                                   keep=gallery_size, progress=progress, metrics=metrics)
         frame = describe_images(frame, record, data)
@@ -179,7 +179,7 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
                **{c: float(frame[c].mean()) for c in frame.columns if c.split("_")[0] in METRICS}}
         return Scored(row, frame, {"maps": maps, "names": names})
 
-    done = analysis.score_checkpoints(source, score, key, state_dir, progress=progress)
+    done = analysis.score_checkpoints(source, score, key, state_dir, device=device, progress=progress)
     keep = min(gallery_size, len(truth))
     gallery = {"images": np.asarray(data["images"])[:keep], "masks": np.asarray(data["masks"])[:keep],
                "ids": np.asarray(data.get("ids", np.arange(keep)))[:keep],

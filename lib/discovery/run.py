@@ -150,12 +150,12 @@ def discover(source, dataset: BoxDataset, methods: dict | None = None, features:
     _check_dataset(dataset)
     metric, features = CorLoc(threshold), dict(features or {})
     key = {"methods": options, "features": features, "resize": resize, "batch_size": batch_size,
-           "threshold": threshold, "device": str(device), "dataset": dataset_digest(dataset)}
+           "threshold": threshold, "dataset": dataset_digest(dataset)}
     inputs = []  # the same inputs serve every checkpoint: made at the first one (they need its patch size)
 
     def score(record: dict, model) -> Scored:
         spec = get_spec(record["model"])
-        extractor = PatchFeatures(model.to(device), record["model"], **features)
+        extractor = PatchFeatures(model, record["model"], **features)
         if not inputs:
             inputs.append(InputImages(dataset, extractor.patch_size(), resize, batch_size))
         boxes = predict_boxes(extractor, inputs[0], methods, spec.mean, spec.std)
@@ -174,7 +174,7 @@ def discover(source, dataset: BoxDataset, methods: dict | None = None, features:
                 frame[f"{name}_{column}"] = values
         return Scored(row, frame)
 
-    done = analysis.score_checkpoints(source, score, key, state_dir, steps=steps, progress=progress)
+    done = analysis.score_checkpoints(source, score, key, state_dir, steps=steps, device=device, progress=progress)
     return done.rows, done.items
 
 

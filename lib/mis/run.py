@@ -122,19 +122,18 @@ def score_checkpoints(source, pool: ImagePool, scorers: dict[str, MIS], layers=N
     and control is kept, so that a rerun after an interruption resumes (``lib.analysis``)."""
     validate_source(source)
     controls = check_controls(controls)
-    key = {"pool": pool.fingerprint(), "layers": layers, "batch_size": batch_size, "device": str(device),
+    key = {"pool": pool.fingerprint(), "layers": layers, "batch_size": batch_size,
            "scorers": [(name, digest(s.similarity), vars(s.tasks), s.alpha, s.aggregation, s.seed)
                        for name, s in scorers.items()]}
     first = {}  # the first checkpoint scored here, kept for the controls
 
     def score(record: dict, model) -> Scored:
         record = {k: record[k] for k in ("step", "sparsity", "test_acc", "model") if k in record}
-        model = model.to(device)
         first.setdefault("checkpoint", (record, model))
         return _scored(score_model(model, record["model"], pool, scorers, layers, batch_size, record,
                                    keep_examples=True))
 
-    done = analysis.score_checkpoints(source, score, key, state_dir, progress=progress)
+    done = analysis.score_checkpoints(source, score, key, state_dir, device=device, progress=progress)
     runs = [MISRun(extra["checkpoints"], extra["layers"], units, extra["classes"],
                    extra["examples"] if i == 0 else [])  # the examples of the dense checkpoint only
             for i, (extra, units) in enumerate(zip(done.extras.values(), _per_checkpoint(done.items, done.records)))]
@@ -143,7 +142,7 @@ def score_checkpoints(source, pool: ImagePool, scorers: dict[str, MIS], layers=N
     if not names or not done.records:
         return run, MISRun(*(pd.DataFrame() for _ in range(4)))
     dense = done.records[0]
-    state = analysis.State(state_dir, {**key, "controls": controls, "seed": seed})
+    state = analysis.State(state_dir, {**key, "device": str(device), "controls": controls, "seed": seed})
     kept = {name: state.load(dense, name) for name in names}
     if any(scored is None for scored in kept.values()):
         record, model = first.get("checkpoint", (None, None))
