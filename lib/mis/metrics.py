@@ -25,8 +25,8 @@ def model_level(scores: dict[str, UnitScores]) -> dict:
     mis = torch.cat([s.mis for s in hidden]).numpy() if hidden else np.zeros(0)
     solved = torch.cat([s.solved for s in hidden]).numpy() if hidden else np.zeros(0)
     valid = mis[np.isfinite(mis)]
-    return {"mis": _nanmean(mis), "mis_p05": _percentile(valid, 5), "mis_p95": _percentile(valid, 95),
-            "solved": _nanmean(solved), **{f"mis_{out}": _nanmean(scores[out].mis) for out in OUTPUT_LAYERS if out in scores},
+    return {"mis": nanmean(mis), "mis_p05": _percentile(valid, 5), "mis_p95": _percentile(valid, 95),
+            "solved": nanmean(solved), **{f"mis_{out}": nanmean(scores[out].mis) for out in OUTPUT_LAYERS if out in scores},
             "units": len(mis), "constant_units": int(len(mis) - len(valid))}
 
 
@@ -63,14 +63,14 @@ def class_table_correlations(classes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _pool_accuracy(activations: dict, pool: ImagePool) -> float:
+def pool_accuracy(activations: dict, pool: ImagePool) -> float:
     if pool.labels is None or "logits" not in activations and "softmax" not in activations:
         return float("nan")
     outputs = activations.get("logits", activations.get("softmax"))
     return float((outputs.argmax(0).numpy() == pool.labels).mean())
 
 
-def _class_table(scores: dict, activations: dict, pool: ImagePool, keys: dict) -> pd.DataFrame:
+def class_table(scores: dict, activations: dict, pool: ImagePool, keys: dict) -> pd.DataFrame:
     """One row per class present in the pool: its accuracy and the MIS of its logit/softmax units."""
     outputs = [out for out in OUTPUT_LAYERS if out in scores]
     if pool.labels is None or not outputs:
@@ -90,7 +90,7 @@ def _class_table(scores: dict, activations: dict, pool: ImagePool, keys: dict) -
     return pd.DataFrame(table)
 
 
-def _nanmean(values) -> float:
+def nanmean(values) -> float:
     values = np.asarray(values, dtype=float)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 

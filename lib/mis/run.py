@@ -24,7 +24,7 @@ from lib.data.image_pool import ImagePool
 from lib.mis.activations import OUTPUT_LAYERS, constant_units, resolve_layers, unit_activations
 from lib.mis.embeddings import cached_embeddings
 from lib.mis.methods import MIS, UnitScores, single_thread
-from lib.mis.metrics import _class_table, _nanmean, _pool_accuracy, metric_name, model_level
+from lib.mis.metrics import class_table, metric_name, model_level, nanmean, pool_accuracy
 from lib.mis.similarity import SimilarityBackend, similarity_matrix
 from lib.mis.tasks import TaskConfig
 from lib.models import get_spec
@@ -95,7 +95,7 @@ def score_model(model: nn.Module, model_name: str, pool: ImagePool, scorers: dic
     record = dict(record or {})
     keys = {k: record[k] for k in ("step", "sparsity", "control") if k in record}
     primary = next(iter(scorers))
-    row = {**record, "pool_acc": _pool_accuracy(activations, pool)}
+    row = {**record, "pool_acc": pool_accuracy(activations, pool)}
     units, layer_rows, classes, examples = [], [], [], []
     for backend, scores in score_units(activations, scorers).items():
         level = model_level(scores)
@@ -106,8 +106,8 @@ def score_model(model: nn.Module, model_name: str, pool: ImagePool, scorers: dic
             units.append(pd.DataFrame({**keys, "backend": backend, "layer": name, "unit": np.arange(len(s.mis)),
                                        "constant": s.constant.numpy(), "mis": s.mis.numpy(), "solved": s.solved.numpy()}))
             layer_rows.append({**keys, "backend": backend, "layer": name, "depth": depth, "units": len(s.mis),
-                               "constant": int(s.constant.sum()), "mis": _nanmean(s.mis), "solved": _nanmean(s.solved)})
-        classes.append(_class_table(scores, activations, pool, {**keys, "backend": backend}))
+                               "constant": int(s.constant.sum()), "mis": nanmean(s.mis), "solved": nanmean(s.solved)})
+        classes.append(class_table(scores, activations, pool, {**keys, "backend": backend}))
         if backend == primary and keep_examples:
             examples = _examples(scores)
     return MISRun(pd.DataFrame([row]), pd.DataFrame(layer_rows), pd.concat(units, ignore_index=True),
