@@ -175,3 +175,17 @@ def test_state_is_keyed_by_the_checkpoints_content_and_the_options(pruned_cnn, t
 def test_the_source_is_checked_before_any_compute(tmp_path):
     with pytest.raises(FileNotFoundError, match="pruning stage"):
         analysis.score_checkpoints(tmp_path, lambda record, model: 1 / 0, {}, progress=False)
+
+
+@pytest.mark.parametrize("stage", ["interpret", "discover", "align", "mis"])
+def test_every_analysis_package_has_the_same_files_and_runs_on_the_loop(stage):
+    from pathlib import Path
+
+    from lib.pipeline import ANALYSES, STAGES
+
+    assert stage in ANALYSES
+    package = STAGES[stage].check.split(":")[0].rpartition(".")[0]
+    assert STAGES[stage].check == f"{package}.run:check_stage"
+    folder = Path(__file__).resolve().parents[1].joinpath(*package.split("."))
+    assert {"methods.py", "metrics.py", "run.py", "plots.py"} <= {p.name for p in folder.glob("*.py")}
+    assert "analysis.score_checkpoints(" in (folder / "run.py").read_text()
