@@ -10,7 +10,8 @@ does the rest, the same way for every analysis:
 - with ``state_dir``, keeps every finished checkpoint there and, on a rerun after an interruption, reuses
   it instead of scoring again. A kept result is keyed by content: the checkpoint file's SHA-256 and the
   analysis's ``key`` (its options and a digest of its inputs), so a changed checkpoint, option or input
-  is scored afresh and never mixed with results of other settings;
+  is scored afresh and never mixed with results of other settings (a kept checkpoint is still read from
+  disk, ``lib.checkpoints.iter_checkpoints`` loads each, but not scored);
 - gathers the rows (each with the checkpoint's ``step``, ``sparsity`` and ``test_acc``, as
   ``lib.results.save_stage_metrics`` needs them) and the per-item tables into one.
 
@@ -159,7 +160,7 @@ def encode(value):
     """``value`` as tensors, lists, dicts and plain numbers, which ``torch.load(weights_only=True)`` reads
     back; :func:`decode` restores it exactly (tables with their column order and dtypes, arrays with theirs)."""
     if isinstance(value, pd.DataFrame):
-        return {"__frame__": [(str(c), str(value[c].dtype), encode(value[c].to_numpy())) for c in value.columns]}
+        return {"__frame__": [(encode(c), str(value[c].dtype), encode(value[c].to_numpy())) for c in value.columns]}
     if isinstance(value, np.ndarray):
         if value.dtype == object or value.dtype.kind in "US":
             return {"__list__": [encode(v) for v in value.ravel().tolist()], "dtype": value.dtype.str,
@@ -184,7 +185,7 @@ def decode(value):
     if not isinstance(value, dict):
         return value
     if "__frame__" in value:
-        return pd.DataFrame({name: _column(decode(data), dtype) for name, dtype, data in value["__frame__"]})
+        return pd.DataFrame({decode(name): _column(decode(data), dtype) for name, dtype, data in value["__frame__"]})
     if "__array__" in value:
         return value["__array__"].numpy()
     if "__tensor__" in value:

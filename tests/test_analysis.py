@@ -122,7 +122,7 @@ def test_mis_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, mo
 # ----------------------------------------------------------------------------- the loop itself
 def test_state_files_give_back_exactly_what_was_kept():
     frame = pd.DataFrame({"step": np.array([0, 0], dtype=np.int64), "x": np.array([0.1, np.nan], dtype=np.float32),
-                          "name": ["a", None], "hit": [True, False], "mixed": [1.5, "b"]})
+                          "name": ["a", None], "hit": [True, False], "mixed": [1.5, "b"], 7: [1, 2]})
     value = {"frame": frame, 3: (np.arange(4, dtype=np.uint8), [np.float64(0.25), "s"]),
              "tensor": torch.ones(2), "objects": np.array([None, "x"], dtype=object), "none": None}
     back = decode(torch.load(_saved(encode(value)), weights_only=True))
