@@ -86,14 +86,15 @@ baseline.round(3)
 # %%
 settings = {"features": features, "compare_features": compare_features}
 diagnosis = diagnose_features(source, data, settings, methods, resize, batch_size)
-compare_rows, _ = discover(source, data, methods, compare_features, resize, batch_size, steps=[0])
+compare_rows, _ = discover(source, data, methods, compare_features, resize, batch_size, steps=[0],
+                           state_dir=f"{out_dir}/state")
 diagnosis
 
 # %% [markdown]
 # ## Discover objects with every checkpoint
 
 # %%
-rows, per_image = discover(source, data, methods, features, resize, batch_size)
+rows, per_image = discover(source, data, methods, features, resize, batch_size, state_dir=f"{out_dir}/state")
 table = pd.DataFrame(rows)
 table.round(3)
 

@@ -54,10 +54,10 @@ out_dir = "data/smoke/align/cnn/lrr"
 import pandas as pd
 
 import lib.stage
-from lib.alignment.evaluate import (checkpoint_rows, distortion_levels, evaluate, human_summary, per_image,
-                                    prepare)
-from lib.alignment.plots import (plot_distortion_curves, plot_error_consistency, plot_examples,
+from lib.alignment.metrics import checkpoint_rows, human_summary, per_image
+from lib.alignment.plots import (distortion_levels, plot_distortion_curves, plot_error_consistency, plot_examples,
                                  plot_metric_per_dataset, plot_shape_bias)
+from lib.alignment.run import evaluate, prepare
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
@@ -75,7 +75,7 @@ save_figure(plot_examples(evaluation), out_dir, 'stimuli')
 # ## Decisions of every checkpoint
 
 # %%
-records, trials = evaluate(source, evaluation, batch_size=batch_size)
+records, trials = evaluate(source, evaluation, batch_size=batch_size, state_dir=f"{out_dir}/state")
 frame = pd.DataFrame(checkpoint_rows(records, trials, evaluation.humans, accuracy_over)).assign(arch=arch, method=method)
 frame.set_index("step").T
 

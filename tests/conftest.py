@@ -28,3 +28,27 @@ def tiny_shapes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
     shapes.generate(shapes.ShapesConfig(n_train=64, n_val=32, n_test=32, n_eval=16), root, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def pruned_cnn(tmp_path_factory) -> Path:
+    """A pruning stage's output in miniature (seconds to make): ``pruning.json`` and two checkpoints of a seeded,
+    untrained small_cnn (10 classes), dense and pruned to half its weights by global magnitude."""
+    from lib import io
+    from lib.models import create_model, save_checkpoint
+    from lib.prune.masks import fold_masks, prunable_parameters, prune_step, sparsity_report
+
+    root, records = tmp_path_factory.mktemp("prune"), []
+    for step, target in enumerate((0.0, 0.5)):
+        torch.manual_seed(0)
+        model = create_model("small_cnn", num_classes=10)
+        params = prunable_parameters(model, ("conv", "linear"), ())
+        if target:
+            prune_step(model, params, target)
+            fold_masks(model)
+        file = f"checkpoints/step_{step:02d}.pt"
+        save_checkpoint(root / file, model, "small_cnn", 10)
+        records.append({"step": step, "file": file, "target": target, "test_acc": None,
+                        "sparsity": sparsity_report(model, params)["sparsity"]})
+    io.save_json(root / "pruning.json", {"checkpoints": records})
+    return root

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lib.alignment.distortions import DISTORTIONS
+from lib.alignment.distortions import DISTORTIONS, check_conditions
 from lib.plots import plot_against_sparsity
 
 HUMAN_RED = (165 / 255, 30 / 255, 55 / 255)  # modelvshuman.plotting.colors.red
@@ -143,3 +143,10 @@ def plot_examples(evaluation):
                                      fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def distortion_levels(distortions: dict) -> dict:
+    """The selected conditions of every distortion in the benchmark's order (for plotting curves)."""
+    check_conditions(distortions)
+    return {name: [c for c in DISTORTIONS[name].conditions if c in {str(v) for v in conditions}]
+            for name, conditions in distortions.items()}
