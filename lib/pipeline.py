@@ -35,7 +35,7 @@ LAYERS = (
     ("prune", ("lib.prune",)),
     ("checkpoints", ("lib.checkpoints",)),
     ("analyses", ("lib.attribution", "lib.discovery", "lib.alignment", "lib.mis")),
-    ("report", ("lib.report",)),
+    ("report", ("lib.report", "lib.redraw")),
     ("runner", ("lib.stage", "lib.experiment", "lib.vega")),
 )
 
