@@ -35,8 +35,8 @@ LAYERS = (
     ("prune", ("lib.prune",)),
     ("checkpoints", ("lib.checkpoints",)),
     ("analyses", ("lib.attribution", "lib.discovery", "lib.alignment", "lib.mis")),
-    ("report", ("lib.report", "lib.redraw")),
-    ("runner", ("lib.stage", "lib.experiment", "lib.vega")),
+    ("report", ("lib.report",)),
+    ("runner", ("lib.stage", "lib.experiment", "lib.vega", "lib.redraw")),
 )
 
 

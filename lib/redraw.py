@@ -5,7 +5,8 @@
 A stage's folder (``results/NAME`` of a preset, or ``data/<stage>/<arch>/<method>``) holds ``metrics.json``,
 ``plots/*.csv`` and, where it has them, ``per_image.csv`` / ``per_unit.csv``. Which figures are redrawn
 follows from which of these tables are there; figures drawn from images or relevance maps (galleries,
-stimuli, MIS tasks) are not in the tables and are left as they are. Chance levels come from the tables
+stimuli, MIS tasks) are not in the tables and are left as they are, except RQ2's boxes gallery where the
+preset's dataset is at hand (the boxes are in ``per_image.csv``). Chance levels come from the tables
 (categories of the trials, classes of the pool) or from the preset that wrote the folder
 (``presets/NAME.yaml``: the models' ``num_classes``).
 """
@@ -20,7 +21,8 @@ import pandas as pd
 from lib import io
 from lib.results import save_figure
 
-NOT_REDRAWN = {"gallery": "relevance maps / images", "stimuli": "images", "mis_tasks": "images of the pool"}
+# Figures drawn from what the tables do not hold (RQ2's gallery is redrawn where its preset's images are at hand).
+NOT_REDRAWN = {"gallery": "relevance maps or images", "stimuli": "images", "mis_tasks": "images of the pool"}
 
 
 def _preset_classes(folder: Path) -> int | None:
@@ -59,7 +61,35 @@ def _discover(folder: Path, metrics: dict) -> dict:
     label = f"centred box ({metrics['centred_box_fraction']:.0%} of each side, tuned)"
     ax = plot_corloc(rows.to_dict("records"), list(metrics["methods"]), baseline=metrics["centred_box_corloc"],
                      title=f"{metrics['arch']} / {metrics['method']}: {metrics['dataset']}", baseline_label=label)
-    return {"corloc": ax.figure}
+    figures = {"corloc": ax.figure}
+    gallery = _discovery_gallery(folder, metrics, rows)
+    if gallery is not None:
+        figures["gallery"] = gallery
+    return figures
+
+
+def _discovery_gallery(folder: Path, metrics: dict, rows: pd.DataFrame):
+    """The boxes gallery from the saved boxes (per_image.csv) on the images of the preset's dataset, the same
+    images the run drew (its ids are checked); None where the preset or its dataset is not at hand."""
+    from lib.data.boxes import load_boxes
+    from lib.discovery.run import gallery_steps, plot_gallery
+    from lib.stage import load_preset, notebook_parameters
+
+    preset = Path("presets") / f"{folder.name}.yaml"
+    if not preset.is_file():
+        return None
+    notebook, _, parameters = load_preset(preset)
+    p = {**notebook_parameters(notebook), **parameters}
+    if not Path(p["dataset"]["root"]).exists():
+        return None
+    data = load_boxes(**p["dataset"]).with_boxes().sample(p["n_images"], seed=p["seed"])
+    per_image = pd.read_csv(folder / "per_image.csv", dtype={"image": str})
+    drawn = per_image.loc[per_image["step"] == per_image["step"].min(), "image"].tolist()
+    if drawn != [str(i) for i in data.ids]:
+        raise ValueError(f"{folder}/per_image.csv lists other images than {preset}'s dataset gives now: "
+                         f"the gallery cannot be redrawn from it (rerun the preset)")
+    return plot_gallery(data, per_image, gallery_steps(rows.to_dict("records"), p["gallery_rows"]),
+                        p["gallery_images"], list(metrics["methods"]))
 
 
 def _align(folder: Path, metrics: dict) -> dict:
@@ -141,10 +171,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="stage output folders, e.g. results/rq3_mvh_lite0")
     for folder in parser.parse_args(argv).folders:
-        for name, path in redraw(folder).items():
+        written = redraw(folder)
+        for name, path in written.items():
             print(f"{folder}: {name}: {path if path is not None else 'nothing to draw, no figure'}")
         for name, source in NOT_REDRAWN.items():
-            if (Path(folder) / "plots" / f"{name}.png").is_file():
+            if (Path(folder) / "plots" / f"{name}.png").is_file() and name not in written:
                 print(f"{folder}: {name}: not redrawn (drawn from {source}, which the tables do not hold)")
     return 0
 

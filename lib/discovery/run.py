@@ -265,10 +265,10 @@ def plot_gallery(dataset: BoxDataset, per_image: pd.DataFrame, steps, n_images: 
                 x0, y0, x1, y1 = (part.loc[col, f"{name}_{c}"] for c in BOX_COLUMNS)
                 if not np.isnan(x0):
                     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colours[name],
-                                           lw=1.6, ls=styles[name]))
-        axes[row, 0].set_ylabel(f"{part.loc[0, 'sparsity'] * 100:.0f}% sparse", fontsize=8)
+                                           lw=2.0, ls=styles[name]))
+        axes[row, 0].set_ylabel(f"{part.loc[0, 'sparsity'] * 100:.0f}% sparse", fontsize=9)
     handles = [Rectangle((0, 0), 1, 1, fill=False, color="yellow", label="ground truth")]
     handles += [Rectangle((0, 0), 1, 1, fill=False, color=colours[m], ls=styles[m], label=m) for m in methods]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
