@@ -94,6 +94,22 @@ def _variant(metric: str, column: str) -> str:
 ACCURACY = ("test_acc", "ood_acc")
 
 
+def chance_levels(root, arch: str) -> dict:
+    """Chance levels of the accuracy panels that the run records: test accuracy's is 1 / the classes of the
+    architecture's trained model (``<root>/train/<arch>/model.pt``). OOD accuracy's depends on the
+    benchmark's categories, which no metrics file records: not given (the panel says so)."""
+    from pathlib import Path
+
+    from lib import io
+
+    path = Path(root, "train", arch, "model.pt")
+    if not path.is_file():
+        return {}
+    payload = io.load_torch(path)
+    classes = (payload.get("model") or {}).get("num_classes") if isinstance(payload, dict) else None
+    return {"test_acc": 1 / classes} if classes else {}
+
+
 @styled
 def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 3, chance: dict | None = None):
     """Small multiples for one architecture: a panel per declared metric against sparsity.
@@ -110,6 +126,7 @@ def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 
     part = frame[frame["arch"] == arch].sort_values("sparsity")
     methods = sorted(part["method"].unique())
     styles = dict(zip(methods, itertools.cycle(["-", "--", ":", "-."])))
+    ncols = max(1, min(ncols, len(layout)))
     nrows = -(-len(layout) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols, 3.0 * nrows), squeeze=False, layout="constrained")
     for ax, (stage, metric, cols) in zip(axes.flat, layout):

@@ -144,3 +144,14 @@ def test_redraw_from_saved_tables(tmp_path, name, monkeypatch):
         assert written["distortions"] is None  # the run has no parametric distortions: no figure
     with pytest.raises(FileNotFoundError, match="folder=.*metrics.json"):
         main([str(tmp_path / "missing")])
+
+
+def test_report_chance_comes_from_the_trained_model(tmp_path):
+    import torch
+
+    from lib.models.registry import save_checkpoint
+    from lib.report import chance_levels
+
+    assert chance_levels(tmp_path, "cnn") == {}  # no trained model: chance not given
+    save_checkpoint(tmp_path / "train" / "cnn" / "model.pt", torch.nn.Linear(2, 10), "small_cnn", 10)
+    assert chance_levels(tmp_path, "cnn") == {"test_acc": pytest.approx(0.1)}

@@ -68,7 +68,7 @@ def plot_gallery(gallery: dict, methods, columns: int = 6):
     for r, (i, method) in enumerate(rows):
         axes[r, 0].imshow(images[i])
         axes[r, 0].contour(masks[i], levels=[0.5], colors="yellow", linewidths=0.8)
-        axes[r, 0].set_ylabel(method, fontsize=7)
+        axes[r, 0].set_ylabel(method, fontsize=8, color=colour(method))  # the method's colour in every figure
         for c, step in enumerate(steps, start=1):
             axes[r, c].imshow(images[i].mean(-1), cmap="gray", alpha=1.0)
             heat = gallery["maps"][step][method][i]
