@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.layout_engine import ConstrainedLayoutEngine
+from matplotlib.ticker import MaxNLocator
 
 # The names the repository plots, each with its own colour. Names of different kinds that never share a
 # figure may share a hue; within a kind every colour is distinct.
@@ -151,3 +152,21 @@ def plot_against_sparsity(frame: pd.DataFrame, metric: str, ax=None, label_by=("
     if legend:
         legend_beside(ax)
     return ax
+
+
+@styled
+def plot_learning_curves(history: pd.DataFrame, title: str = "", chance: float | None = None,
+                         columns=("train_acc", "val_acc")):
+    """Accuracy per epoch of each of ``columns`` (training's history), chance dashed, the legend beside."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.2), layout="constrained")
+    for column, style in zip(columns, ("-", "--", ":")):
+        if column in history:
+            ax.plot(history["epoch"], history[column], marker="o", ms=3, ls=style, label=column.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    accuracy_axis(ax, chance, label="accuracy")
+    if title:
+        ax.set_title(title)
+    legend_beside(ax)
+    return fig

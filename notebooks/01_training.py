@@ -26,6 +26,7 @@ import pandas as pd
 
 import lib.stage
 from lib import io
+from lib.plots import plot_learning_curves
 from lib.results import save_figure
 from lib.train import Recipe, train_classifier
 
@@ -45,9 +46,8 @@ history
 # ## Learning curves
 
 # %%
-ax = history.plot(x="epoch", y=["train_acc", "val_acc"], marker="o", figsize=(5, 3.2), grid=True,
-                  title=f"{arch}: {model}")
-save_figure(ax.figure, out_dir, "learning_curves")
+classes = io.load_torch(f"{out_dir}/model.pt")["model"]["num_classes"]  # chance: 1 / classes
+save_figure(plot_learning_curves(history, f"{arch}: {model}", chance=1 / classes), out_dir, "learning_curves")
 
 # %%
 io.save_json(f'{out_dir}/metrics.json', {'arch': arch, **result})

@@ -155,3 +155,14 @@ def test_report_chance_comes_from_the_trained_model(tmp_path):
     assert chance_levels(tmp_path, "cnn") == {}  # no trained model: chance not given
     save_checkpoint(tmp_path / "train" / "cnn" / "model.pt", torch.nn.Linear(2, 10), "small_cnn", 10)
     assert chance_levels(tmp_path, "cnn") == {"test_acc": pytest.approx(0.1)}
+
+
+def test_learning_curves_show_chance():
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_acc": [0.5, 0.8, 0.9], "val_acc": [0.45, 0.7, 0.85]})
+    fig = plots.plot_learning_curves(history, "cnn", chance=0.1)
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] == 0 and [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "train acc", "val acc", "chance (0.1)"]
+    assert _overlaps(fig, ax.get_legend()) == []
+    assert "chance not given" in plots.plot_learning_curves(history).axes[0].get_ylabel()
+    plt.close("all")
