@@ -124,6 +124,19 @@ def accuracy_axis(ax, chance: float | None, scale: float = 1.0, label: str | Non
     return ax
 
 
+def chance_of(checkpoint) -> float | None:
+    """Chance accuracy of a classifier checkpoint of this library: 1 / its classes; None without the file."""
+    from pathlib import Path
+
+    from lib import io
+
+    if not Path(checkpoint).is_file():
+        return None
+    payload = io.load_torch(checkpoint)
+    classes = (payload.get("model") or {}).get("num_classes") if isinstance(payload, dict) else None
+    return 1 / classes if classes else None
+
+
 def plot_against_sparsity(frame: pd.DataFrame, metric: str, ax=None, label_by=("arch", "method"), title: str | None = None,
                           ylabel: str | None = None, legend: bool = True):
     """One line per (arch, method): ``metric`` against sparsity, checkpoints marked.

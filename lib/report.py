@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lib.pipeline import ANALYSES, STAGES
-from lib.plots import accuracy_axis, colour, legend_below, styled
+from lib.plots import accuracy_axis, chance_of, colour, legend_below, styled
 
 
 def sparsity_table(frame: pd.DataFrame, metric: str, index=("arch", "method")) -> pd.DataFrame:
@@ -98,16 +98,8 @@ def chance_levels(root, arch: str) -> dict:
     """Chance levels of the accuracy panels that the run records: test accuracy's is 1 / the classes of the
     architecture's trained model (``<root>/train/<arch>/model.pt``). OOD accuracy's depends on the
     benchmark's categories, which no metrics file records: not given (the panel says so)."""
-    from pathlib import Path
-
-    from lib import io
-
-    path = Path(root, "train", arch, "model.pt")
-    if not path.is_file():
-        return {}
-    payload = io.load_torch(path)
-    classes = (payload.get("model") or {}).get("num_classes") if isinstance(payload, dict) else None
-    return {"test_acc": 1 / classes} if classes else {}
+    chance = chance_of(f"{root}/train/{arch}/model.pt")
+    return {} if chance is None else {"test_acc": chance}
 
 
 @styled

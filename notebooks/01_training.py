@@ -26,7 +26,7 @@ import pandas as pd
 
 import lib.stage
 from lib import io
-from lib.plots import plot_learning_curves
+from lib.plots import chance_of, plot_learning_curves
 from lib.results import save_figure
 from lib.train import Recipe, train_classifier
 
@@ -46,8 +46,8 @@ history
 # ## Learning curves
 
 # %%
-classes = io.load_torch(f"{out_dir}/model.pt")["model"]["num_classes"]  # chance: 1 / classes
-save_figure(plot_learning_curves(history, f"{arch}: {model}", chance=1 / classes), out_dir, "learning_curves")
+fig = plot_learning_curves(history, f"{arch}: {model}", chance=chance_of(f"{out_dir}/model.pt"))
+save_figure(fig, out_dir, "learning_curves")
 
 # %%
 io.save_json(f'{out_dir}/metrics.json', {'arch': arch, **result})

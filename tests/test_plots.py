@@ -152,7 +152,7 @@ def test_report_chance_comes_from_the_trained_model(tmp_path):
     from lib.models.registry import save_checkpoint
     from lib.report import chance_levels
 
-    assert chance_levels(tmp_path, "cnn") == {}  # no trained model: chance not given
+    assert chance_levels(tmp_path, "cnn") == {} and plots.chance_of(tmp_path / "none.pt") is None  # not given
     save_checkpoint(tmp_path / "train" / "cnn" / "model.pt", torch.nn.Linear(2, 10), "small_cnn", 10)
     assert chance_levels(tmp_path, "cnn") == {"test_acc": pytest.approx(0.1)}
 
