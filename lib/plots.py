@@ -124,15 +124,21 @@ def accuracy_axis(ax, chance: float | None, scale: float = 1.0, label: str | Non
     return ax
 
 
-def chance_of(checkpoint) -> float | None:
-    """Chance accuracy of a classifier checkpoint of this library: 1 / its classes; None without the file."""
+def chance_of(source) -> float | None:
+    """Chance accuracy of a classifier of this library: 1 / its classes. ``source``: a checkpoint file or a
+    pruning stage's folder (its first checkpoint); None for anything else (a dict source, a missing file)."""
     from pathlib import Path
 
     from lib import io
+    from lib.results import MANIFEST, list_checkpoints
 
-    if not Path(checkpoint).is_file():
+    if not isinstance(source, (str, Path)):
         return None
-    payload = io.load_torch(checkpoint)
+    if (Path(source) / MANIFEST).is_file():
+        source = list_checkpoints(source)[0]["path"]
+    if not Path(source).is_file():
+        return None
+    payload = io.load_torch(source)
     classes = (payload.get("model") or {}).get("num_classes") if isinstance(payload, dict) else None
     return 1 / classes if classes else None
 

@@ -166,3 +166,16 @@ def test_learning_curves_show_chance():
     assert _overlaps(fig, ax.get_legend()) == []
     assert "chance not given" in plots.plot_learning_curves(history).axes[0].get_ylabel()
     plt.close("all")
+
+
+def test_chance_of_a_pruning_stage_folder(tmp_path):
+    import torch
+
+    from lib.io import save_json
+    from lib.models.registry import save_checkpoint
+    from lib.results import MANIFEST
+
+    save_checkpoint(tmp_path / "checkpoints" / "step_00.pt", torch.nn.Linear(2, 16), "small_cnn", 16)
+    save_json(tmp_path / MANIFEST, {"checkpoints": [{"step": 0, "file": "checkpoints/step_00.pt"}]})
+    assert plots.chance_of(tmp_path) == pytest.approx(1 / 16)  # the stage's folder: its first checkpoint
+    assert plots.chance_of({"model": "efficientnet_lite0"}) is None  # a dict source: not given

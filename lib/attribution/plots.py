@@ -39,7 +39,7 @@ def plot_scores(rows: list[dict] | pd.DataFrame, metrics, methods, baseline: dic
         ax.grid(alpha=0.3)
         if has_acc:
             twin = ax.twinx()
-            twin.plot(sparsity, frame["test_acc"], color="grey", ls="--", lw=1.2, label="test accuracy")
+            twin.plot(sparsity, frame["test_acc"], color="grey", marker="s", ms=3, lw=1.2, label="test accuracy")
             accuracy_axis(twin, chance, label="test accuracy")
             twin.yaxis.label.set_color("grey")
             twin.tick_params(axis="y", colors="grey")
