@@ -56,6 +56,7 @@ import lib.stage
 from lib.checkpoints import validate_source
 from lib.data.image_pool import load_pool
 from lib.mis import TaskConfig, create_backend, study
+from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
@@ -85,7 +86,8 @@ pd.concat([run.checkpoints, control.checkpoints], ignore_index=True).drop(column
 
 # %%
 trend = study.trend_table(run.checkpoints)
-fig = study.plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {method} ({primary} similarity)")
+fig = study.plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {method} ({primary} similarity)",
+                                 chance=chance_of(source))
 save_figure(fig, out_dir, "mis")
 trend.round(4)
 
