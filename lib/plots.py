@@ -30,8 +30,8 @@ COLOURS = {
     "lost": "#e377c2", "tokencut": "#17becf", "centred box": "#7f7f7f",
     # pruning methods, criteria and schedules (params.yaml, presets/); "<criterion>-iterative" is a lighter
     # shade of "<criterion>-oneshot" (see colour)
-    "lrr": "#262626", "unstructured": "#262626", "filters": "#bcbd22", "connections": "#a6761d",
-    "oneshot_magnitude": "#1b9e77", "studyB": "#666666", "dense": "#000000",
+    "lrr": "#262626", "unstructured": "#1b9e77", "filters": "#bcbd22", "connections": "#a6761d",
+    "oneshot_magnitude": "#e7298a", "studyB": "#666666", "dense": "#000000",
     # architectures
     "cnn": "#1f78b4", "vit": "#e31a1c", "resnet20": "#33a02c", "resnet56": "#ff7f00",
     "efficientnet_lite0": "#6a3d9a", "googlenet": "#b15928", "resnet18": "#a6cee3", "resnet50": "#fb9a99",
@@ -41,13 +41,14 @@ COLOURS = {
     "random_init": "#984ea3", "collapse": "#e6ab02", "uniform map": "#000000", "chance": "#595959",
 }
 # Names not listed above: a colour of this list chosen by a checksum of the name (the same in every run).
-FALLBACK = ("#bcbd22", "#8c6d31", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
+FALLBACK = ("#9c9ede", "#8c6d31", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
             "#636363")
 SCHEDULES = {"oneshot": 0.0, "iterative": 0.45}  # "<criterion>-<schedule>": how much white mixes in
 
 # Text sizes legible at the README's display width (see the module's docstring).
 STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
          "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 11.5}
+
 
 def colour(name) -> str:
     """The colour of ``name`` in every figure of the repository (hex)."""

@@ -49,7 +49,7 @@ def _line_colours(fig) -> dict:
 
 def test_colour_is_one_per_name_and_distinct_within_a_kind():
     assert plots.colour("gradcam") == plots.colour("gradcam") == plots.COLOURS["gradcam"]
-    for kind in (ATTRIBUTION + ("attention", "rollout"), ("lost", "tokencut"), ("lrr", "filters", "connections")):
+    for kind in (ATTRIBUTION + ("attention", "rollout"), ("lost", "tokencut"), ("lrr", "unstructured", "filters", "connections", "oneshot_magnitude", "studyB")):
         assert len({plots.colour(n) for n in kind}) == len(kind)
     # a schedule is a lighter shade of its criterion, distinct from the one-shot colour
     assert plots.colour("filters-iterative") != plots.colour("filters-oneshot") == plots.colour("filters")
