@@ -119,7 +119,8 @@ def accuracy_axis(ax, chance: float | None, scale: float = 1.0, label: str | Non
     top = max(ax.get_ylim()[1], (chance or 0) * scale)
     ax.set_ylim(0, min(top * 1.04, 1.02 * scale))
     if chance is not None:
-        ax.axhline(chance * scale, color=colour("chance"), ls="--", lw=1, label=f"chance ({chance * scale:.3g})")
+        unit = "%" if scale == 100 else ""
+        ax.axhline(chance * scale, color=colour("chance"), ls="--", lw=1, label=f"chance ({chance * scale:.3g}{unit})")
     if label is not None:
         ax.set_ylabel(label if chance is not None else f"{label}\n(from 0; chance not given)")
     return ax

@@ -217,7 +217,7 @@ def plot_corloc(rows, methods=("lost", "tokencut"), baseline: float | None = Non
         for name in methods:
             ax.plot(x, frame[f"corloc_{name}"] * 100, marker="o", ms=3, color=colour(name), label=f"CorLoc {name}")
         if baseline is not None:
-            ax.axhline(baseline * 100, color=colour("centred box"), ls="--", lw=1, label=baseline_label)
+            ax.axhline(baseline * 100, color=colour("centred box"), ls="-.", lw=1.2, label=baseline_label)
         ax.set_xlabel("sparsity of prunable weights (%)")
         ax.set_ylabel("CorLoc (%)")
         ax.set_ylim(0, 100)

@@ -264,7 +264,7 @@ def plot_mis_vs_sparsity(checkpoints: pd.DataFrame, controls: pd.DataFrame | Non
             ax.plot(x, frame[f"mis_{out}"], color=shade, ls=style, label=f"MIS of {out} units")
     if controls is not None and not controls.empty:
         for _, c in controls.iterrows():
-            ax.axhline(c["mis"], color=colour(c["control"]), lw=1.2, ls="--",
+            ax.axhline(c["mis"], color=colour(c["control"]), lw=1.2, ls="-",  # dashed: chance
                        label=f"control {c['control']}: MIS {c['mis']:.2f}, acc {_fmt(c['pool_acc'])}")
     ax.axhline(0.5, color="grey", lw=0.6)
     ax.set_xlabel("sparsity of prunable weights (%)")
