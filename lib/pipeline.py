@@ -36,7 +36,7 @@ LAYERS = (
     ("checkpoints", ("lib.checkpoints", "lib.analysis")),
     ("analyses", ("lib.attribution", "lib.discovery", "lib.alignment", "lib.mis")),
     ("report", ("lib.report",)),
-    ("runner", ("lib.stage", "lib.experiment", "lib.vega")),
+    ("runner", ("lib.stage", "lib.experiment", "lib.vega", "lib.redraw")),
 )
 
 

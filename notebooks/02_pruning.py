@@ -58,6 +58,7 @@ import pandas as pd
 
 import lib.stage
 from lib.prune.runs import accuracy_table, layer_table, plot_accuracy, run_pruning, save_results
+from lib.plots import chance_of
 from lib.results import save_figure
 
 lib.stage.enter_project()
@@ -93,6 +94,7 @@ layer_table(next(iter(results['records'].values()))).round(3)
 # ## Accuracy against sparsity
 
 # %%
-fig = plot_accuracy(frame)
+# chance: 1 / the classes of the trained model (a grid's models are not in train_dir: chance not given)
+fig = plot_accuracy(frame, chance=None if models else chance_of(f"{train_dir}/model.pt"))
 save_figure(fig, out_dir, "accuracy")
 save_results(out_dir, results, arch, method)

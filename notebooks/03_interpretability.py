@@ -63,6 +63,7 @@ import lib.stage
 from lib.attribution import score_checkpoints
 from lib.attribution.plots import plot_gallery, plot_scores
 from lib.data.masks import load_ground_truth
+from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
@@ -87,7 +88,8 @@ table.round(3)
 # ## RMA and RRA against sparsity, test accuracy on the second axis (Study A's figure)
 
 # %%
-fig = plot_scores(scores.rows, ["rma", "rra"], scores.methods, scores.baseline, title=f"{arch} / {method}")
+fig = plot_scores(scores.rows, ["rma", "rra"], scores.methods, scores.baseline, title=f"{arch} / {method}",
+                  chance=chance_of(source))
 save_figure(fig, out_dir, "rma_rra")
 
 # %% [markdown]
@@ -95,7 +97,7 @@ save_figure(fig, out_dir, "rma_rra")
 
 # %%
 fig = plot_scores(scores.rows, ["pointing", "gini", "deletion", "insertion"], scores.methods, scores.baseline,
-                  title=f"{arch} / {method}")
+                  title=f"{arch} / {method}", chance=chance_of(source))
 save_figure(fig, out_dir, "scores")
 
 # %% [markdown]

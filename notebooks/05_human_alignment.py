@@ -89,7 +89,7 @@ humans = human_summary(evaluation.humans)
 pd.DataFrame(humans).T
 
 # %% [markdown]
-# ## OOD accuracy against sparsity, per dataset (dotted: chance)
+# ## OOD accuracy against sparsity, per dataset (dashed: chance)
 
 # %%
 fig = plot_metric_per_dataset(frame, "acc", evaluation.datasets, humans, "accuracy", ylabel="accuracy",
@@ -100,7 +100,9 @@ save_figure(fig, out_dir, "accuracy")
 # ## Shape bias on cue-conflict against sparsity
 
 # %%
-save_figure(plot_shape_bias(frame, humans, title=f'{arch}: {method}'), out_dir, 'shape_bias')
+fig = plot_shape_bias(frame, humans, title=f'{arch}: {method}')
+if fig is not None:  # no cue-conflict dataset: no figure
+    save_figure(fig, out_dir, 'shape_bias')
 
 # %% [markdown]
 # ## Error consistency against sparsity
@@ -114,7 +116,8 @@ save_figure(plot_error_consistency(frame, evaluation.datasets, humans), out_dir,
 # %%
 fig = plot_distortion_curves(trials, distortion_levels(distortions), evaluation.humans,
                              chance=1 / len(evaluation.categories))
-save_figure(fig, out_dir, "distortions")
+if fig is not None:  # no parametric distortions: no figure
+    save_figure(fig, out_dir, "distortions")
 
 # %% [markdown]
 # ## Metrics

@@ -60,6 +60,7 @@ from lib.mis.metrics import class_table_correlations, trend_table
 from lib.mis.plots import (plot_class_units, plot_layer_profiles, plot_mis_vs_sparsity, plot_unit_distributions,
                            plot_unit_tasks)
 from lib.mis.run import build_scorers, save_tables, score_checkpoints
+from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
@@ -90,7 +91,8 @@ pd.concat([run.checkpoints, control.checkpoints], ignore_index=True).drop(column
 
 # %%
 trend = trend_table(run.checkpoints)
-fig = plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {method} ({primary} similarity)")
+fig = plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {method} ({primary} similarity)",
+                           chance=chance_of(source))
 save_figure(fig, out_dir, "mis")
 trend.round(4)
 

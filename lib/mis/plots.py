@@ -9,24 +9,28 @@ import pandas as pd
 from lib.data.image_pool import ImagePool
 from lib.mis.activations import OUTPUT_LAYERS
 from lib.mis.metrics import rank_correlation
+from lib.plots import accuracy_axis, colour, legend_beside, legend_below, styled
 
 
-def plot_mis_vs_sparsity(checkpoints: pd.DataFrame, controls: pd.DataFrame | None = None, title: str = ""):
-    """Model-level MIS (5-95 percentile band), share solved and the output units' MIS against sparsity, accuracy beside."""
+@styled
+def plot_mis_vs_sparsity(checkpoints: pd.DataFrame, controls: pd.DataFrame | None = None, title: str = "",
+                         chance: float | None = None):
+    """Model-level MIS (5-95 percentile band), share solved and the output units' MIS against sparsity, accuracy
+    on a second axis (from 0, ``chance`` dashed: 1 / classes of the pool); one legend below the axes."""
     import matplotlib.pyplot as plt
 
     frame = checkpoints.sort_values("sparsity")
     x = frame["sparsity"] * 100
-    fig, ax = plt.subplots(figsize=(6.2, 3.8))
-    ax.fill_between(x, frame["mis_p05"], frame["mis_p95"], alpha=0.2, label="MIS 5-95% of units")
-    ax.plot(x, frame["mis"], marker="o", ms=3, label="MIS (mean over units)")
-    ax.plot(x, frame["solved"], ls="--", marker=".", label="share of tasks solved")
-    for out, style in zip(OUTPUT_LAYERS, (":", "-.")):
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    ax.fill_between(x, frame["mis_p05"], frame["mis_p95"], color="C0", alpha=0.2, label="MIS 5-95% of units")
+    ax.plot(x, frame["mis"], color="C0", marker="o", ms=3, label="MIS (mean over units)")
+    ax.plot(x, frame["solved"], color="C1", ls="--", marker=".", label="share of tasks solved")
+    for out, style, shade in zip(OUTPUT_LAYERS, (":", "-."), ("C2", "C3")):
         if f"mis_{out}" in frame:
-            ax.plot(x, frame[f"mis_{out}"], ls=style, label=f"MIS of {out} units")
+            ax.plot(x, frame[f"mis_{out}"], color=shade, ls=style, label=f"MIS of {out} units")
     if controls is not None and not controls.empty:
-        for (_, c), colour in zip(controls.iterrows(), ("tab:red", "tab:purple")):
-            ax.axhline(c["mis"], color=colour, lw=1, ls="--",
+        for _, c in controls.iterrows():
+            ax.axhline(c["mis"], color=colour(c["control"]), lw=1.2, ls="-",  # dashed: chance
                        label=f"control {c['control']}: MIS {c['mis']:.2f}, acc {_fmt(c['pool_acc'])}")
     ax.axhline(0.5, color="grey", lw=0.6)
     ax.set_xlabel("sparsity of prunable weights (%)")
@@ -34,42 +38,40 @@ def plot_mis_vs_sparsity(checkpoints: pd.DataFrame, controls: pd.DataFrame | Non
     accuracy = "test_acc" if frame.get("test_acc") is not None and frame["test_acc"].notna().any() else "pool_acc"
     if frame[accuracy].notna().any():
         twin = ax.twinx()
-        twin.plot(x, frame[accuracy], color="black", alpha=0.5, marker="s", ms=3, label=accuracy)
-        twin.set_ylabel(accuracy.replace("_", " "))
-        twin.set_ylim(0, 1.02)
-        twin.legend(fontsize=7, loc="lower right")
-    ax.legend(fontsize=7, loc="lower left")
+        twin.plot(x, frame[accuracy], color="black", alpha=0.5, marker="s", ms=3, label=accuracy.replace("_", " "))
+        accuracy_axis(twin, chance, label=accuracy.replace("_", " ") + " (right axis)")
     trend = rank_correlation(frame["sparsity"], frame["mis"])
-    ax.set_title(f"{title}\nSpearman rho(MIS, sparsity) = {trend['rho']:.2f} (p = {trend['p']:.2g}, n = {trend['n']})",
-                 fontsize=9)
+    ax.set_title(f"{title}\nSpearman rho(MIS, sparsity) = {trend['rho']:.2f} (p = {trend['p']:.2g}, n = {trend['n']})")
     ax.grid(alpha=0.3)
+    legend_below(fig, ncol=2)
     return fig
 
 
+@styled
 def plot_layer_profiles(layers: pd.DataFrame, backend: str | None = None, title: str = ""):
-    """Mean MIS of every layer, one line per checkpoint coloured by sparsity."""
+    """Mean MIS of every layer, one line per checkpoint coloured by sparsity (darker: denser), all in the legend."""
     import matplotlib.pyplot as plt
 
     frame = layers[layers["backend"] == (backend or layers["backend"].iloc[0])]
     frame = frame[frame["step"].notna()] if "step" in frame else frame
-    fig, ax = plt.subplots(figsize=(6.2, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
     cmap = plt.get_cmap("viridis")
     top = max(frame["sparsity"].max(), 1e-9)
-    for step, part in frame.groupby("step"):
+    for _, part in frame.groupby("step"):
         part = part.sort_values("depth")
         sparsity = part["sparsity"].iloc[0]
-        ax.plot(part["depth"], part["mis"], marker="o", ms=3, color=cmap(sparsity / top),
-                label=f"{sparsity:.0%}" if step in (frame["step"].min(), frame["step"].max()) else None)
+        ax.plot(part["depth"], part["mis"], marker="o", ms=3, color=cmap(0.9 * sparsity / top), label=f"{sparsity:.0%}")
     names = frame.drop_duplicates("depth").sort_values("depth")
-    ax.set_xticks(names["depth"], names["layer"], rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(names["depth"], names["layer"], rotation=45, ha="right")
     ax.set_ylabel("mean MIS of the layer's units")
     ax.axhline(0.5, color="grey", lw=0.6)
-    ax.legend(title="sparsity", fontsize=7)
+    legend_beside(ax, title="sparsity")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return fig
 
 
+@styled
 def plot_unit_distributions(units: pd.DataFrame, backend: str | None = None, title: str = ""):
     """Box plot of the per-unit MIS (hidden layers) of every checkpoint."""
     import matplotlib.pyplot as plt
@@ -87,6 +89,7 @@ def plot_unit_distributions(units: pd.DataFrame, backend: str | None = None, tit
     return fig
 
 
+@styled
 def plot_class_units(classes: pd.DataFrame, backend: str | None = None, title: str = ""):
     """Per-class accuracy against the MIS of that class's logit and softmax unit, densest and sparsest checkpoint."""
     import matplotlib.pyplot as plt
@@ -95,17 +98,18 @@ def plot_class_units(classes: pd.DataFrame, backend: str | None = None, title: s
     steps = sorted(frame["step"].dropna().unique())
     steps = steps[:1] + steps[-1:] if len(steps) > 1 else steps
     layers = [out for out in OUTPUT_LAYERS if f"mis_{out}" in frame]
-    fig, axes = plt.subplots(1, len(layers), figsize=(3.8 * len(layers), 3.2), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.8 * len(layers), 3.4), squeeze=False, layout="constrained")
     for ax, out in zip(axes[0], layers):
         for step in steps:
             part = frame[frame["step"] == step]
             ax.scatter(part["accuracy"], part[f"mis_{out}"], s=14, alpha=0.7,
-                       label=f"step {int(step)} ({part['sparsity'].iloc[0]:.0%})")
+                       label=f"step {int(step)} ({part['sparsity'].iloc[0]:.0%} sparse)")
         ax.set_xlabel("class accuracy on the pool")
+        ax.set_xlim(-0.03, 1.03)  # from 0: chance (1 / classes) is inside
         ax.set_ylabel(f"MIS of the class's {out} unit")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     fig.suptitle(title)
+    legend_below(fig, axes=axes[0][:1], ncol=len(steps))
     return fig
 
 
@@ -128,6 +132,9 @@ def plot_unit_tasks(pool: ImagePool, examples: list):
             row[-1].set_title("max query" if side == 0 else "min query", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- helpers
 
 
 def _fmt(value) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 from lib import io
 from lib.data.datasets import check_dataset, classification_data
 from lib.models import check_pretrained, get_spec, load_pretrained, save_checkpoint
-from lib.plots import plot_against_sparsity
+from lib.plots import accuracy_axis, legend_beside, plot_against_sparsity, styled
 from lib.prune.schedules import PruningPlan, run_schedule
 from lib.train import Recipe, evaluate
 
@@ -148,16 +148,21 @@ def accuracy_table(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFram
     return frame.pivot_table(index=["arch", "method"], columns="target_pct", values=metric, aggfunc="first")
 
 
-def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "test accuracy"):
-    """One panel per architecture: ``metric`` against sparsity, one line per method."""
+@styled
+def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "test accuracy",
+                  chance: float | None = None):
+    """One panel per architecture: ``metric`` against sparsity, one line per method (its colour in every
+    figure), chance dashed (``chance``: 1 / classes; unknown, the axis still starts at 0 and says so);
+    one legend beside the panels."""
     import matplotlib.pyplot as plt
 
     archs = list(dict.fromkeys(frame["arch"]))
-    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6), squeeze=False, layout="constrained")
     for ax, arch in zip(axes[0], archs):
         plot_against_sparsity(frame[frame["arch"] == arch], metric, ax=ax, label_by=("method",), ylabel=ylabel,
-                              title=arch)
-    fig.tight_layout()
+                              title=arch, legend=False)
+        accuracy_axis(ax, chance, label=ylabel)
+    legend_beside(axes[0, -1])
     return fig
 
 
