@@ -76,7 +76,10 @@ def test_stage_and_preset_parameters_are_the_notebooks():
     assert notebook == Path("notebooks/03_interpretability.ipynb") and out_dir == Path("results/rq1_coco128_lite0")
     check_parameters(ROOT / notebook, {**preset, "out_dir": str(out_dir)})
     assert preset["ig_smoothgrad"]["steps"] == 50 and preset["ig_smoothgrad"]["samples"] == 2  # Study A
-    assert params["ig_smoothgrad"]["steps"] == 50 and params["ig_smoothgrad"]["samples"] == 2
+    study_a = load_params(["interpret"], ROOT / "presets" / "study_a.params.yaml")
+    assert study_a["ig_smoothgrad"]["steps"] == 50 and study_a["ig_smoothgrad"]["samples"] == 2
+    assert study_a.get("metrics") is None  # every score; the embedded default spends its budget on images
+    assert params["n_images"] >= 40 and set(params["metrics"]) >= {"rma", "rra"}
 
 
 def test_metrics_subset_skips_the_others_and_changes_nothing(tiny_shapes):

@@ -57,6 +57,11 @@ def check_stage(p: dict) -> list[tuple]:
         raise ValueError(f"unknown ground-truth dataset {p['dataset']!r}; choose one of {DATASETS}")
     if p["methods"] is not None:
         check_method_names(p["methods"])
+    if p.get("metrics") is not None:
+        try:
+            check_metrics(p["metrics"])
+        except ValueError as error:
+            raise ValueError(f"metrics: {error}") from None
     for method in ("ig_smoothgrad", "rollout"):
         check_options(p[method], keys_of(METHODS[method].__init__, ("self", "model")), method)
     if p["dataset"] == "voc":
