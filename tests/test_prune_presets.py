@@ -24,7 +24,7 @@ def test_preset_parameters_are_known_and_valid(name):
     notebook, out_dir, params = lib.stage.load_preset(ROOT / "presets" / f"{name}.yaml")
     lib.stage.check_parameters(ROOT / notebook, params)
     assert out_dir == Path("results") / name
-    assert set(params["dataset"]) - {"name"} <= DATASETS[params["dataset"]["name"]]
+    assert set(params["dataset"]) - {"name"} <= DATASETS[params["dataset"]["name"]].keys
     assert all(set(source) <= PRETRAINED_KEYS for source in params["models"].values())
     plans = {k: PruningPlan.from_dict(v) for k, v in params["plans"].items()}
     assert {(p.method, p.schedule) for p in plans.values()} == {
