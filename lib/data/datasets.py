@@ -59,7 +59,8 @@ def check_dataset(dataset: dict, exists: bool = True) -> None:
                          "(or add one with lib.data.datasets.register_dataset)")
     unknown = set(dataset) - DATASETS[name].keys - {"name"}
     if unknown:
-        raise ValueError(f"dataset {name!r} has no parameter(s) {sorted(unknown)}; known: {sorted(DATASETS[name].keys)}")
+        known = sorted(DATASETS[name].keys)
+        raise ValueError(f"dataset {name!r} has no parameter(s) {sorted(unknown)}; known: {known}")
     if "root" not in dataset:
         raise ValueError(f"dataset {name!r} needs a 'root' folder")
     if exists and not Path(dataset["root"]).exists():
