@@ -54,6 +54,24 @@ def test_oneshot_filters(dense, tiny_shapes, tmp_path):
     assert (tmp_path / "checkpoints/step_01.pt").stat().st_mtime_ns == stamp
 
 
+def test_accuracy_before_retraining_is_the_pruned_dense_model_s(dense, tiny_shapes, tmp_path):
+    from lib.data.datasets import shapes_data
+    from lib.models import get_spec
+    from lib.train import evaluate
+
+    plan = PruningPlan(schedule="oneshot", method="unstructured", targets=(0.5,))
+    recipe = Recipe(epochs=4, batch_size=32, lr=0.2, augment=(), seed=0)  # enough to move the accuracy
+    records = run_schedule(dense, plan, recipe, tiny_shapes, tmp_path, progress=False)
+    assert records[0]["pruned_acc"] == records[0]["test_acc"]  # the dense model is not pruned
+    assert records[1]["pruned_acc"] != records[1]["test_acc"]  # retraining changed it: the two are told apart
+    model, _ = load_checkpoint(dense)
+    spec = get_spec("small_cnn")
+    data = shapes_data(tiny_shapes, spec.mean, spec.std)
+    plan.method_for(1).prune(model, plan.prunable(model, "small_cnn"), 0.5, torch.zeros(2, 3, data["image_size"],
+                                                                                         data["image_size"]))
+    assert records[1]["pruned_acc"] == evaluate(model, data["test"])
+
+
 def test_iterative_connections_grow_masks_along_the_chain(dense, tiny_shapes, tmp_path):
     plan = PruningPlan(schedule="iterative", method="connections", targets=(0.4, 0.6), steps=2, selection="random")
     records = run_schedule(dense, plan, RECIPE, tiny_shapes, tmp_path, progress=False)

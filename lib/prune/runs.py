@@ -76,7 +76,8 @@ def summary_row(record: dict, arch: str, method: str, plan: PruningPlan) -> dict
     acct = record["accounting"]
     row = {"arch": arch, "method": method, "pruning": plan.method, "schedule": plan.schedule,
            "selection": plan.selection, "scope": plan.scope,
-           **{k: record[k] for k in ("step", "parent", "target", "sparsity", "test_acc", "val_acc")}}
+           **{k: record[k] for k in ("step", "parent", "target", "sparsity", "test_acc", "val_acc")},
+           "pruned_acc": record.get("pruned_acc")}  # absent in manifests written before it was recorded
     for key in ("params", "zeros", "prunable_params", "prunable_zeros", "macs", "nonzero_macs",
                 "compacted_params", "compacted_macs", "removed_share"):
         row[key] = acct.get(key)
@@ -176,11 +177,17 @@ def save_results(out_dir: str | Path, results: dict, arch: str, method: str) -> 
     table = accuracy_table(frame)
     io.save_json(Path(out_dir) / "metrics.json", {
         "dense": results["dense"],
-        "test_acc": {f"{a}/{m}": {f"{t:g}": v for t, v in row.dropna().items()} for (a, m), row in table.iterrows()},
+        "test_acc": by_run(table),
+        "pruned_acc": by_run(accuracy_table(frame, "pruned_acc")),  # before retraining
         "runs": sorted({f"{a}/{m}" for a, m in results["records"]}),
     })
     io.write_bytes(Path(out_dir) / "plots" / "accuracy.csv", frame.to_csv(index=False).encode())
     return Path(out_dir) / "metrics.json"
+
+
+def by_run(table: pd.DataFrame) -> dict:
+    """An accuracy table as ``{"arch/method": {"target %": value}}`` (the grid's metrics.json)."""
+    return {f"{a}/{m}": {f"{t:g}": v for t, v in row.dropna().items()} for (a, m), row in table.iterrows()}
 
 
 def layer_table(records: list[dict], key: str = "sparsity") -> pd.DataFrame:
