@@ -102,3 +102,22 @@ def test_checkpoint_iterator_prunes_pretrained_sources_with_the_new_masks():
                for rec, model in iter_checkpoints(source)]
     assert [round(s, 4) for s, _ in records] == [0.0, 0.5, 0.8]
     assert records[0][1] == 0 < records[1][1] < records[2][1]
+
+
+def test_accuracy_figure_is_against_the_target_with_before_retraining_dashed():
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    from lib.prune.runs import plot_accuracy
+
+    # a regrowing run: measured sparsity near 0 after retraining, its target is what it was pruned to
+    frame = pd.DataFrame({"arch": "r20", "method": ["a", "a", "b", "b"], "target": [0.0, 0.5, 0.0, 0.5],
+                          "sparsity": [0.0, 0.01, 0.0, 0.5], "test_acc": [0.9, 0.8, 0.9, 0.6],
+                          "pruned_acc": [0.9, 0.3, 0.9, 0.2]})
+    lines = plot_accuracy(frame).axes[0].get_lines()
+    solid = {ln.get_label(): ln for ln in lines if ln.get_linestyle() == "-"}
+    dashed = [ln for ln in lines if ln.get_linestyle() == "--" and len(ln.get_xdata())]
+    assert list(solid["a"].get_xdata()) == [0.0, 50.0] and list(solid["a"].get_ydata()) == [0.9, 0.8]
+    assert [list(ln.get_ydata()) for ln in dashed] == [[0.9, 0.3], [0.9, 0.2]]
+    assert [ln.get_color() for ln in dashed] == [solid["a"].get_color(), solid["b"].get_color()]

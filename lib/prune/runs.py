@@ -150,14 +150,22 @@ def accuracy_table(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFram
 
 
 def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "test accuracy"):
-    """One panel per architecture: ``metric`` against sparsity, one line per method."""
+    """One panel per architecture: ``metric`` against the target sparsity, one line per method (a regrowing
+    run's measured sparsity is near 0 after retraining); dashed, in the same colour: before retraining
+    (``pruned_acc``), where recorded."""
     import matplotlib.pyplot as plt
 
     archs = list(dict.fromkeys(frame["arch"]))
-    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(archs), figsize=(6.4 * len(archs), 4.2), squeeze=False)
     for ax, arch in zip(axes[0], archs):
-        plot_against_sparsity(frame[frame["arch"] == arch], metric, ax=ax, label_by=("method",), ylabel=ylabel,
-                              title=arch)
+        part = frame[frame["arch"] == arch]
+        plot_against_sparsity(part, metric, ax=ax, label_by=("method",), ylabel=ylabel, title=arch, x="target")
+        if "pruned_acc" in part and part["pruned_acc"].notna().any():
+            for line, (_, run) in zip(ax.get_lines(), part.groupby("method", sort=True)):
+                run = run.dropna(subset=["pruned_acc"]).sort_values("target")
+                ax.plot(run["target"] * 100, run["pruned_acc"], ls="--", marker="x", ms=3, color=line.get_color())
+            ax.plot([], [], ls="--", color="grey", label="before retraining (dashed)")
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
