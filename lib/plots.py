@@ -146,12 +146,14 @@ def chance_of(source) -> float | None:
 
 
 def plot_against_sparsity(frame: pd.DataFrame, metric: str, ax=None, label_by=("arch", "method"), title: str | None = None,
-                          ylabel: str | None = None, legend: bool = True):
+                          ylabel: str | None = None, legend: bool = True, x: str = "sparsity"):
     """One line per (arch, method): ``metric`` against sparsity, checkpoints marked.
 
     The colour is the method's (:func:`colour` of the last key of ``label_by`` present), the line style
     tells the other keys apart (several architectures in one panel). ``legend``: beside the axes; pass
-    False and call :func:`legend_below` for one legend per figure.
+    False and call :func:`legend_below` for one legend per figure. ``x``: ``sparsity`` (measured) or
+    ``target`` (the plan's nominal sparsity: weights that regrow while retraining leave a measured
+    sparsity near 0).
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.4))
@@ -161,11 +163,11 @@ def plot_against_sparsity(frame: pd.DataFrame, metric: str, ax=None, label_by=("
     styles = dict(zip(others, ["-", "--", ":", "-."] * len(others)))
     for key, part in groups:
         key = key if isinstance(key, tuple) else (key,)
-        part = part.sort_values("sparsity")
+        part = part.sort_values(x)
         label = " / ".join(map(str, key))
-        ax.plot(part["sparsity"] * 100, part[metric], marker="o", ms=3, label=label or metric,
+        ax.plot(part[x] * 100, part[metric], marker="o", ms=3, label=label or metric,
                 color=colour(key[-1]) if key else colour(metric), ls=styles.get(key[:-1], "-"))
-    ax.set_xlabel("sparsity of prunable weights (%)")
+    ax.set_xlabel(f"{'target ' if x == 'target' else ''}sparsity of prunable weights (%)")
     ax.set_ylabel(ylabel or metric)
     if title:
         ax.set_title(title)

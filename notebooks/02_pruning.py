@@ -70,7 +70,8 @@ lib.stage.enter_project()
 results = run_pruning(arch, method, train_dir, plan, recipe, out_dir, data_dir, dataset=dataset, models=models,
                       plans=plans, plan_overrides=plan_overrides)
 frame = pd.DataFrame(results["rows"])
-frame[["arch", "method", "step", "target", "sparsity", "test_acc", "val_acc", "removed_share", "compacted_macs_ratio"]]
+frame[["arch", "method", "step", "target", "sparsity", "test_acc", "pruned_acc", "val_acc", "removed_share",
+       "compacted_macs_ratio"]]
 
 # %% [markdown]
 # ## Dense models (`full_acc`: the whole split, where the data has one)
@@ -83,6 +84,12 @@ pd.DataFrame(results['dense']).T
 
 # %%
 accuracy_table(frame).round(4)
+
+# %% [markdown]
+# ## Test accuracy before retraining (%): the pruned model as pruning left it
+
+# %%
+accuracy_table(frame, "pruned_acc").round(4)
 
 # %% [markdown]
 # ## Sparsity per layer (first run)
