@@ -408,7 +408,7 @@ METHODS = {cls.name: cls for cls in (GradCAM, GuidedGradCAM, Saliency, SmoothInt
 
 def register_attribution_method(cls: type[Method]) -> type[Method]:
     """Class decorator: add a :class:`Method` subclass to :data:`METHODS` under its ``name``, so that the
-    attribution stage's ``methods`` (params.yaml ``attribution.methods``) accept it."""
+    attribution stage's ``methods`` (params.yaml ``interpret.methods``) accept it."""
     if not (isinstance(cls, type) and issubclass(cls, Method)) or not cls.name:
         raise TypeError(f"register_attribution_method takes a Method subclass with a `name`, got {cls!r}")
     if cls.name in METHODS:

@@ -237,7 +237,7 @@ METHODS = {cls.name: cls for cls in (Unstructured, Filters, Connections)}
 
 def register_pruning_method(cls: type[PruningMethod]) -> type[PruningMethod]:
     """Class decorator: add a :class:`PruningMethod` subclass to :data:`METHODS` under its ``name``, so that
-    a plan's ``method`` (params.yaml ``pruning.plans.<plan>.method``) accepts it."""
+    a plan's ``method`` (params.yaml ``prune.<plan>.plan.method``) accepts it."""
     if not (isinstance(cls, type) and issubclass(cls, PruningMethod)) or not cls.name:
         raise TypeError(f"register_pruning_method takes a PruningMethod subclass with a `name`, got {cls!r}")
     if cls.name in METHODS:
