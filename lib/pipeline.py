@@ -36,10 +36,10 @@ LAYERS = (
     ("models", ("lib.models",)),
     ("train", ("lib.train",)),
     ("prune", ("lib.prune",)),
-    ("checkpoints", ("lib.checkpoints",)),
+    ("checkpoints", ("lib.checkpoints", "lib.analysis")),
     ("analyses", ("lib.attribution", "lib.discovery", "lib.alignment", "lib.mis")),
     ("report", ("lib.report",)),
-    ("runner", ("lib.stage", "lib.experiment", "lib.vega")),
+    ("runner", ("lib.stage", "lib.experiment", "lib.vega", "lib.redraw")),
 )
 
 
@@ -121,7 +121,7 @@ _DECLARED = (
           check="lib.prune.runs:check_stage", metrics=(Metric("test_acc", item=None,
                                                              why_untested="accuracy per checkpoint: no per-image file"),)),
     Stage("interpret", "notebooks/03_interpretability.ipynb", "lib.stage", ("interpret",), ("data", "prune"),
-          check="lib.attribution.evaluate:check_stage", items="per_image.csv", item_id="image", variants=True, metrics=(
+          check="lib.attribution.run:check_stage", items="per_image.csv", item_id="image", variants=True, metrics=(
               Metric("rma_*", item="rma_*"), Metric("rra_*", item="rra_*"),
               Metric("pointing_*", item="pointing_*", tested=False), Metric("gini_*", item="gini_*", tested=False),
               Metric("deletion_*", higher_is_better=False, item="deletion_*", tested=False),
@@ -130,15 +130,15 @@ _DECLARED = (
           ("data", "prune"), check="lib.discovery.run:check_stage", items="per_image.csv", item_id="image",
           variants=True, metrics=(Metric("corloc_*", item="hit_*"),)),
     Stage("align", "notebooks/05_human_alignment.ipynb", "lib.stage", ("align",), ("data", "prune"),
-          check="lib.alignment.evaluate:check_stage", items="per_image.csv", item_id="trial", variants=True, metrics=(
+          check="lib.alignment.run:check_stage", items="per_image.csv", item_id="trial", variants=True, metrics=(
               Metric("ood_acc", item="ood_score"),
               Metric("shape_bias", why_untested="a ratio of decision counts, not a mean over images"),
               Metric("ec_humans", why_untested="Cohen's kappa is not a mean over images"),
               Metric("ec_dense", why_untested="Cohen's kappa is not a mean over images"))),
-    Stage("mis_embeddings", None, "lib.mis.embeddings", ("mis",), ("data",), check="lib.mis.study:check_stage",
+    Stage("mis_embeddings", None, "lib.mis.embeddings", ("mis",), ("data",), check="lib.mis.run:check_stage",
           matrix=False),
     Stage("mis", "notebooks/06_unit_interpretability.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
-          check="lib.mis.study:check_stage", items="per_unit.csv", item_id="unit",
+          check="lib.mis.run:check_stage", items="per_unit.csv", item_id="unit",
           metrics=(Metric("mis", item="mis"), Metric("solved", item="solved", tested=False))),
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
                                                                     "mis"), matrix=False),

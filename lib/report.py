@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lib.pipeline import ANALYSES, STAGES
-from lib.plots import plot_against_sparsity  # noqa: F401  (the report's figures use it too)
+from lib.plots import accuracy_axis, chance_of, colour, legend_below, styled
 
 
 def sparsity_table(frame: pd.DataFrame, metric: str, index=("arch", "method")) -> pd.DataFrame:
@@ -90,39 +90,55 @@ def _variant(metric: str, column: str) -> str:
     return column[len(prefix):len(column) - len(suffix)]
 
 
-def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 4):
+# Metrics that are accuracies: their panels start at 0 and show chance where the caller knows it.
+ACCURACY = ("test_acc", "ood_acc")
+
+
+def chance_levels(root, arch: str) -> dict:
+    """Chance levels of the accuracy panels that the run records: test accuracy's is 1 / the classes of the
+    architecture's trained model (``<root>/train/<arch>/model.pt``). OOD accuracy's depends on the
+    benchmark's categories, which no metrics file records: not given (the panel says so)."""
+    chance = chance_of(f"{root}/train/{arch}/model.pt")
+    return {} if chance is None else {"test_acc": chance}
+
+
+@styled
+def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 3, chance: dict | None = None):
     """Small multiples for one architecture: a panel per declared metric against sparsity.
 
-    One colour per variant (attribution or discovery method) in every panel, one line style per pruning
-    method; the legends sit below the panels, the direction of each metric in its title.
+    A metric with variants (``rma_*``: one per attribution method) has a line per variant in the variant's
+    colour (:func:`lib.plots.colour`, the same as in the stages' own figures); a metric without variants is
+    drawn in its pruning method's colour; one line style per pruning method. One legend for the figure,
+    below the panels; the direction of each metric in its title. Accuracy panels (:data:`ACCURACY`) start at
+    0 with chance dashed (``chance``: metric -> chance level; where it is not given the axis label says so).
     """
     import itertools
 
     layout = panels(columns)
     part = frame[frame["arch"] == arch].sort_values("sparsity")
-    variants = sorted({_variant(m, c) for _, m, cols in layout for c in cols})
-    colour = dict(zip(variants, itertools.cycle(plt.get_cmap("tab10").colors)))
-    styles = dict(zip(sorted(part["method"].unique()), itertools.cycle(["-", "--", ":", "-."])))
+    methods = sorted(part["method"].unique())
+    styles = dict(zip(methods, itertools.cycle(["-", "--", ":", "-."])))
+    ncols = max(1, min(ncols, len(layout)))
     nrows = -(-len(layout) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols, 3.0 * nrows), squeeze=False, layout="constrained")
     for ax, (stage, metric, cols) in zip(axes.flat, layout):
-        for (method,), group in part.groupby(["method"]):
+        for method, group in part.groupby("method"):
             for column in cols:
                 if group[column].notna().any():
-                    variant = _variant(metric, column)
-                    ax.plot(group["sparsity"] * 100, group[column], marker="o", ms=3, color=colour[variant],
-                            ls=styles[method], label=variant if len(styles) == 1 else f"{variant} ({method})")
+                    name = _variant(metric, column) if "*" in metric else method
+                    ax.plot(group["sparsity"] * 100, group[column], marker="o", ms=3, color=colour(name),
+                            ls=styles[method], label=name if "*" in metric else f"pruning: {method}")
         better = "higher" if STAGES[stage].metric(cols[0]).higher_is_better else "lower"
-        ax.set_title(f"{stage}: {metric} ({better} is better)", fontsize=9)
-        ax.set_xlabel("sparsity (%)", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_title(f"{stage}: {metric}\n({better} is better)")
+        ax.set_xlabel("sparsity (%)")
         ax.grid(alpha=0.3)
-        if len(cols) > 1 or len(styles) > 1:
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+        if metric in ACCURACY:
+            accuracy_axis(ax, (chance or {}).get(metric), label="accuracy")
     for ax in list(axes.flat)[len(layout):]:
         ax.axis("off")
     fig.suptitle(arch)
-    fig.tight_layout()
+    extra = [(plt.Line2D([], [], color="0.3", ls=styles[m]), f"pruning: {m}") for m in methods] if len(methods) > 1 else []
+    legend_below(fig, ncol=5, extra=extra)
     return fig
 
 

@@ -33,8 +33,10 @@ import ast
 import hashlib
 import json
 import os
+import resource
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -390,6 +392,12 @@ def publish(partial: Path, out_dir: Path, how: str) -> None:
     os.replace(partial, out_dir)
 
 
+def _children_cpu() -> float:
+    """User + system seconds of this process's finished children (the notebook kernels)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def notice(message: str) -> None:
     print(f"lib.stage: {message}", file=sys.stderr, flush=True)
 
@@ -488,10 +496,14 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
     relay = _NoticeRelay(notebook.stem)
     executed = partial / notebook.name
     nbformat.write(source, str(executed))  # the executed notebook's input: the twin's cells
+    started, cpu_before = time.perf_counter(), _children_cpu()
     with _headless_kernel():
         papermill.execute_notebook(str(executed), str(executed), parameters=parameters,
                                    cwd=str(root), progress_bar=progress, kernel_name="python3",
                                    stdout_file=relay, stderr_file=relay)
+    # The kernel is a child process: its CPU time says what the stage costs on a machine it shares.
+    notice(f"{notebook.stem} ran {time.perf_counter() - started:.0f} s "
+           f"(kernel CPU {_children_cpu() - cpu_before:.0f} s)")
     how = check_out_dir(out_dir, notebook, effective, root)  # again: the folder may have changed meanwhile
     write_marker(partial, notebook, effective, digest)
     publish(partial, out_dir, how)

@@ -26,6 +26,7 @@ import pandas as pd
 
 import lib.stage
 from lib import io
+from lib.plots import chance_of, plot_learning_curves
 from lib.results import save_figure
 from lib.train import Recipe, train_classifier
 
@@ -45,9 +46,8 @@ history
 # ## Learning curves
 
 # %%
-ax = history.plot(x="epoch", y=["train_acc", "val_acc"], marker="o", figsize=(5, 3.2), grid=True,
-                  title=f"{arch}: {model}")
-save_figure(ax.figure, out_dir, "learning_curves")
+fig = plot_learning_curves(history, f"{arch}: {model}", chance=chance_of(f"{out_dir}/model.pt"))
+save_figure(fig, out_dir, "learning_curves")
 
 # %%
 io.save_json(f'{out_dir}/metrics.json', {'arch': arch, **result})

@@ -59,6 +59,7 @@ import pandas as pd
 
 import lib.stage
 from lib.prune.runs import accuracy_table, layer_table, plot_accuracy, run_pruning, save_results
+from lib.plots import chance_of
 from lib.results import save_figure
 
 lib.stage.enter_project()
@@ -70,7 +71,8 @@ lib.stage.enter_project()
 results = run_pruning(arch, method, train_dir, plan, recipe, out_dir, data_dir, dataset=dataset, models=models,
                       plans=plans, plan_overrides=plan_overrides)
 frame = pd.DataFrame(results["rows"])
-frame[["arch", "method", "step", "target", "sparsity", "test_acc", "val_acc", "removed_share", "compacted_macs_ratio"]]
+frame[["arch", "method", "step", "target", "sparsity", "test_acc", "pruned_acc", "val_acc", "removed_share",
+       "compacted_macs_ratio"]]
 
 # %% [markdown]
 # ## Dense models (`full_acc`: the whole split, where the data has one)
@@ -85,6 +87,12 @@ pd.DataFrame(results['dense']).T
 accuracy_table(frame).round(4)
 
 # %% [markdown]
+# ## Test accuracy before retraining (%): the pruned model as pruning left it
+
+# %%
+accuracy_table(frame, "pruned_acc").round(4)
+
+# %% [markdown]
 # ## Sparsity per layer (first run)
 
 # %%
@@ -94,6 +102,7 @@ layer_table(next(iter(results['records'].values()))).round(3)
 # ## Accuracy against sparsity
 
 # %%
-fig = plot_accuracy(frame)
+# chance: 1 / the classes of the trained model (a grid's models are not in train_dir: chance not given)
+fig = plot_accuracy(frame, chance=None if models else chance_of(f"{train_dir}/model.pt"))
 save_figure(fig, out_dir, "accuracy")
 save_results(out_dir, results, arch, method)

@@ -45,6 +45,8 @@ n_images = 8
 image_size = 224                        # real datasets: shorter side resized, centre crop
 methods = None                          # None: every method that applies to the model family
 cam_layer = None                        # None: the model spec's cam_layer
+metrics = None                          # None: every score; e.g. ["rma", "rra", "pointing", "gini"] skips the
+                                        # deletion/insertion curves (2 x perturbation_steps passes per map)
 ig_smoothgrad = {"steps": 8, "samples": 2, "noise_std": 1.0, "internal_batch_size": 128, "seed": 0}
 rollout = {"head_fusion": "mean"}
 pointing_tolerance = 2                  # pixels: the usual 15 px at VOC's ~500 px, scaled to 64 px
@@ -63,6 +65,7 @@ import lib.stage
 from lib.attribution import score_checkpoints
 from lib.attribution.plots import plot_gallery, plot_scores
 from lib.data.masks import load_ground_truth
+from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
@@ -78,7 +81,7 @@ scores = score_checkpoints(source, data, methods=methods, cam_layer=cam_layer,
                            method_options={"ig_smoothgrad": ig_smoothgrad, "rollout": rollout},
                            tolerance=pointing_tolerance, perturbation_steps=perturbation_steps, blur_sigma=blur_sigma,
                            batch_size=batch_size, eval_batch_size=eval_batch_size, gallery_size=gallery_size,
-                           device=device, state_dir=f"{out_dir}/state")
+                           device=device, state_dir=f"{out_dir}/state", metrics=metrics)
 table = pd.DataFrame(scores.rows).assign(arch=arch, method=method)
 print("uniform map:", {k: round(v, 3) for k, v in scores.baseline.items()})
 table.round(3)
@@ -87,7 +90,8 @@ table.round(3)
 # ## RMA and RRA against sparsity, test accuracy on the second axis (Study A's figure)
 
 # %%
-fig = plot_scores(scores.rows, ["rma", "rra"], scores.methods, scores.baseline, title=f"{arch} / {method}")
+fig = plot_scores(scores.rows, ["rma", "rra"], scores.methods, scores.baseline, title=f"{arch} / {method}",
+                  chance=chance_of(source))
 save_figure(fig, out_dir, "rma_rra")
 
 # %% [markdown]
@@ -95,7 +99,7 @@ save_figure(fig, out_dir, "rma_rra")
 
 # %%
 fig = plot_scores(scores.rows, ["pointing", "gini", "deletion", "insertion"], scores.methods, scores.baseline,
-                  title=f"{arch} / {method}")
+                  title=f"{arch} / {method}", chance=chance_of(source))
 save_figure(fig, out_dir, "scores")
 
 # %% [markdown]

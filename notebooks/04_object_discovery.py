@@ -60,6 +60,7 @@ from lib.checkpoints import validate_source
 from lib.data.boxes import load_boxes
 from lib.discovery import (build_methods, centred_baseline, diagnose_features, discover, gallery_steps,
                            plot_corloc, plot_gallery)
+from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
@@ -86,14 +87,15 @@ baseline.round(3)
 # %%
 settings = {"features": features, "compare_features": compare_features}
 diagnosis = diagnose_features(source, data, settings, methods, resize, batch_size)
-compare_rows, _ = discover(source, data, methods, compare_features, resize, batch_size, steps=[0])
+compare_rows, _ = discover(source, data, methods, compare_features, resize, batch_size, steps=[0],
+                           state_dir=f"{out_dir}/state")
 diagnosis
 
 # %% [markdown]
 # ## Discover objects with every checkpoint
 
 # %%
-rows, per_image = discover(source, data, methods, features, resize, batch_size)
+rows, per_image = discover(source, data, methods, features, resize, batch_size, state_dir=f"{out_dir}/state")
 table = pd.DataFrame(rows)
 table.round(3)
 
@@ -102,6 +104,7 @@ table.round(3)
 
 # %%
 ax = plot_corloc(rows, list(methods), baseline=best["corloc"], title=f"{arch} / {method}: {data.name}",
+                 chance=chance_of(source),
                  baseline_label=f"centred box ({best['fraction']:.0%} of each side, tuned)")
 save_figure(ax.figure, out_dir, "corloc")
 

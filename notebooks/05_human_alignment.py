@@ -54,10 +54,10 @@ out_dir = "data/smoke/align/cnn/lrr"
 import pandas as pd
 
 import lib.stage
-from lib.alignment.evaluate import (checkpoint_rows, distortion_levels, evaluate, human_summary, per_image,
-                                    prepare)
-from lib.alignment.plots import (plot_distortion_curves, plot_error_consistency, plot_examples,
+from lib.alignment.metrics import checkpoint_rows, human_summary, per_image
+from lib.alignment.plots import (distortion_levels, plot_distortion_curves, plot_error_consistency, plot_examples,
                                  plot_metric_per_dataset, plot_shape_bias)
+from lib.alignment.run import evaluate, prepare
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
@@ -75,7 +75,7 @@ save_figure(plot_examples(evaluation), out_dir, 'stimuli')
 # ## Decisions of every checkpoint
 
 # %%
-records, trials = evaluate(source, evaluation, batch_size=batch_size)
+records, trials = evaluate(source, evaluation, batch_size=batch_size, state_dir=f"{out_dir}/state")
 frame = pd.DataFrame(checkpoint_rows(records, trials, evaluation.humans, accuracy_over)).assign(arch=arch, method=method)
 frame.set_index("step").T
 
@@ -89,7 +89,7 @@ humans = human_summary(evaluation.humans)
 pd.DataFrame(humans).T
 
 # %% [markdown]
-# ## OOD accuracy against sparsity, per dataset (dotted: chance)
+# ## OOD accuracy against sparsity, per dataset (dashed: chance)
 
 # %%
 fig = plot_metric_per_dataset(frame, "acc", evaluation.datasets, humans, "accuracy", ylabel="accuracy",
@@ -100,7 +100,9 @@ save_figure(fig, out_dir, "accuracy")
 # ## Shape bias on cue-conflict against sparsity
 
 # %%
-save_figure(plot_shape_bias(frame, humans, title=f'{arch}: {method}'), out_dir, 'shape_bias')
+fig = plot_shape_bias(frame, humans, title=f'{arch}: {method}')
+if fig is not None:  # no cue-conflict dataset: no figure
+    save_figure(fig, out_dir, 'shape_bias')
 
 # %% [markdown]
 # ## Error consistency against sparsity
@@ -114,7 +116,8 @@ save_figure(plot_error_consistency(frame, evaluation.datasets, humans), out_dir,
 # %%
 fig = plot_distortion_curves(trials, distortion_levels(distortions), evaluation.humans,
                              chance=1 / len(evaluation.categories))
-save_figure(fig, out_dir, "distortions")
+if fig is not None:  # no parametric distortions: no figure
+    save_figure(fig, out_dir, "distortions")
 
 # %% [markdown]
 # ## Metrics

@@ -55,7 +55,12 @@ import pandas as pd
 import lib.stage
 from lib.checkpoints import validate_source
 from lib.data.image_pool import load_pool
-from lib.mis import TaskConfig, create_backend, study
+from lib.mis import TaskConfig, create_backend
+from lib.mis.metrics import class_table_correlations, trend_table
+from lib.mis.plots import (plot_class_units, plot_layer_profiles, plot_mis_vs_sparsity, plot_unit_distributions,
+                           plot_unit_tasks)
+from lib.mis.run import build_scorers, save_tables, score_checkpoints
+from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
@@ -69,7 +74,7 @@ print(f"pool: {len(pool)} images of {pool.image_size} px ({pool.source}); backen
 # ## Similarity of every pair of pool images (embeddings cached per pool and backend)
 
 # %%
-scorers = study.build_scorers(pool, backends, embeddings_dir, task_config, alpha, aggregation, seed)
+scorers = build_scorers(pool, backends, embeddings_dir, task_config, alpha, aggregation, seed)
 primary = backends[0].name
 scorers[primary].tasks
 
@@ -77,15 +82,17 @@ scorers[primary].tasks
 # ## MIS of every unit of every checkpoint, and of the controls
 
 # %%
-run, control = study.score_checkpoints(source, pool, scorers, layers, controls, batch_size, seed)
+run, control = score_checkpoints(source, pool, scorers, layers, controls, batch_size, seed,
+                                 state_dir=f"{out_dir}/state")
 pd.concat([run.checkpoints, control.checkpoints], ignore_index=True).drop(columns="model").round(3)
 
 # %% [markdown]
 # ## MIS against sparsity (Spearman's rank correlation over the checkpoints)
 
 # %%
-trend = study.trend_table(run.checkpoints)
-fig = study.plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {method} ({primary} similarity)")
+trend = trend_table(run.checkpoints)
+fig = plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {method} ({primary} similarity)",
+                           chance=chance_of(source))
 save_figure(fig, out_dir, "mis")
 trend.round(4)
 
@@ -93,8 +100,8 @@ trend.round(4)
 # ## Per-unit distributions and per-layer profiles
 
 # %%
-save_figure(study.plot_unit_distributions(run.units, primary, title=f"{arch}: {method}"), out_dir, "mis_units")
-fig = study.plot_layer_profiles(run.layers, primary, title=f"{arch}: {method}, mean MIS per layer")
+save_figure(plot_unit_distributions(run.units, primary, title=f"{arch}: {method}"), out_dir, "mis_units")
+fig = plot_layer_profiles(run.layers, primary, title=f"{arch}: {method}, mean MIS per layer")
 save_figure(fig, out_dir, "mis_layers")
 run.layers[run.layers.backend == primary].pivot_table(index="layer", columns="sparsity", values="mis", sort=False).round(3)
 
@@ -106,9 +113,9 @@ run.layers[run.layers.backend == primary].pivot_table(index="layer", columns="sp
 # accuracy on that class's pool images (undefined, NaN, where every class has the same accuracy).
 
 # %%
-class_units = study.class_table_correlations(run.classes)
+class_units = class_table_correlations(run.classes)
 if not run.classes.empty:
-    save_figure(study.plot_class_units(run.classes, primary, title=f"{arch}: {method}"), out_dir, "mis_classes")
+    save_figure(plot_class_units(run.classes, primary, title=f"{arch}: {method}"), out_dir, "mis_classes")
 class_units.round(3)
 
 # %% [markdown]
@@ -126,7 +133,7 @@ control.checkpoints.drop(columns='model').round(3) if not control.checkpoints.em
 
 # %%
 if run.examples:
-    save_figure(study.plot_unit_tasks(pool, run.examples), out_dir, "mis_tasks")
+    save_figure(plot_unit_tasks(pool, run.examples), out_dir, "mis_tasks")
 
 # %% [markdown]
 # ## Metrics
@@ -139,4 +146,4 @@ save_stage_metrics(out_dir, rows, plot="mis", arch=arch, method=method, similari
                    spearman=trend.set_index("metric").to_dict("index"),
                    controls=control.checkpoints.drop(columns="model", errors="ignore").to_dict("records"),
                    class_units=class_units.to_dict("records"))
-study.save_tables(out_dir, run, control)
+save_tables(out_dir, run, control)

@@ -12,8 +12,8 @@ out_dir = "data/smoke/report"
 # %%
 import lib.stage
 from lib import io
-from lib.report import (dimension_correlations, load_dimensions, parameter_counts, plot_dimensions, sparsity_table,
-                        sweet_spot_table)
+from lib.report import (chance_levels, dimension_correlations, load_dimensions, parameter_counts, plot_dimensions,
+                        sparsity_table, sweet_spot_table)
 from lib.results import save_figure
 
 lib.stage.enter_project()
@@ -26,7 +26,7 @@ frame.round(3)
 
 # %%
 for arch in sorted(frame["arch"].unique()):
-    fig = plot_dimensions(frame, columns, arch)
+    fig = plot_dimensions(frame, columns, arch, chance=chance_levels(root, arch))
     save_figure(fig, out_dir, f"dimensions_{arch}")
 
 # %% [markdown]

@@ -60,3 +60,10 @@ def pruned_source(tmp_path_factory):
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pruned_cnn(pruned_source) -> Path:
+    """A pruning stage's output in miniature: a seeded, untrained small_cnn (10 classes), dense and pruned
+    one-shot to half its weights by global magnitude."""
+    return Path(pruned_source("small_cnn", targets=(0.5,)))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lib.alignment.categories import CATEGORIES, ImageNetTo16Classes, OwnClasses, imagenet_indices, imagenet_wnids
+from lib.alignment.methods import CATEGORIES, ImageNetTo16Classes, OwnClasses, imagenet_indices, imagenet_wnids
 
 # the hard-coded index lists of modelvshuman/helper/human_categories.py (HumanCategories.*_indices)
 BENCHMARK_INDICES = {

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.alignment import evaluate as ev
+from lib.alignment import metrics as am
+from lib.alignment import run as ev
 from lib.stage import check_parameters, load_params
 
 NOTEBOOK = "notebooks/05_human_alignment.ipynb"
@@ -43,7 +44,7 @@ def test_every_checkpoint_decides_every_image_once(evaluation, evaluated):
 
 def test_checkpoint_rows(evaluated):
     records, trials = evaluated
-    rows = ev.checkpoint_rows(records, trials)
+    rows = am.checkpoint_rows(records, trials)
     dense, pruned = rows
     assert dense["ec_dense/edge"] == 1.0 and dense["sparsity"] == 0
     assert pruned["sparsity"] == pytest.approx(0.5, abs=0.01)
@@ -53,7 +54,7 @@ def test_checkpoint_rows(evaluated):
     # the dataset's value leaves out the benchmark's control condition (c100)
     assert pruned["acc/contrast"] == pytest.approx((part["object_response"] == part["category"]).mean())
     assert not any(k.startswith("ec/") for k in dense)  # no human observers for the embedded data
-    table = ev.per_image(trials)
+    table = am.per_image(trials)
     assert len(table) == len(trials) and set(table["correct"]) <= {0, 1}
     assert dense["ec_dense"] == 1.0 and -1 <= pruned["ec_dense"] <= 1  # kappa with the dense model
 
@@ -62,21 +63,21 @@ def test_the_mean_ood_score_over_trials_is_the_stage_ood_acc(evaluated):
     """The report resamples ``ood_score`` per trial: its mean must be the stage's own ``ood_acc``, the
     control conditions (contrast c100, colour cr) left out as there, whatever the conditions' sizes."""
     records, trials = evaluated
-    rows = {r["step"]: r for r in ev.checkpoint_rows(records, trials)}
-    table = ev.per_image(trials)
+    rows = {r["step"]: r for r in am.checkpoint_rows(records, trials)}
+    table = am.per_image(trials)
     assert table.loc[table["condition"].isin(["c100", "cr"]), "ood_score"].isna().all()
     for step, part in table.groupby("step"):
         assert part["ood_score"].mean() == pytest.approx(rows[step]["ood_acc"])
-    every = {r["step"]: r for r in ev.checkpoint_rows(records, trials, accuracy_over="all_images")}
-    for step, part in ev.per_image(trials, "all_images").groupby("step"):  # Study A's aggregation: every image
+    every = {r["step"]: r for r in am.checkpoint_rows(records, trials, accuracy_over="all_images")}
+    for step, part in am.per_image(trials, "all_images").groupby("step"):  # Study A's aggregation: every image
         assert part["ood_score"].notna().all() and part["ood_score"].mean() == pytest.approx(every[step]["ood_acc"])
     assert table.groupby("step")["trial"].apply(lambda t: t.is_unique).all()
 
 
 def test_aggregate_leaves_out_the_benchmarks_excluded_conditions():
-    assert ev.aggregate("contrast", {"c100": 1.0, "c10": 0.5, "c05": 0.3}) == pytest.approx(0.4)
-    assert ev.aggregate("edge", {"0": 0.3}) == 0.3
-    assert np.isnan(ev.aggregate("colour", {"cr": 1.0}))  # only the control was run
+    assert am.aggregate("contrast", {"c100": 1.0, "c10": 0.5, "c05": 0.3}) == pytest.approx(0.4)
+    assert am.aggregate("edge", {"0": 0.3}) == 0.3
+    assert np.isnan(am.aggregate("colour", {"cr": 1.0}))  # only the control was run
 
 
 def test_rows_against_human_observers():
@@ -87,13 +88,13 @@ def test_rows_against_human_observers():
         "object_response": responses, "condition": "0", "dataset": "cue-conflict", **kw})
     humans = pd.concat([frame("subject-01", ["cat", "cat", "dog", "cat"]), frame("subject-02", ["cat", "dog", "dog", "cat"])])
     model = frame("step_00", ["cat", "cat", "dog", "cat"], step=0, sparsity=0.0)
-    row, = ev.checkpoint_rows([{"step": 0, "sparsity": 0.0}], model, humans)
+    row, = am.checkpoint_rows([{"step": 0, "sparsity": 0.0}], model, humans)
     assert row["acc/cue-conflict"] == 0.75 and row["shape_bias"] == 0.75
     # identical to subject-01 (kappa 1); with subject-02: observed 3/4, expected .75*.5+.25*.5 = .5 -> kappa .5
     assert row["ec/cue-conflict"] == pytest.approx((1.0 + 0.5) / 2)
     assert row["obs_cons/cue-conflict"] == pytest.approx((1.0 + 0.75) / 2)
     assert row["acc_diff/cue-conflict"] == pytest.approx((0 + 0.25 ** 2) / 2)
-    summary = ev.human_summary(humans)["cue-conflict"]
+    summary = am.human_summary(humans)["cue-conflict"]
     assert summary["shape_bias"] == pytest.approx(5 / 8)  # pooled: 3 + 2 shape, 1 + 2 texture decisions
     assert summary["error_consistency"] == pytest.approx(0.5)
     assert summary["accuracy_min"] == 0.5 and summary["accuracy_max"] == 0.75
@@ -141,14 +142,16 @@ def test_figures_render_with_and_without_humans(evaluation, evaluated):
     from lib.alignment import plots
 
     records, trials = evaluated
-    frame = pd.DataFrame(ev.checkpoint_rows(records, trials)).assign(arch="cnn", method="lrr")
+    frame = pd.DataFrame(am.checkpoint_rows(records, trials)).assign(arch="cnn", method="lrr")
     humans = {"edge": {"accuracy": 0.9, "accuracy_min": 0.6, "accuracy_max": 0.95},
               "cue-conflict": {"shape_bias": 0.96, "shape_bias_min": 0.92, "shape_bias_max": 0.99}}
     figures = [plots.plot_metric_per_dataset(frame, "acc", evaluation.datasets, humans, "accuracy", chance=0.1),
                plots.plot_shape_bias(frame, humans), plots.plot_error_consistency(frame, evaluation.datasets),
-               plots.plot_distortion_curves(trials, ev.distortion_levels({"contrast": ["c10", "c100"]})),
-               plots.plot_examples(evaluation),
-               plots.plot_shape_bias(frame.drop(columns="shape_bias")), plots.plot_distortion_curves(trials, {})]
+               plots.plot_distortion_curves(trials, plots.distortion_levels({"contrast": ["c10", "c100"]})),
+               plots.plot_examples(evaluation)]
     assert all(len(f.axes) for f in figures)
+    # nothing to draw: no figure (no placeholder image saying so)
+    assert plots.plot_shape_bias(frame.drop(columns="shape_bias")) is None
+    assert plots.plot_distortion_curves(trials, {}) is None
     assert "dense model" in figures[2]._suptitle.get_text()  # no humans: says so
-    assert ev.distortion_levels({"contrast": ["c10", "c100"]}) == {"contrast": ["c100", "c10"]}  # benchmark order
+    assert plots.distortion_levels({"contrast": ["c10", "c100"]}) == {"contrast": ["c100", "c10"]}  # benchmark order

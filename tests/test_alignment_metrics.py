@@ -102,7 +102,7 @@ def test_compare_and_human_ceiling():
 
 def test_real_observers_match_the_published_human_values(shared_data):
     """Humans' shape bias on cue-conflict is 0.96 in the benchmark (Geirhos et al. 2019/2021)."""
-    from lib.alignment.evaluate import human_summary
+    from lib.alignment.metrics import human_summary
     from lib.data import modelvshuman
 
     root = shared_data / "model-vs-human"

@@ -40,18 +40,18 @@ def test_scores_every_checkpoint_and_image(tiny_shapes, source):
     assert scores.rows[0]["scored_acc"] == pytest.approx(scores.per_image["correct"][:4].mean())
 
 
-def test_an_interrupted_run_resumes_from_its_state(tiny_shapes, tmp_path, monkeypatch, source):
-    from lib.attribution import evaluate
+def test_a_finished_run_is_kept_and_reused_only_with_the_same_settings(tiny_shapes, tmp_path, monkeypatch, source):
+    from lib.attribution import run
 
     data = load_ground_truth("shapes", tiny_shapes, limit=2)
     options = dict(methods=["gradcam", "saliency"], perturbation_steps=2, progress=False)
     first = score_checkpoints(source, data, state_dir=tmp_path, **options)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00.pt", "step_01.pt"]
+    assert sorted(p.name.split(".")[0] for p in tmp_path.iterdir()) == ["step_00", "step_01"]
 
     def no_compute(*args, **kwargs):
         raise AssertionError("a finished checkpoint was recomputed")
 
-    monkeypatch.setattr(evaluate, "score_model", no_compute)
+    monkeypatch.setattr(run, "score_model", no_compute)
     again = score_checkpoints(source, data, state_dir=tmp_path, **options)
     assert again.rows == first.rows and again.per_image.equals(first.per_image)
     with pytest.raises(AssertionError, match="recomputed"):  # other settings: the state does not apply
@@ -83,7 +83,10 @@ def test_stage_and_preset_parameters_are_the_notebooks():
         check_parameters(NOTEBOOK, {**preset, **sets, "out_dir": "x"})
         assert preset["mask"] == ("red_channel" if variant else "foreground") and preset["dataset"] == "coco"
         assert preset["ig_smoothgrad"]["steps"] == 50 and preset["ig_smoothgrad"]["samples"] == 2  # Study A
-    assert params["ig_smoothgrad"]["steps"] == 50 and params["ig_smoothgrad"]["samples"] == 2
+    study_a = load_params(["interpret"], ROOT / "presets" / "study_a.params.yaml")
+    assert study_a["ig_smoothgrad"]["steps"] == 50 and study_a["ig_smoothgrad"]["samples"] == 2
+    assert study_a.get("metrics") is None  # every score; the embedded default spends its budget on images
+    assert params["n_images"] >= 40 and set(params["metrics"]) >= {"rma", "rra"}
 
 
 def test_metrics_subset_skips_the_others_and_changes_nothing(tiny_shapes, pruned_source):

@@ -9,7 +9,9 @@ import yaml
 from scipy.stats import spearmanr
 
 from lib.data.image_pool import load_pool
-from lib.mis import TaskConfig, create_backend, study
+from lib.mis import TaskConfig, create_backend
+from lib.mis import metrics as mis_metrics
+from lib.mis import run as mis_run
 from lib.models import create_model
 from lib.stage import check_parameters, notebook_parameters
 
@@ -22,10 +24,10 @@ def scored(tiny_shapes, tmp_path_factory, pruned_source):
     pool = load_pool({"split": "test"}, tiny_shapes)
     backends = [create_backend({"name": "pixel", "image_size": 16}), create_backend({"name": "pixel", "image_size": 8})]
     backends[1].name = "pixel8"  # a second backend under another name
-    scorers = study.build_scorers(pool, backends, tmp_path_factory.mktemp("emb"), TaskConfig(6, 2, 2, 3), alpha=8.0,
+    scorers = mis_run.build_scorers(pool, backends, tmp_path_factory.mktemp("emb"), TaskConfig(6, 2, 2, 3), alpha=8.0,
                                   progress=False)
     source = pruned_source("small_cnn", targets=(0.6,))
-    run, control = study.score_checkpoints(source, pool, scorers, controls={"random_init": True, "collapse_sparsity": 0.95},
+    run, control = mis_run.score_checkpoints(source, pool, scorers, controls={"random_init": True, "collapse_sparsity": 0.95},
                                            progress=False)
     return pool, run, control
 
@@ -51,7 +53,7 @@ def test_class_table_matches_the_pool(scored):
     assert classes["images"].sum() == len(pool)
     accuracy = (classes["accuracy"] * classes["images"]).sum() / len(pool)
     assert accuracy == pytest.approx(run.checkpoints["pool_acc"].iloc[0])
-    correlations = study.class_table_correlations(run.classes)
+    correlations = mis_metrics.class_table_correlations(run.classes)
     assert set(correlations["layer"]) == {"logits", "softmax"} and len(correlations) == 2 * 2 * 2
 
 
@@ -68,28 +70,28 @@ def test_reinitialised_model_is_a_fresh_copy():
     with torch.no_grad():
         model.pos_embed.fill_(1.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fresh = study.reinitialised(model, seed=1)
+    fresh = mis_run.reinitialised(model, seed=1)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # original untouched
     assert not torch.equal(fresh.head.weight, model.head.weight)
     assert fresh.pos_embed.std() < 0.1  # loose parameters redrawn too
-    assert torch.equal(study.reinitialised(model, seed=1).head.weight, fresh.head.weight)
+    assert torch.equal(mis_run.reinitialised(model, seed=1).head.weight, fresh.head.weight)
 
 
 def test_rank_correlation_is_spearman_with_missing_values_dropped():
     x, y = [0, 0.2, 0.4, 0.6, 0.8], [0.5, 0.52, 0.51, 0.6, 0.7]
     expected = spearmanr(x, y)
-    result = study.rank_correlation(x, y)
+    result = mis_metrics.rank_correlation(x, y)
     assert result["rho"] == pytest.approx(expected.statistic) and result["p"] == pytest.approx(expected.pvalue)
-    assert study.rank_correlation(x + [0.9], y + [np.nan])["n"] == 5
-    assert np.isnan(study.rank_correlation(x, [0.5] * 5)["rho"])
+    assert mis_metrics.rank_correlation(x + [0.9], y + [np.nan])["n"] == 5
+    assert np.isnan(mis_metrics.rank_correlation(x, [0.5] * 5)["rho"])
 
 
 def test_unknown_control_is_rejected(tiny_shapes, pruned_source):
     source = pruned_source("small_cnn", targets=(0.6,))
     with pytest.raises(ValueError, match="unknown control"):
-        study.score_checkpoints(source, None, {}, controls={"retrain": True})
+        mis_run.score_checkpoints(source, None, {}, controls={"retrain": True})
     with pytest.raises(ValueError, match="collapse_sparsity"):
-        study.score_checkpoints(source, None, {}, controls={"collapse_sparsity": 1.5})
+        mis_run.score_checkpoints(source, None, {}, controls={"collapse_sparsity": 1.5})
 
 
 def test_stage_and_preset_parameters_are_known_to_the_notebook():

@@ -24,7 +24,7 @@ def test_preset_parameters_are_known_and_valid(name):
     notebook, out_dir, params = lib.stage.load_preset(ROOT / "presets" / f"{name}.yaml")
     lib.stage.check_parameters(ROOT / notebook, params)
     assert out_dir == Path("results") / name
-    assert set(params["dataset"]) - {"name"} <= DATASETS[params["dataset"]["name"]]
+    assert set(params["dataset"]) - {"name"} <= DATASETS[params["dataset"]["name"]].keys
     assert all(set(source) <= PRETRAINED_KEYS for source in params["models"].values())
     plans = {k: PruningPlan.from_dict(v) for k, v in params["plans"].items()}
     assert {(p.method, p.schedule) for p in plans.values()} == {
@@ -58,6 +58,10 @@ def test_studyB_preset_on_a_tiny_imagenet_stand_in(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["test_acc"]) == {f"googlenet/{p}" for p in params["plans"]}
     assert set(metrics["test_acc"]["googlenet/filters-iterative"]) == {"0", "25", "50"}
+    # before retraining: every step too, the dense model's being its own accuracy
+    assert {run: set(acc) for run, acc in metrics["pruned_acc"].items()} == {
+        run: set(acc) for run, acc in metrics["test_acc"].items()}
+    assert all(acc["0"] == metrics["test_acc"][run]["0"] for run, acc in metrics["pruned_acc"].items())
     assert metrics["dense"]["googlenet"]["recorded_acc"] == pytest.approx(0.6978)
     for plan in params["plans"]:
         run = json.loads((out / "googlenet" / plan / "metrics.json").read_text())["checkpoints"]

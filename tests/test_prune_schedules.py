@@ -54,6 +54,24 @@ def test_oneshot_filters(dense, tiny_shapes, tmp_path):
     assert (tmp_path / "checkpoints/step_01.pt").stat().st_mtime_ns == stamp
 
 
+def test_accuracy_before_retraining_is_the_pruned_dense_model_s(dense, tiny_shapes, tmp_path):
+    from lib.data.datasets import shapes_data
+    from lib.models import get_spec
+    from lib.train import evaluate
+
+    plan = PruningPlan(schedule="oneshot", method="unstructured", targets=(0.5,))
+    recipe = Recipe(epochs=4, batch_size=32, lr=0.2, augment=(), seed=0)  # enough to move the accuracy
+    records = run_schedule(dense, plan, recipe, tiny_shapes, tmp_path, progress=False)
+    assert records[0]["pruned_acc"] == records[0]["test_acc"]  # the dense model is not pruned
+    assert records[1]["pruned_acc"] != records[1]["test_acc"]  # retraining changed it: the two are told apart
+    model, _ = load_checkpoint(dense)
+    spec = get_spec("small_cnn")
+    data = shapes_data(tiny_shapes, spec.mean, spec.std)
+    plan.method_for(1).prune(model, plan.prunable(model, "small_cnn"), 0.5, torch.zeros(2, 3, data["image_size"],
+                                                                                         data["image_size"]))
+    assert records[1]["pruned_acc"] == evaluate(model, data["test"])
+
+
 def test_iterative_connections_grow_masks_along_the_chain(dense, tiny_shapes, tmp_path):
     plan = PruningPlan(schedule="iterative", method="connections", targets=(0.4, 0.6), steps=2, selection="random")
     records = run_schedule(dense, plan, RECIPE, tiny_shapes, tmp_path, progress=False)
@@ -76,3 +94,22 @@ def test_lrr_default_plan_still_prunes_unstructured(dense, tiny_shapes, tmp_path
     model, info = load_checkpoint(tmp_path / "checkpoints/step_02.pt")
     assert set(info["masks"]) == {"features.0.0.weight", "features.2.0.weight"}  # the classifier stays dense
     assert (model.features[0][0].weight[~info["masks"]["features.0.0.weight"]] == 0).all()
+
+
+def test_accuracy_figure_is_against_the_target_with_before_retraining_dashed():
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    from lib.prune.runs import plot_accuracy
+
+    # a regrowing run: measured sparsity near 0 after retraining, its target is what it was pruned to
+    frame = pd.DataFrame({"arch": "r20", "method": ["a", "a", "b", "b"], "target": [0.0, 0.5, 0.0, 0.5],
+                          "sparsity": [0.0, 0.01, 0.0, 0.5], "test_acc": [0.9, 0.8, 0.9, 0.6],
+                          "pruned_acc": [0.9, 0.3, 0.9, 0.2]})
+    lines = plot_accuracy(frame).axes[0].get_lines()
+    solid = {ln.get_label(): ln for ln in lines if ln.get_linestyle() == "-"}
+    dashed = [ln for ln in lines if ln.get_linestyle() == "--" and len(ln.get_xdata())]
+    assert list(solid["a"].get_xdata()) == [0.0, 50.0] and list(solid["a"].get_ydata()) == [0.9, 0.8]
+    assert [list(ln.get_ydata()) for ln in dashed] == [[0.9, 0.3], [0.9, 0.2]]
+    assert [ln.get_color() for ln in dashed] == [solid["a"].get_color(), solid["b"].get_color()]

@@ -1,4 +1,5 @@
-"""RQ3 figures in model-vs-human's style: humans in the benchmark's red (their range shaded), chance dotted."""
+"""RQ3 figures in model-vs-human's style: humans in the benchmark's red (their range shaded), chance dashed;
+one legend per figure, outside the panels (``lib.plots``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lib.alignment.distortions import DISTORTIONS
-from lib.plots import plot_against_sparsity
+from lib.alignment.distortions import DISTORTIONS, check_conditions
+from lib.plots import accuracy_axis, colour, legend_beside, legend_below, plot_against_sparsity, styled
 
-HUMAN_RED = (165 / 255, 30 / 255, 55 / 255)  # modelvshuman.plotting.colors.red
+HUMAN_RED = colour("humans")  # modelvshuman.plotting.colors.red
 
 
 def _style(ax):
@@ -26,40 +27,37 @@ def _human_band(ax, mean, low, high, label="humans (range over observers)"):
     ax.axhline(mean, color=HUMAN_RED, lw=1.5, ls="--", label=label)
 
 
-def _note(text: str):
-    fig, ax = plt.subplots(figsize=(4, 1))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center")
-    return fig
-
-
 def _grid(n: int, width: float = 3.2, height: float = 2.6):
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, list(axes.flat[:n])
 
 
+@styled
 def plot_metric_per_dataset(frame: pd.DataFrame, prefix: str, datasets, humans: dict | None = None,
                             human_key: str | None = None, ylabel: str = "", chance: float | None = None,
                             title: str | None = None):
-    """One panel per dataset: ``<prefix>/<dataset>`` against sparsity, the human range where known."""
+    """One panel per dataset: ``<prefix>/<dataset>`` against sparsity, the human range where known, chance
+    dashed (accuracy, ``prefix`` "acc": the axis from 0 with chance in it; kappa: chance agreement, 0);
+    one legend below the panels."""
     datasets = [d for d in datasets if f"{prefix}/{d}" in frame.columns]
     fig, axes = _grid(len(datasets))
     for ax, dataset in zip(axes, datasets):
-        plot_against_sparsity(frame, f"{prefix}/{dataset}", ax=ax, title=dataset, ylabel=ylabel)
+        plot_against_sparsity(frame, f"{prefix}/{dataset}", ax=ax, title=dataset, ylabel=ylabel, legend=False)
         summary = (humans or {}).get(dataset, {})
         if human_key and human_key in summary:
             _human_band(ax, summary[human_key], summary[f"{human_key}_min"], summary[f"{human_key}_max"])
-        if chance is not None:
-            ax.axhline(chance, color="grey", ls=":", lw=1)
+        if prefix == "acc":
+            accuracy_axis(ax, chance)
+        elif chance is not None:
+            ax.axhline(chance, color=colour("chance"), ls="--", lw=1, label=f"chance agreement ({chance:g})")
         _style(ax)
-        ax.legend(fontsize=6)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    legend_below(fig, ncol=3)
     return fig
 
 
@@ -76,28 +74,31 @@ def plot_error_consistency(frame: pd.DataFrame, datasets, humans: dict | None = 
                                    title="no human observers for these images: error consistency with the dense model")
 
 
+@styled
 def plot_shape_bias(frame: pd.DataFrame, humans: dict | None = None, title: str | None = None):
-    """Shape bias on cue-conflict against sparsity (0.5: no preference), with the observers' range."""
+    """Shape bias on cue-conflict against sparsity (0.5: no preference), with the observers' range; None
+    (no figure) when the run has no cue-conflict dataset."""
     if "shape_bias" not in frame:
-        return _note("no cue-conflict dataset in this run")
+        return None
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    plot_against_sparsity(frame, "shape_bias", ax=ax, ylabel="shape bias (cue-conflict)", title=title)
+    plot_against_sparsity(frame, "shape_bias", ax=ax, ylabel="shape bias (cue-conflict)", title=title, legend=False)
     summary = (humans or {}).get("cue-conflict", {})
     if "shape_bias" in summary:
         _human_band(ax, summary["shape_bias"], summary["shape_bias_min"], summary["shape_bias_max"])
-    ax.axhline(0.5, color="grey", ls=":", lw=1)
+    ax.axhline(0.5, color=colour("chance"), ls=":", lw=1, label="no preference (0.5)")
     ax.set_ylim(0, 1.02)
     _style(ax)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    legend_beside(ax)
     return fig
 
 
+@styled
 def plot_distortion_curves(trials: pd.DataFrame, levels: dict, humans: pd.DataFrame | None = None,
                            chance: float | None = None):
-    """Accuracy against the distortion level, one line per checkpoint (darker = sparser), humans in red."""
+    """Accuracy against the distortion level, one line per checkpoint (darker = sparser), humans in red,
+    chance dashed; None (no figure) when the run has no parametric distortions."""
     if not levels:
-        return _note("no parametric distortions in this run")
+        return None
     fig, axes = _grid(len(levels))
     steps = sorted(trials["step"].unique())
     colours = plt.cm.viridis_r(np.linspace(0.1, 0.95, len(steps)))
@@ -113,17 +114,13 @@ def plot_distortion_curves(trials: pd.DataFrame, levels: dict, humans: pd.DataFr
             h = humans[humans["dataset"] == name]
             h_acc = (h["object_response"] == h["category"]).groupby(h["condition"]).mean()
             ax.plot(conditions, h_acc.reindex(conditions), marker="D", color=HUMAN_RED, lw=1.5, label="humans")
-        if chance is not None:
-            ax.axhline(chance, color="grey", ls=":", lw=1)
         ax.set_ylim(0, 1.02)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel(DISTORTIONS[name].xlabel if name in DISTORTIONS else "condition", fontsize=7)
-        ax.set_ylabel("accuracy", fontsize=7)
-        ax.tick_params(labelsize=6)
+        accuracy_axis(ax, chance)
+        ax.set_title(name)
+        ax.set_xlabel(DISTORTIONS[name].xlabel if name in DISTORTIONS else "condition")
+        ax.set_ylabel("accuracy" if chance is not None else "accuracy (from 0; chance not given)")
         _style(ax)
-    if axes:
-        axes[0].legend(fontsize=5, title="sparsity", title_fontsize=6)
-    fig.tight_layout()
+    legend_below(fig, ncol=min(len(steps) + 2, 8), title="sparsity of the checkpoint")
     return fig
 
 
@@ -143,3 +140,10 @@ def plot_examples(evaluation):
                                      fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def distortion_levels(distortions: dict) -> dict:
+    """The selected conditions of every distortion in the benchmark's order (for plotting curves)."""
+    check_conditions(distortions)
+    return {name: [c for c in DISTORTIONS[name].conditions if c in {str(v) for v in conditions}]
+            for name, conditions in distortions.items()}

@@ -3,11 +3,11 @@
 - ``methods``  captum-style attribution methods (Grad-CAM, Guided Grad-CAM, IG in SmoothGrad, Saliency,
                ViT attention and rollout) and the ``Attributor`` that shares one forward pass between them
 - ``metrics``  relevance maps and their scores: RMA, RRA, pointing game, Gini, deletion/insertion AUC
-- ``evaluate`` the checkpoint loop (``score_checkpoints``)
+- ``run``      each checkpoint scored (``score_checkpoints``, on the loop of ``lib.analysis``)
 - ``plots``    scores against sparsity with test accuracy, map galleries
 """
 
-from lib.attribution.evaluate import Scores, score_checkpoints, score_model  # noqa: F401
+from lib.attribution.run import Scores, score_checkpoints, score_model  # noqa: F401
 from lib.attribution.methods import (  # noqa: F401
     DEFAULT_METHODS,
     METHODS,

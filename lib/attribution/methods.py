@@ -404,6 +404,19 @@ class AttentionRollout(CLSAttention):
 
 METHODS = {cls.name: cls for cls in (GradCAM, GuidedGradCAM, Saliency, SmoothIntegratedGradients, CLSAttention,
                                      AttentionRollout)}
+
+
+def register_attribution_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a :class:`Method` subclass to :data:`METHODS` under its ``name``, so that the
+    attribution stage's ``methods`` (params.yaml ``interpret.methods``) accept it."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)) or not cls.name:
+        raise TypeError(f"register_attribution_method takes a Method subclass with a `name`, got {cls!r}")
+    if cls.name in METHODS:
+        raise ValueError(f"attribution method {cls.name!r} is already registered; give the class another `name`")
+    METHODS[cls.name] = cls
+    return cls
+
+
 DEFAULT_METHODS = {"cnn": ("gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"),
                    "vit": ("gradcam", "ig_smoothgrad", "saliency", "attention", "rollout")}
 

@@ -6,41 +6,46 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from lib.plots import accuracy_axis, colour, legend_below, styled
+
 LABELS = {"rma": "relevance mass accuracy", "rra": "relevance rank accuracy", "pointing": "pointing game",
           "gini": "Gini sparseness", "deletion": "deletion AUC (lower: faithful)",
           "insertion": "insertion AUC (higher: faithful)"}
 
 
-def plot_scores(rows: list[dict] | pd.DataFrame, metrics, methods, baseline: dict | None = None, title: str = ""):
-    """One panel per metric: a line per attribution method against sparsity, the uniform map's score dotted,
-    and (where the checkpoints have one) test accuracy on a second axis."""
+@styled
+def plot_scores(rows: list[dict] | pd.DataFrame, metrics, methods, baseline: dict | None = None, title: str = "",
+                chance: float | None = None):
+    """One panel per metric: a line per attribution method (its colour in every figure) against sparsity, the
+    uniform map's score dotted, and (where the checkpoints have one) test accuracy on a second axis from 0 with
+    ``chance`` dashed; one legend below the panels."""
     frame = pd.DataFrame(rows).sort_values("sparsity")
     metrics = [m for m in metrics if any(f"{m}_{x}" in frame for x in methods)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    cols = min(len(metrics), 2)  # two panels a row: legible at the README's width
+    nrows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.3 * nrows), squeeze=False, layout="constrained")
     sparsity = frame["sparsity"] * 100
     has_acc = "test_acc" in frame and frame["test_acc"].notna().any()
-    for ax, metric in zip(axes[0], metrics):
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    for ax, metric in zip(axes.flat, metrics):
         for method in methods:
             if f"{metric}_{method}" in frame:
-                ax.plot(sparsity, frame[f"{metric}_{method}"], marker="o", ms=3, label=method)
+                ax.plot(sparsity, frame[f"{metric}_{method}"], marker="o", ms=3, color=colour(method), label=method)
         if baseline and f"uniform_{metric}" in baseline:
-            ax.axhline(baseline[f"uniform_{metric}"], color="k", ls=":", lw=1, label="uniform map")
+            ax.axhline(baseline[f"uniform_{metric}"], color=colour("uniform map"), ls=":", lw=1, label="uniform map")
         ax.set_xlabel("sparsity of prunable weights (%)")
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
         if has_acc:
             twin = ax.twinx()
-            twin.plot(sparsity, frame["test_acc"], color="grey", ls="--", lw=1.2, label="test accuracy")
-            twin.set_ylabel("test accuracy", color="grey")
+            twin.plot(sparsity, frame["test_acc"], color="grey", marker="s", ms=3, lw=1.2, label="test accuracy")
+            accuracy_axis(twin, chance, label="test accuracy")
+            twin.yaxis.label.set_color("grey")
             twin.tick_params(axis="y", colors="grey")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if has_acc:
-        handles.append(plt.Line2D([], [], color="grey", ls="--"))
-        labels.append("test accuracy")
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8, bbox_to_anchor=(0.5, -0.08))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    legend_below(fig, ncol=4)
     return fig
 
 
@@ -63,7 +68,7 @@ def plot_gallery(gallery: dict, methods, columns: int = 6):
     for r, (i, method) in enumerate(rows):
         axes[r, 0].imshow(images[i])
         axes[r, 0].contour(masks[i], levels=[0.5], colors="yellow", linewidths=0.8)
-        axes[r, 0].set_ylabel(method, fontsize=7)
+        axes[r, 0].set_ylabel(method, fontsize=8, color=colour(method))  # the method's colour in every figure
         for c, step in enumerate(steps, start=1):
             axes[r, c].imshow(images[i].mean(-1), cmap="gray", alpha=1.0)
             heat = gallery["maps"][step][method][i]

@@ -1,6 +1,7 @@
 """Labelled image datasets for training and pruning, one name per dataset.
 
-A dataset is given as a dict, its ``name`` one of :data:`DATASETS` and the keys that dataset takes::
+A dataset is given as a dict, its ``name`` one of :data:`DATASETS` (add one with :func:`register_dataset`) and
+the keys that dataset takes::
 
     {"name": "shapes", "root": "data/shapes"}
     {"name": "cifar10", "root": "../shared/data/cifar10/test", "retrain_share": 0.5, "seed": 0, "n_val": 500,
@@ -18,15 +19,39 @@ image, where the dataset has such a split), the ``image_size`` and an ``id`` tha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-DATASETS = {
-    "shapes": {"root"},
-    "cifar10": {"root", "retrain_share", "seed", "n_val", "augment"},
-    "imagenet": {"root", "split", "train_split", "retrain_per_class", "test_per_class", "n_val", "image_size", "resize",
-                 "seed", "augment"},
-    "imagenet_sample": {"root", "n_val", "image_size", "resize", "seed", "limit"},
-}
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: the keys its dict takes besides ``name`` and ``root``, and its loader,
+    ``load(root, mean, std, **options) -> {"train", "val", "test", "image_size"[, "full"][, "id"]}``."""
+
+    name: str
+    keys: frozenset
+    load: Callable[..., dict]
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, keys=()):
+    """Decorator: ``@register_dataset("cifar10", keys=("retrain_share", "seed"))`` on a loader
+    ``load(root, mean, std, **options)`` that returns the ``train`` / ``val`` / ``test`` datasets (items
+    ``(image, label)``, images normalised with ``mean`` / ``std``) and the ``image_size``; ``keys``: the
+    options its dataset dict may carry (``root`` is always there). The name is then accepted wherever a
+    dataset dict is (params.yaml ``train.dataset``, ``pruning.dataset``)."""
+
+    def wrap(load):
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered; register the loader under another name")
+        DATASETS[name] = DatasetSpec(name, frozenset(keys) | {"root"}, load)
+        return load
+
+    return wrap
+
 EVALUATION_ONLY = {"imagenet_sample"}  # no training split: pretrained models are scored on it, never trained
 
 
@@ -42,16 +67,19 @@ def check_dataset(dataset: dict, exists: bool = True) -> None:
     """A dataset dict's name and keys (and, with ``exists``, that its root is there)."""
     name = dataset.get("name", "shapes")
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    unknown = set(dataset) - DATASETS[name] - {"name"}
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} "
+                         "(or add one with lib.data.datasets.register_dataset)")
+    unknown = set(dataset) - DATASETS[name].keys - {"name"}
     if unknown:
-        raise ValueError(f"dataset {name!r} has no parameter(s) {sorted(unknown)}; known: {sorted(DATASETS[name])}")
+        known = sorted(DATASETS[name].keys)
+        raise ValueError(f"dataset {name!r} has no parameter(s) {sorted(unknown)}; known: {known}")
     if "root" not in dataset:
         raise ValueError(f"dataset {name!r} needs a 'root' folder")
     if exists and not Path(dataset["root"]).exists():
         raise FileNotFoundError(f"dataset root {dataset['root']} does not exist")
 
 
+@register_dataset("shapes")
 def shapes_data(data_dir: str | Path, mean, std) -> dict:
     """The embedded dataset: train / val / test datasets, image size and an id."""
     from lib.data import shapes
@@ -60,26 +88,39 @@ def shapes_data(data_dir: str | Path, mean, std) -> dict:
     return {**data, "image_size": shapes.load_meta(data_dir)["config"]["image_size"], "id": str(data_dir)}
 
 
+@register_dataset("cifar10", keys=("retrain_share", "seed", "n_val", "augment"))
+def cifar10_data(root, mean, std, **options) -> dict:
+    from lib.data import cifar10
+
+    return cifar10.datasets(root, mean, std, **options)
+
+
+@register_dataset("imagenet", keys=("split", "train_split", "retrain_per_class", "test_per_class", "n_val",
+                                    "image_size", "resize", "seed", "augment"))
+def imagenet_data(root, mean, std, split: str = "val", **options) -> dict:
+    from lib.data import imagenet
+
+    return imagenet.datasets(root, mean, std, split_name=split, **options)
+
+
+@register_dataset("imagenet_sample", keys=("n_val", "image_size", "resize", "seed", "limit"))
+def imagenet_sample_data(root, mean, std, **options) -> dict:
+    from lib.data import imagenet
+
+    return imagenet.sample_datasets(root, mean, std, **options)
+
+
 def classification_data(dataset: dict, mean, std) -> dict:
-    """The datasets training and pruning need (train, val, test, image_size, id; ``full``: every image, if any)."""
+    """The datasets training and pruning need (train, val, test, image_size, id; ``full``: every image, if any).
+
+    ``id`` names the data (in a training run's identity): the loader's own, else the dataset dict."""
     options = {k: v for k, v in dataset.items() if k not in ("name", "root")}
     name, root = dataset.get("name", "shapes"), dataset["root"]
-    if name == "shapes":
-        return shapes_data(root, mean, std)
-    if name == "cifar10":
-        from lib.data import cifar10
-
-        data = cifar10.datasets(root, mean, std, **options)
-    elif name == "imagenet_sample":
-        from lib.data import imagenet
-
-        data = imagenet.sample_datasets(root, mean, std, **options)
-    else:
-        from lib.data import imagenet
-
-        options["split_name"] = options.pop("split", "val")
-        data = imagenet.datasets(root, mean, std, **options)
-    return {**data, "id": {"name": name, "root": str(root), **options}}
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} "
+                         "(or add one with lib.data.datasets.register_dataset)")
+    data = DATASETS[name].load(root, mean, std, **options)
+    return {"id": {"name": name, "root": str(root), **options}, **data}
 
 
 def dataset_paths(dataset: dict, name: str = "dataset") -> list[tuple[str, Path, str]]:

@@ -2,11 +2,13 @@
 
 - ``features``: :class:`PatchFeatures` (CNN maps with LOST's LayerNorm, optional dilation; ViT q/k/v/tokens)
 - ``methods``:  :class:`LOST`, :class:`TokenCut` (one box per image on the patch grid)
-- ``corloc``:   :class:`CorLoc` (IoU >= 0.5 with any ground-truth box), mean IoU, the centred-box baseline
-- ``run``:      :func:`discover` over every checkpoint of a source, and the notebook's figures
+- ``metrics``:  :class:`CorLoc` (IoU >= 0.5 with any ground-truth box), mean IoU, the centred-box baseline
+- ``run``:      :func:`discover` over every checkpoint of a pruning run (the loop of ``lib.analysis``)
+- ``plots``:    the notebook's figures
 """
 
-from lib.discovery.corloc import CorLoc, box_iou, centred_baseline, centred_box  # noqa: F401
 from lib.discovery.features import PatchFeatures, dilate_last_stages  # noqa: F401
 from lib.discovery.methods import LOST, METHODS, Discovery, TokenCut, build_methods, grid_box_to_pixels  # noqa: F401
-from lib.discovery.run import InputImages, diagnose_features, discover, gallery_steps, plot_corloc, plot_gallery  # noqa: F401
+from lib.discovery.metrics import CorLoc, box_iou, centred_baseline, centred_box  # noqa: F401
+from lib.discovery.plots import gallery_steps, plot_corloc, plot_gallery  # noqa: F401
+from lib.discovery.run import InputImages, diagnose_features, discover  # noqa: F401

@@ -1,8 +1,9 @@
-"""Object discovery on every checkpoint of a source: one forward pass per image batch, every method, CorLoc.
+"""Object discovery on every checkpoint of a pruning run: one forward pass per image batch, every method, CorLoc.
 
 What does not depend on the checkpoint (decoding, resizing and grouping the images) is done once;
 each checkpoint then costs one batched forward pass per group of equally sized images, plus the
-methods themselves.
+methods themselves. The checkpoint loop is the analyses' one (``lib.analysis``): with ``state_dir`` an
+interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from lib import analysis
+from lib.analysis import Scored, digest
 from lib.checkpoints import iter_checkpoints, validate_source
 from lib.data.boxes import BoxDataset
 from lib.data.transforms import normalize, to_tensor
-from lib.discovery.corloc import CorLoc
+from lib.discovery.metrics import CorLoc
 from lib.discovery.features import PatchFeatures
 from lib.discovery.methods import build_methods, grid_box_to_pixels
 from lib.models import get_spec
@@ -120,35 +123,42 @@ def _check_dataset(dataset: BoxDataset) -> None:
                          "CorLoc is undefined for them: use dataset.with_boxes()")
 
 
+def dataset_digest(dataset: BoxDataset) -> str:
+    """What a dataset is, by content: its name, ids, boxes and images (in-memory arrays, or the files' SHA-256)."""
+    from lib import io
+
+    images = dataset.arrays if dataset.arrays is not None else [io.file_sha256(p) for p in dataset.paths]
+    return digest(dataset.name, list(map(str, dataset.ids)), *map(np.asarray, dataset.boxes), images)
+
+
 def discover(source, dataset: BoxDataset, methods: dict | None = None, features: dict | None = None,
              resize: int | None = None, batch_size: int = 32, threshold: float = 0.5, steps=None,
-             progress: bool = True, device: str | torch.device = "cpu") -> tuple[list[dict], pd.DataFrame]:
-    """Run every discovery method on every checkpoint of ``source`` (see ``lib.checkpoints``).
+             progress: bool = True, device: str | torch.device = "cpu", state_dir=None) -> tuple[list[dict], pd.DataFrame]:
+    """Run every discovery method on every checkpoint of ``source`` (a pruning stage's output).
 
     methods: ``{"lost": {"k_patches": 100}, "tokencut": {"tau": 0.2, "eps": 1e-5}}`` (the default).
     features: keyword arguments of :class:`PatchFeatures` (``which`` for ViTs, ``dilation`` for CNNs,
     ``centre``). steps: only these checkpoint steps (default: all). device: where the features and the
-    methods (LOST's affinities, TokenCut's batched eigenproblem) are computed.
+    methods (LOST's affinities, TokenCut's batched eigenproblem) are computed. state_dir: where each
+    finished checkpoint is kept, so that a rerun after an interruption resumes (``lib.analysis``).
     Returns (one row per checkpoint: step, sparsity, test_acc, corloc_<method>, miou_<method>,
     no_box_<method>; one row per (checkpoint, image): iou_, hit_ and the box of each method).
     """
-    from lib.io import progress_bar as tqdm
-
     validate_source(source)
-    methods = build_methods(methods if methods is not None else {"lost": {}, "tokencut": {}})
+    options = methods if methods is not None else {"lost": {}, "tokencut": {}}
+    methods = build_methods(options)
     _check_dataset(dataset)
     metric, features = CorLoc(threshold), dict(features or {})
-    rows, per_image, images = [], [], None
-    for record, model in tqdm(iter_checkpoints(source), desc="checkpoints", disable=not progress):
-        if steps is not None and len(rows) == len(set(steps)):
-            break  # every requested step is done: load no more checkpoints
-        if steps is not None and record["step"] not in steps:
-            continue
+    key = {"methods": options, "features": features, "resize": resize, "batch_size": batch_size,
+           "threshold": threshold, "dataset": dataset_digest(dataset)}
+    inputs = []  # the same inputs serve every checkpoint: made at the first one (they need its patch size)
+
+    def score(record: dict, model) -> Scored:
         spec = get_spec(record["model"])
-        extractor = PatchFeatures(model.to(device), record["model"], **features)
-        if images is None:  # the same inputs serve every checkpoint
-            images = InputImages(dataset, extractor.patch_size(), resize, batch_size)
-        boxes = predict_boxes(extractor, images, methods, spec.mean, spec.std)
+        extractor = PatchFeatures(model, record["model"], **features)
+        if not inputs:
+            inputs.append(InputImages(dataset, extractor.patch_size(), resize, batch_size))
+        boxes = predict_boxes(extractor, inputs[0], methods, spec.mean, spec.std)
         grids = boxes.pop("_grids")
         row = {"step": record["step"], "sparsity": record["sparsity"], "test_acc": record.get("test_acc"),
                "n_images": len(dataset), "grid": " ".join(f"{h}x{w}" for h, w in grids)}
@@ -162,9 +172,10 @@ def discover(source, dataset: BoxDataset, methods: dict | None = None, features:
             coords = np.array([b if b is not None else [np.nan] * 4 for b in boxes[name]], dtype=np.float64)
             for column, values in zip(BOX_COLUMNS, coords.T):
                 frame[f"{name}_{column}"] = values
-        rows.append(row)
-        per_image.append(frame)
-    return rows, pd.concat(per_image, ignore_index=True)
+        return Scored(row, frame)
+
+    done = analysis.score_checkpoints(source, score, key, state_dir, steps=steps, device=device, progress=progress)
+    return done.rows, done.items
 
 
 def diagnose_features(source, dataset: BoxDataset, settings: dict[str, dict], methods: dict | None = None,
@@ -198,73 +209,3 @@ def diagnose_features(source, dataset: BoxDataset, settings: dict[str, dict], me
         rows.append({"features": label, "settings": str(features), "positive_pairs": float(np.mean(positive)),
                      "lost_seed_in_box": float(np.mean(inside))})
     return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------- figures
-def plot_corloc(rows, methods=("lost", "tokencut"), baseline: float | None = None, ax=None, title: str | None = None,
-                baseline_label: str = "centred box"):
-    """CorLoc of each method against sparsity; test accuracy (where known) on a second axis."""
-    import matplotlib.pyplot as plt
-
-    frame = pd.DataFrame(rows).sort_values("sparsity")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.6))
-    x = frame["sparsity"] * 100
-    for name in methods:
-        ax.plot(x, frame[f"corloc_{name}"] * 100, marker="o", ms=3, label=f"CorLoc {name}")
-    if baseline is not None:
-        ax.axhline(baseline * 100, color="grey", ls="--", lw=1, label=baseline_label)
-    ax.set_xlabel("sparsity of prunable weights (%)")
-    ax.set_ylabel("CorLoc (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    if frame["test_acc"].notna().any():
-        twin = ax.twinx()
-        twin.plot(x, frame["test_acc"] * 100, color="black", ls=":", marker="s", ms=3, label="test accuracy")
-        twin.set_ylabel("test accuracy (%)")
-        twin.set_ylim(0, 100)
-        more = twin.get_legend_handles_labels()
-        handles, labels = handles + more[0], labels + more[1]
-    ax.legend(handles, labels, fontsize=7, loc="lower left")
-    if title:
-        ax.set_title(title)
-    return ax
-
-
-def gallery_steps(rows, count: int = 3) -> list[int]:
-    """``count`` checkpoints spread over the sparsity range (the dense one and the sparsest included)."""
-    steps = [r["step"] for r in sorted(rows, key=lambda r: r["sparsity"])]
-    picks = np.unique(np.linspace(0, len(steps) - 1, min(count, len(steps))).round().astype(int))
-    return [steps[i] for i in picks]
-
-
-def plot_gallery(dataset: BoxDataset, per_image: pd.DataFrame, steps, n_images: int = 6,
-                 methods=("lost", "tokencut")):
-    """Predicted (one colour per method) and true (yellow) boxes on the first images, one row per checkpoint."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    colours = dict(zip(methods, ("red", "cyan", "lime", "magenta")))
-    styles = dict(zip(methods, ("--", ":", "-.", "--")))
-    n_images = min(n_images, len(dataset))
-    fig, axes = plt.subplots(len(steps), n_images, figsize=(1.7 * n_images, 1.9 * len(steps)), squeeze=False)
-    for row, step in enumerate(steps):
-        part = per_image[per_image["step"] == step].reset_index(drop=True)
-        for col in range(n_images):
-            ax = axes[row, col]
-            ax.imshow(dataset.image(col))
-            ax.set_xticks([]), ax.set_yticks([])
-            for x0, y0, x1, y1 in dataset.boxes[col]:
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="yellow", lw=1.2))
-            for name in methods:
-                x0, y0, x1, y1 = (part.loc[col, f"{name}_{c}"] for c in BOX_COLUMNS)
-                if not np.isnan(x0):
-                    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colours[name],
-                                           lw=1.6, ls=styles[name]))
-        axes[row, 0].set_ylabel(f"{part.loc[0, 'sparsity'] * 100:.0f}% sparse", fontsize=8)
-    handles = [Rectangle((0, 0), 1, 1, fill=False, color="yellow", label="ground truth")]
-    handles += [Rectangle((0, 0), 1, 1, fill=False, color=colours[m], ls=styles[m], label=m) for m in methods]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return fig

@@ -235,6 +235,17 @@ class Connections(_Channels):
 METHODS = {cls.name: cls for cls in (Unstructured, Filters, Connections)}
 
 
+def register_pruning_method(cls: type[PruningMethod]) -> type[PruningMethod]:
+    """Class decorator: add a :class:`PruningMethod` subclass to :data:`METHODS` under its ``name``, so that
+    a plan's ``method`` (params.yaml ``prune.<plan>.plan.method``) accepts it."""
+    if not (isinstance(cls, type) and issubclass(cls, PruningMethod)) or not cls.name:
+        raise TypeError(f"register_pruning_method takes a PruningMethod subclass with a `name`, got {cls!r}")
+    if cls.name in METHODS:
+        raise ValueError(f"pruning method {cls.name!r} is already registered; give the class another `name`")
+    METHODS[cls.name] = cls
+    return cls
+
+
 def get_method(name: str, selection: str = "l1", scope: str = "global", seed: int = 0, **options) -> PruningMethod:
     """``options``: ``persistent``, ``rounding``, ``companions`` (see :class:`PruningMethod`)."""
     if name not in METHODS:

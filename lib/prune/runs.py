@@ -18,7 +18,7 @@ import pandas as pd
 from lib import io
 from lib.data.datasets import check_dataset, check_training_data, classification_data
 from lib.models import check_pretrained, get_spec, load_pretrained, save_checkpoint
-from lib.plots import plot_against_sparsity
+from lib.plots import accuracy_axis, legend_beside, plot_against_sparsity, styled
 from lib.prune.schedules import PruningPlan, run_schedule
 from lib.train import Recipe, evaluate
 
@@ -78,7 +78,8 @@ def summary_row(record: dict, arch: str, method: str, plan: PruningPlan) -> dict
     acct = record["accounting"]
     row = {"arch": arch, "method": method, "pruning": plan.method, "schedule": plan.schedule,
            "selection": plan.selection, "scope": plan.scope,
-           **{k: record[k] for k in ("step", "parent", "target", "sparsity", "test_acc", "val_acc")}}
+           **{k: record[k] for k in ("step", "parent", "target", "sparsity", "test_acc", "val_acc")},
+           "pruned_acc": record.get("pruned_acc")}  # absent in manifests written before it was recorded
     for key in ("params", "zeros", "prunable_params", "prunable_zeros", "macs", "nonzero_macs",
                 "compacted_params", "compacted_macs", "removed_share"):
         row[key] = acct.get(key)
@@ -150,16 +151,28 @@ def accuracy_table(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFram
     return frame.pivot_table(index=["arch", "method"], columns="target_pct", values=metric, aggfunc="first")
 
 
-def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "test accuracy"):
-    """One panel per architecture: ``metric`` against sparsity, one line per method."""
+@styled
+def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "test accuracy",
+                  chance: float | None = None):
+    """One panel per architecture: ``metric`` against the target sparsity (a regrowing run's measured sparsity
+    is near 0 after retraining), one line per method (its colour in every figure); dashed, in the same colour:
+    before retraining (``pruned_acc``), where recorded; chance dashed (``chance``: 1 / classes; unknown, the
+    axis still starts at 0 and says so); one legend beside the panels."""
     import matplotlib.pyplot as plt
 
     archs = list(dict.fromkeys(frame["arch"]))
-    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6), squeeze=False, layout="constrained")
     for ax, arch in zip(axes[0], archs):
-        plot_against_sparsity(frame[frame["arch"] == arch], metric, ax=ax, label_by=("method",), ylabel=ylabel,
-                              title=arch)
-    fig.tight_layout()
+        part = frame[frame["arch"] == arch]
+        plot_against_sparsity(part, metric, ax=ax, label_by=("method",), ylabel=ylabel, title=arch, legend=False,
+                              x="target")
+        if "pruned_acc" in part and part["pruned_acc"].notna().any():
+            for line, (_, run) in zip(ax.get_lines(), part.groupby("method", sort=True)):
+                run = run.dropna(subset=["pruned_acc"]).sort_values("target")
+                ax.plot(run["target"] * 100, run["pruned_acc"], ls="--", marker="x", ms=3, color=line.get_color())
+            ax.plot([], [], ls="--", color="grey", label="before retraining (dashed)")
+        accuracy_axis(ax, chance, label=ylabel)
+    legend_beside(axes[0, -1])
     return fig
 
 
@@ -178,11 +191,17 @@ def save_results(out_dir: str | Path, results: dict, arch: str, method: str) -> 
     table = accuracy_table(frame)
     io.save_json(Path(out_dir) / "metrics.json", {
         "dense": results["dense"],
-        "test_acc": {f"{a}/{m}": {f"{t:g}": v for t, v in row.dropna().items()} for (a, m), row in table.iterrows()},
+        "test_acc": by_run(table),
+        "pruned_acc": by_run(accuracy_table(frame, "pruned_acc")),  # before retraining
         "runs": sorted({f"{a}/{m}" for a, m in results["records"]}),
     })
     io.write_bytes(Path(out_dir) / "plots" / "accuracy.csv", frame.to_csv(index=False).encode())
     return Path(out_dir) / "metrics.json"
+
+
+def by_run(table: pd.DataFrame) -> dict:
+    """An accuracy table as ``{"arch/method": {"target %": value}}`` (the grid's metrics.json)."""
+    return {f"{a}/{m}": {f"{t:g}": v for t, v in row.dropna().items()} for (a, m), row in table.iterrows()}
 
 
 def layer_table(records: list[dict], key: str = "sparsity") -> pd.DataFrame:

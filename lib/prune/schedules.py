@@ -22,7 +22,9 @@ connection sparsity); ``rounding`` of per-layer counts (``nearest`` or ``floor``
 ``torch.nn.utils.prune.ln_structured``). docs/protocol.md lists which values reproduce each study.
 
 Every step writes ``checkpoints/step_XX.pt`` (folded weights + masks) and is listed in
-``pruning.json`` with its accounting (``lib.prune.accounting``); step 0 is the dense model, so every
+``pruning.json`` with its accounting (``lib.prune.accounting``) and test accuracy after retraining
+(``test_acc``) and before it (``pruned_acc``: the pruned model as pruning left it; the dense model's own
+accuracy at step 0); step 0 is the dense model, so every
 analysis sees the dense reference too. A run that is interrupted resumes at the first step without
 a valid checkpoint (and, inside a step, at the last finished epoch).
 """
@@ -156,13 +158,14 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
                 "data": data_identity(data),
                 "dense_test_acc": info["meta"].get("test_acc")}
 
-    def record(step, model, parent, target, known=None):
+    def record(step, model, parent, target, known=None, pruned_acc=None):
         known = known or {}
         acct = known.get("accounting") or accounting(model, plan.prunable(model, model_info["name"]), example_input)
         test_acc = known["test_acc"] if "test_acc" in known else evaluate(model, data["test"])
         val_acc = known["val_acc"] if "val_acc" in known else evaluate(model, data["val"])
         return {"step": step, "file": f"checkpoints/step_{step:02d}.pt", "parent": parent, "target": target,
-                "sparsity": acct["sparsity"], "test_acc": test_acc, "val_acc": val_acc, "accounting": acct}
+                "sparsity": acct["sparsity"], "test_acc": test_acc, "val_acc": val_acc,
+                "pruned_acc": test_acc if step == 0 else pruned_acc, "accounting": acct}
 
     def save(model, masks, rec):
         if dd.is_main():
@@ -206,6 +209,8 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
             if parent_info["masks"]:
                 apply_masks(model, parent_info["masks"])
             plan.method_for(step).prune(model, plan.prunable(model, model_info["name"]), target, example_input)
+            # Study B reports accuracy before retraining too: what pruning alone costs, what retraining recovers
+            pruned_acc = evaluate(model, data["test"])
             if recipe.epochs:  # epochs 0: pruning without retraining, the pruned weights as they are
                 if channels_last:  # oneDNN's convolutions are markedly faster in NHWC on CPUs
                     model.to(memory_format=torch.channels_last)
@@ -214,7 +219,9 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
             masks = current_masks(model)
             fold_masks(model)
             model.to(memory_format=torch.contiguous_format)
-            rec = record(step, model, parent, target)
+            # without retraining the checkpoint is the pruned model: its test accuracy is the one just measured
+            known = {} if recipe.epochs else {"test_acc": pruned_acc}
+            rec = record(step, model, parent, target, known, pruned_acc=pruned_acc)
             save(model, masks, rec)
         records[step] = rec
         write_manifest()

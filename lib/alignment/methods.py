@@ -1,4 +1,5 @@
-"""The 16 entry-level categories of model-vs-human and the mapping from ImageNet-1k to them.
+"""How a model's output becomes a decision (the alignment analysis's methods): the 16 entry-level
+categories of model-vs-human and the mapping from ImageNet-1k to them, or the model's own classes.
 
 A model's 16-class decision is the category whose ImageNet classes have the highest *mean*
 softmax probability (``ImageNetProbabilitiesTo16ClassesMapping`` in bethgelab/model-vs-human).

@@ -1,19 +1,17 @@
 """RQ1 end to end: attribution maps of every checkpoint of a pruning run, scored against ground-truth masks.
 
-``score_checkpoints(source, data, ...)`` iterates ``lib.checkpoints.iter_checkpoints(source)`` (a pruning
-stage's directory, or a pretrained model pruned one-shot) and, for each checkpoint, attributes the
+``score_checkpoints(source, data, ...)`` runs the analyses' checkpoint loop (``lib.analysis``) over a
+pruning stage's checkpoints and, for each checkpoint, attributes the
 predicted class of every image in batches (all methods of a batch share one forward pass, see
 ``lib.attribution.methods.Attributor``), turns the attributions into relevance maps at the mask's
 resolution and scores them. Everything that does not depend on the checkpoint (the ground truth and its
 distance transform, the uniform-map baseline, the normalised inputs) is computed once, before the loop.
-With ``state_dir``, every finished checkpoint is written there, and a rerun after an interruption picks
+With ``state_dir``, every finished checkpoint is kept there, and a rerun after an interruption picks
 up where the first one stopped.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import io
+from lib import analysis
+from lib.analysis import Scored, digest
 from lib.attribution.methods import Attributor, check_method_names, create_method, default_methods
 from lib.attribution.metrics import FAITHFULNESS, LOCALISATION, GroundTruth, relevance_map, uniform_scores
-from lib.checkpoints import iter_checkpoints, validate_source
+from lib.checkpoints import validate_source
 from lib.data.transforms import normalize, to_tensor
 from lib.models import get_spec
-from lib.results import step_key
 
 METRICS = tuple(cls.name for cls in LOCALISATION + FAITHFULNESS)
 
@@ -59,6 +57,11 @@ def check_stage(p: dict) -> list[tuple]:
         raise ValueError(f"unknown ground-truth dataset {p['dataset']!r}; choose one of {DATASETS}")
     if p["methods"] is not None:
         check_method_names(p["methods"])
+    if p.get("metrics") is not None:
+        try:
+            check_metrics(p["metrics"])
+        except ValueError as error:
+            raise ValueError(f"metrics: {error}") from None
     for method in ("ig_smoothgrad", "rollout"):
         check_options(p[method], keys_of(METHODS[method].__init__, ("self", "model")), method)
     if p["dataset"] == "voc":
@@ -120,39 +123,6 @@ def score_model(model, methods: list, inputs: torch.Tensor, truth: GroundTruth, 
     return frame, {k: np.concatenate(v) for k, v in kept.items() if v}
 
 
-class CheckpointState:
-    """Finished checkpoints on disk (``state_dir/step_XX.pt``), so an interrupted run resumes where it stopped.
-
-    A file is reused only when its fingerprint (settings, images, masks, checkpoint record) matches.
-    """
-
-    def __init__(self, state_dir, settings: dict, data: dict):
-        self.dir = Path(state_dir) if state_dir else None
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-        for key in ("images", "masks", "labels"):
-            if data.get(key) is not None:
-                digest.update(np.ascontiguousarray(data[key]).tobytes())
-        self.base = digest.hexdigest()
-
-    def fingerprint(self, record: dict) -> str:
-        return hashlib.sha256((self.base + json.dumps(record, sort_keys=True, default=str)).encode()).hexdigest()
-
-    def load(self, record: dict):
-        path = self.dir / f"{step_key(record['step'])}.pt" if self.dir else None
-        if path is None or not path.is_file():
-            return None
-        state = io.load_torch(path)
-        if state.get("fingerprint") != self.fingerprint(record):
-            return None
-        return state["row"], pd.DataFrame(state["frame"]), {k: v.numpy() for k, v in state["maps"].items()}, state["names"]
-
-    def save(self, record: dict, row: dict, frame: pd.DataFrame, maps: dict, names: list) -> None:
-        if self.dir:
-            io.save_torch(self.dir / f"{step_key(record['step'])}.pt", {
-                "fingerprint": self.fingerprint(record), "row": row, "frame": frame.to_dict("list"),
-                "maps": {k: torch.from_numpy(v) for k, v in maps.items()}, "names": names})
-
-
 def score_checkpoints(source, data: dict, methods: list[str] | None = None, method_options: dict | None = None,
                       cam_layer: str | None = None, tolerance: float = 15.0, perturbation_steps: int = 16,
                       blur_sigma: float = 5.0, batch_size: int = 16, eval_batch_size: int = 128, gallery_size: int = 4,
@@ -164,14 +134,13 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     method_options: {method: {option: value}} (e.g. ``{"ig_smoothgrad": {"steps": 50, "samples": 2}}``);
     tolerance: the pointing game's, in pixels; perturbation_steps, blur_sigma: deletion/insertion curves;
     batch_size: images per attribution call; eval_batch_size: images per forward pass of the perturbation curves;
-    state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes;
+    state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes
+    (``lib.analysis``);
     device: where the models run (None: the GPU when there is one, see ``lib.distributed.default_device``);
     metrics: the scores to compute, names of ``METRICS`` (None: all). ``["rma", "rra"]`` skips the pointing
     game, Gini and the deletion/insertion curves (the curves cost ``2 x perturbation_steps`` forward passes
     per image and method).
     """
-    from lib.io import progress_bar as tqdm
-
     from lib.distributed import default_device
 
     device = device or default_device()
@@ -187,46 +156,42 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     truth = GroundTruth(torch.from_numpy(np.asarray(data["masks"])), tolerance)
     faithfulness = [cls(perturbation_steps, eval_batch_size, blur_sigma) for cls in FAITHFULNESS if cls.name in metrics]
     baseline = {f"uniform_{k}": float(v.mean()) for k, v in uniform_scores(truth).items() if k in metrics}
-    settings = {**({"metrics": list(metrics)} if metrics != METRICS else {}),"methods": methods, "options": method_options, "cam_layer": cam_layer, "tolerance": tolerance,
-                "perturbation_steps": perturbation_steps, "blur_sigma": blur_sigma, "gallery_size": gallery_size}
-    state = CheckpointState(state_dir, settings, data)
+    key = {"metrics": list(metrics), "methods": methods, "options": method_options, "cam_layer": cam_layer,
+           "tolerance": tolerance, "perturbation_steps": perturbation_steps, "blur_sigma": blur_sigma,
+           "batch_size": batch_size, "eval_batch_size": eval_batch_size, "gallery_size": gallery_size,
+           "data": digest(*(data.get(k) for k in ("images", "masks", "labels", "ids")))}
     images = to_tensor(np.asarray(data["images"]))
     inputs_by_norm: dict[tuple, torch.Tensor] = {}
 
-    rows, frames, gallery_maps, sparsities, names = [], [], {}, {}, None
-    for record, model in tqdm(iter_checkpoints(source), desc="checkpoints", disable=not progress):
-        done = state.load(record)
-        if done is None:
-            started, cpu_started = time.perf_counter(), time.process_time()
-            spec = get_spec(record["model"])
-            names = list(methods or default_methods(model, spec))
-            chosen = [create_method(n, model, spec, cam_layer=cam_layer, **method_options.get(n, {})) for n in names]
-            # channels_last: oneDNN's convolutions run about 1.4x faster in it on CPU (benchmarks/attribution.py).
-            layout = torch.channels_last if spec.family == "cnn" else torch.contiguous_format
-            key = (spec.mean, spec.std, layout)
-            if key not in inputs_by_norm:
-                inputs_by_norm[key] = normalize(images, spec.mean, spec.std).contiguous(memory_format=layout)
-            model.to(device, memory_format=layout).eval()
-            frame, maps = score_model(model, chosen, inputs_by_norm[key], truth, batch_size, faithfulness,
-                                      keep=gallery_size, progress=progress, metrics=metrics)
-            frame = describe_images(frame, record, data)
-            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-            row = {"step": record["step"], "sparsity": record["sparsity"], "test_acc": record.get("test_acc"),
-                   **({"scored_acc": float(frame["correct"].mean())} if "correct" in frame else {}),
-                   "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
-                   **{c: float(frame[c].mean()) for c in frame.columns if c.split("_")[0] in METRICS}}
-            state.save(record, row, frame, maps, names)
-            done = row, frame, maps, names
-        row, frame, maps, names = done
-        rows.append(row)
-        frames.append(frame)
-        gallery_maps[record["step"]], sparsities[record["step"]] = maps, record["sparsity"]
-        del model
+    def score(record: dict, model) -> Scored:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        spec = get_spec(record["model"])
+        names = list(methods or default_methods(model, spec))
+        chosen = [create_method(n, model, spec, cam_layer=cam_layer, **method_options.get(n, {})) for n in names]
+        # channels_last: oneDNN's convolutions run about 1.4x faster in it on CPU (benchmarks/attribution.py).
+        layout = torch.channels_last if spec.family == "cnn" else torch.contiguous_format
+        norm = (spec.mean, spec.std, layout)
+        if norm not in inputs_by_norm:
+            inputs_by_norm[norm] = normalize(images, spec.mean, spec.std).contiguous(memory_format=layout)
+        model.to(memory_format=layout)
+        frame, maps = score_model(model, chosen, inputs_by_norm[norm], truth, batch_size, faithfulness,
+                                  keep=gallery_size, progress=progress, metrics=metrics)
+        frame = describe_images(frame, record, data)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        row = {"step": record["step"], "sparsity": record["sparsity"], "test_acc": record.get("test_acc"),
+               **({"scored_acc": float(frame["correct"].mean())} if "correct" in frame else {}),
+               "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+               **{c: float(frame[c].mean()) for c in frame.columns if c.split("_")[0] in METRICS}}
+        return Scored(row, frame, {"maps": maps, "names": names})
+
+    done = analysis.score_checkpoints(source, score, key, state_dir, device=device, progress=progress)
     keep = min(gallery_size, len(truth))
     gallery = {"images": np.asarray(data["images"])[:keep], "masks": np.asarray(data["masks"])[:keep],
-               "ids": np.asarray(data.get("ids", np.arange(keep)))[:keep], "maps": gallery_maps,
-               "sparsity": sparsities}
-    return Scores(rows, pd.concat(frames, ignore_index=True), names, baseline, gallery)
+               "ids": np.asarray(data.get("ids", np.arange(keep)))[:keep],
+               "maps": {step: extra["maps"] for step, extra in done.extras.items()},
+               "sparsity": {r["step"]: r["sparsity"] for r in done.records}}
+    names = done.extras[done.records[-1]["step"]]["names"] if done.records else None
+    return Scores(done.rows, done.items, names, baseline, gallery)
 
 
 def describe_images(frame: pd.DataFrame, record: dict, data: dict) -> pd.DataFrame:

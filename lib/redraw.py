@@ -1,0 +1,184 @@
+"""Redraw a stage's figures from the tables it saved, without recomputing any model.
+
+    python -m lib.redraw results/rq3_mvh_lite0 [results/...]
+
+A stage's folder (``results/NAME`` of a preset, or ``data/<stage>/<arch>/<method>``) holds ``metrics.json``,
+``plots/*.csv`` and, where it has them, ``per_image.csv`` / ``per_unit.csv``. Which figures are redrawn
+follows from which of these tables are there; figures drawn from images or relevance maps (galleries,
+stimuli, MIS tasks) are not in the tables and are left as they are, except RQ2's boxes gallery where the
+preset's dataset is at hand (the boxes are in ``per_image.csv``). Chance levels come from the tables
+(categories of the trials, classes of the pool) or from the preset that wrote the folder
+(``presets/NAME.yaml``: the models' ``num_classes``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from lib import io
+from lib.results import save_figure
+
+# Figures drawn from what the tables do not hold (RQ2's gallery is redrawn where its preset's images are at hand).
+NOT_REDRAWN = {"gallery": "relevance maps or images", "stimuli": "images", "mis_tasks": "images of the pool"}
+
+
+def _preset_classes(folder: Path) -> int | None:
+    """The number of classes of the preset that wrote ``folder`` (all its models agree), if it says."""
+    import yaml
+
+    preset = Path("presets") / f"{folder.name}.yaml"
+    if not preset.is_file():
+        return None
+    models = (yaml.safe_load(preset.read_text()).get("parameters") or {}).get("models") or {}
+    classes = {m.get("num_classes") for m in models.values() if isinstance(m, dict)}
+    return classes.pop() if len(classes) == 1 and None not in classes else None
+
+
+def _prune(folder: Path, metrics: dict) -> dict:
+    from lib.prune.runs import plot_accuracy
+
+    classes = _preset_classes(folder)
+    frame = pd.read_csv(folder / "plots" / "accuracy.csv")
+    return {"accuracy": plot_accuracy(frame, chance=1 / classes if classes else None)}
+
+
+def _interpret(folder: Path, metrics: dict) -> dict:
+    from lib.attribution.plots import plot_scores
+
+    rows = pd.read_csv(folder / "plots" / "scores.csv")
+    title = f"{metrics['arch']} / {metrics['method']}"
+    return {name: plot_scores(rows, chosen, metrics["methods"], metrics, title=title)
+            for name, chosen in (("rma_rra", ["rma", "rra"]), ("scores", ["pointing", "gini", "deletion", "insertion"]))}
+
+
+def _discover(folder: Path, metrics: dict) -> dict:
+    from lib.discovery.plots import plot_corloc
+
+    rows = pd.read_csv(folder / "plots" / "corloc.csv")
+    label = f"centred box ({metrics['centred_box_fraction']:.0%} of each side, tuned)"
+    ax = plot_corloc(rows.to_dict("records"), list(metrics["methods"]), baseline=metrics["centred_box_corloc"],
+                     title=f"{metrics['arch']} / {metrics['method']}: {metrics['dataset']}", baseline_label=label)
+    figures = {"corloc": ax.figure}
+    gallery = _discovery_gallery(folder, metrics, rows)
+    if gallery is not None:
+        figures["gallery"] = gallery
+    return figures
+
+
+def _discovery_gallery(folder: Path, metrics: dict, rows: pd.DataFrame):
+    """The boxes gallery from the saved boxes (per_image.csv) on the images of the preset's dataset, the same
+    images the run drew (its ids are checked); None where the preset or its dataset is not at hand."""
+    from lib.data.boxes import load_boxes
+    from lib.discovery.plots import gallery_steps, plot_gallery
+    from lib.stage import load_preset, notebook_parameters
+
+    preset = Path("presets") / f"{folder.name}.yaml"
+    if not preset.is_file():
+        return None
+    notebook, _, parameters = load_preset(preset)
+    p = {**notebook_parameters(notebook), **parameters}
+    if not Path(p["dataset"]["root"]).exists():
+        return None
+    data = load_boxes(**p["dataset"]).with_boxes().sample(p["n_images"], seed=p["seed"])
+    per_image = pd.read_csv(folder / "per_image.csv", dtype={"image": str})
+    drawn = per_image.loc[per_image["step"] == per_image["step"].min(), "image"].tolist()
+    if drawn != [str(i) for i in data.ids]:
+        raise ValueError(f"{folder}/per_image.csv lists other images than {preset}'s dataset gives now: "
+                         f"the gallery cannot be redrawn from it (rerun the preset)")
+    return plot_gallery(data, per_image, gallery_steps(rows.to_dict("records"), p["gallery_rows"]),
+                        p["gallery_images"], list(metrics["methods"]))
+
+
+def _align(folder: Path, metrics: dict) -> dict:
+    from lib.alignment import plots
+    from lib.alignment.distortions import DISTORTIONS
+
+    frame = pd.read_csv(folder / "plots" / "alignment.csv")
+    trials = pd.read_csv(folder / "per_image.csv", dtype={"condition": str})
+    datasets, humans = metrics["datasets"], metrics.get("humans") or {}
+    chance = 1 / trials["category"].nunique()  # every category of the benchmark occurs among the trials
+    title = f"{metrics['arch']}: {metrics['method']}"
+    figures = {"accuracy": plots.plot_metric_per_dataset(frame, "acc", datasets, humans, "accuracy", ylabel="accuracy",
+                                                         chance=chance, title=title),
+               "shape_bias": plots.plot_shape_bias(frame, humans, title=title),
+               "error_consistency": plots.plot_error_consistency(frame, datasets, humans)}
+    present = set(trials["dataset"]) - set(datasets)
+    levels = {name: [c for c in DISTORTIONS[name].conditions if c in set(trials.loc[trials["dataset"] == name, "condition"])]
+              for name in DISTORTIONS if name in present}
+    figures["distortions"] = plots.plot_distortion_curves(trials, levels, chance=chance)  # no human trials saved
+    return figures
+
+
+def _mis(folder: Path, metrics: dict) -> dict:
+    from lib.mis import plots
+
+    checkpoints = pd.read_csv(folder / "plots" / "mis.csv")
+    controls = pd.DataFrame(metrics.get("controls") or [])
+    primary = metrics["similarity"]
+    arch, method = metrics["arch"], metrics["method"]
+    figures = {}
+    classes = pd.DataFrame()
+    if (folder / "plots" / "mis_classes.csv").is_file():
+        classes = pd.read_csv(folder / "plots" / "mis_classes.csv")
+        classes = classes[classes["control"].isna()] if "control" in classes else classes
+    chance = 1 / classes["class"].nunique() if not classes.empty else None
+    figures["mis"] = plots.plot_mis_vs_sparsity(checkpoints, controls, title=f"{arch}: {method} ({primary} similarity)",
+                                                chance=chance)
+    units = pd.read_csv(folder / "per_unit.csv")
+    units = units[units["control"].isna()] if "control" in units else units
+    figures["mis_units"] = plots.plot_unit_distributions(units, primary, title=f"{arch}: {method}")
+    layers = pd.read_csv(folder / "plots" / "mis_layers.csv")
+    layers = layers[layers["control"].isna()] if "control" in layers else layers
+    figures["mis_layers"] = plots.plot_layer_profiles(layers, primary, title=f"{arch}: {method}, mean MIS per layer")
+    if not classes.empty:
+        figures["mis_classes"] = plots.plot_class_units(classes, primary, title=f"{arch}: {method}")
+    return figures
+
+
+# The table that tells which stage wrote a folder, and the function that redraws that stage's figures.
+STAGE_TABLES = {"accuracy.csv": _prune, "scores.csv": _interpret, "corloc.csv": _discover,
+                "alignment.csv": _align, "mis.csv": _mis}
+
+
+def redraw(folder: str | Path) -> dict[str, Path | None]:
+    """Redraw the figures of the stage folder ``folder`` from its saved tables: name -> the PNG written, or None where the tables hold nothing to draw (no figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    if not (folder / "metrics.json").is_file():
+        raise FileNotFoundError(f"folder={str(folder)!r} has no metrics.json: pass a stage's output folder "
+                                f"(results/NAME or data/<stage>/<arch>/<method>)")
+    metrics = io.load_json(folder / "metrics.json")
+    written = {}
+    for table, draw in STAGE_TABLES.items():
+        if (folder / "plots" / table).is_file():
+            for name, fig in draw(folder, metrics).items():
+                written[name] = None if fig is None else save_figure(fig, folder, name)
+                if fig is not None:
+                    plt.close(fig)
+            return written
+    raise FileNotFoundError(f"folder={str(folder)!r} has none of the tables figures are drawn from "
+                            f"({', '.join('plots/' + t for t in STAGE_TABLES)}): nothing to redraw")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="stage output folders, e.g. results/rq3_mvh_lite0")
+    for folder in parser.parse_args(argv).folders:
+        written = redraw(folder)
+        for name, path in written.items():
+            print(f"{folder}: {name}: {path if path is not None else 'nothing to draw, no figure'}")
+        for name, source in NOT_REDRAWN.items():
+            if (Path(folder) / "plots" / f"{name}.png").is_file() and name not in written:
+                print(f"{folder}: {name}: not redrawn (drawn from {source}, which the tables do not hold)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
