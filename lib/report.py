@@ -95,11 +95,20 @@ ACCURACY = ("test_acc", "ood_acc")
 
 
 def chance_levels(root, arch: str) -> dict:
-    """Chance levels of the accuracy panels that the run records: test accuracy's is 1 / the classes of the
-    architecture's trained model (``<root>/train/<arch>/model.pt``). OOD accuracy's depends on the
-    benchmark's categories, which no metrics file records: not given (the panel says so)."""
+    """Chance levels of the accuracy panels, as the run records them: test accuracy's is 1 / the classes of the
+    architecture's trained model (``<root>/train/<arch>/model.pt``); an analysis stage records its own in its
+    ``metrics.json`` as ``chance: {metric: level}`` (RQ3's OOD accuracy: 1 / the benchmark's categories). A
+    level that no file records is not given (the panel says so)."""
+    import json
+    from pathlib import Path
+
     chance = chance_of(f"{root}/train/{arch}/model.pt")
-    return {} if chance is None else {"test_acc": chance}
+    levels = {} if chance is None else {"test_acc": chance}
+    for stage in ANALYSES:
+        for path in sorted(Path(root, stage, arch).glob("*/metrics.json")):
+            recorded = json.loads(path.read_text()).get("chance") or {}
+            levels.update({metric: float(level) for metric, level in recorded.items()})
+    return levels
 
 
 @styled

@@ -146,7 +146,7 @@ def test_redraw_from_saved_tables(tmp_path, name, monkeypatch):
         main([str(tmp_path / "missing")])
 
 
-def test_report_chance_comes_from_the_trained_model(tmp_path):
+def test_report_chance_comes_from_the_run(tmp_path):
     import torch
 
     from lib.models.registry import save_checkpoint
@@ -155,6 +155,10 @@ def test_report_chance_comes_from_the_trained_model(tmp_path):
     assert chance_levels(tmp_path, "cnn") == {} and plots.chance_of(tmp_path / "none.pt") is None  # not given
     save_checkpoint(tmp_path / "train" / "cnn" / "model.pt", torch.nn.Linear(2, 10), "small_cnn", 10)
     assert chance_levels(tmp_path, "cnn") == {"test_acc": pytest.approx(0.1)}
+    (tmp_path / "align" / "cnn" / "lrr").mkdir(parents=True)  # RQ3 records its own: 1 / the 16 categories
+    (tmp_path / "align" / "cnn" / "lrr" / "metrics.json").write_text('{"checkpoints": {}, "chance": {"ood_acc": 0.0625}}')
+    assert chance_levels(tmp_path, "cnn") == {"test_acc": pytest.approx(0.1), "ood_acc": 0.0625}
+    assert chance_levels(tmp_path, "vit") == {}  # another architecture's files say nothing of this one
 
 
 def test_learning_curves_show_chance():
