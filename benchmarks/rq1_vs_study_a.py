@@ -6,7 +6,7 @@
 Study A (re-created): for every checkpoint and every image, one at a time, captum's
 ``NoiseTunnel(IntegratedGradients)`` (SmoothGrad, 2 samples, 50 steps, zero baseline), pytorch_grad_cam's
 ``GradCAM`` on the last block, each map pooled as Study A pools it and scored with RMA and RRA in numpy.
-lib: ``lib.attribution.run.score_model`` with Grad-CAM and IG in SmoothGrad on the batch, only RMA and
+lib: ``lib.interpret.run.score_model`` with Grad-CAM and IG in SmoothGrad on the batch, only RMA and
 RRA (``metrics=["rma", "rra"]``). "Checkpoints" are differently seeded random models (the cost does not
 depend on the weights). Medians of interleaved samples (benchmarks/timing.py) and the ratio.
 """
@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import compare, describe, ratio  # noqa: E402
 
-from lib.attribution.run import score_model  # noqa: E402
-from lib.attribution.methods import create_method  # noqa: E402
-from lib.attribution.metrics import GroundTruth  # noqa: E402
+from lib.interpret.run import score_model  # noqa: E402
+from lib.interpret.methods import create_method  # noqa: E402
+from lib.interpret.metrics import GroundTruth  # noqa: E402
 from lib.models import create_model, get_layer, get_spec  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""The loop every analysis runs over the checkpoints of a pruning stage, written once.
+"""The loop every analysis runs over the checkpoints of a prune stage, written once.
 
 An analysis supplies only how to score one checkpoint: ``score(record, model) -> Scored`` (its row of
 ``metrics.json``, its rows of the per-item table, and whatever else its figures need). :func:`score_checkpoints`

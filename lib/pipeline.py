@@ -37,7 +37,7 @@ LAYERS = (
     ("train", ("lib.train",)),
     ("prune", ("lib.prune",)),
     ("checkpoints", ("lib.checkpoints", "lib.analysis")),
-    ("analyses", ("lib.attribution", "lib.discovery", "lib.alignment", "lib.mis")),
+    ("analyses", ("lib.interpret", "lib.discover", "lib.align", "lib.mis")),
     ("report", ("lib.report",)),
     ("runner", ("lib.stage", "lib.experiment", "lib.vega", "lib.redraw")),
 )
@@ -115,29 +115,29 @@ def variant_stage(stage: Stage) -> Stage:
 
 _DECLARED = (
     Stage("data", "notebooks/00_data.ipynb", "lib.stage", ("data",), matrix=False, check="lib.data.shapes:check_stage"),
-    Stage("train", "notebooks/01_training.ipynb", "lib.stage", ("models.{arch}", "train.{arch}"), ("data",),
+    Stage("train", "notebooks/01_train.ipynb", "lib.stage", ("models.{arch}", "train.{arch}"), ("data",),
           check="lib.train:check_stage", metrics=(Metric("test_acc"),)),
-    Stage("prune", "notebooks/02_pruning.ipynb", "lib.stage", ("prune.{method}", "retrain.{arch}"), ("data", "train"),
+    Stage("prune", "notebooks/02_prune.ipynb", "lib.stage", ("prune.{method}", "retrain.{arch}"), ("data", "train"),
           check="lib.prune.runs:check_stage", metrics=(Metric("test_acc", item=None,
                                                              why_untested="accuracy per checkpoint: no per-image file"),)),
-    Stage("interpret", "notebooks/03_interpretability.ipynb", "lib.stage", ("interpret",), ("data", "prune"),
-          check="lib.attribution.run:check_stage", items="per_image.csv", item_id="image", variants=True, metrics=(
+    Stage("interpret", "notebooks/03_interpret.ipynb", "lib.stage", ("interpret",), ("data", "prune"),
+          check="lib.interpret.run:check_stage", items="per_image.csv", item_id="image", variants=True, metrics=(
               Metric("rma_*", item="rma_*"), Metric("rra_*", item="rra_*"),
               Metric("pointing_*", item="pointing_*", tested=False), Metric("gini_*", item="gini_*", tested=False),
               Metric("deletion_*", higher_is_better=False, item="deletion_*", tested=False),
               Metric("insertion_*", item="insertion_*", tested=False))),
-    Stage("discover", "notebooks/04_object_discovery.ipynb", "lib.stage", ("discover.common", "discover.{arch}"),
-          ("data", "prune"), check="lib.discovery.run:check_stage", items="per_image.csv", item_id="image",
+    Stage("discover", "notebooks/04_discover.ipynb", "lib.stage", ("discover.common", "discover.{arch}"),
+          ("data", "prune"), check="lib.discover.run:check_stage", items="per_image.csv", item_id="image",
           variants=True, metrics=(Metric("corloc_*", item="hit_*"),)),
-    Stage("align", "notebooks/05_human_alignment.ipynb", "lib.stage", ("align",), ("data", "prune"),
-          check="lib.alignment.run:check_stage", items="per_image.csv", item_id="trial", variants=True, metrics=(
+    Stage("align", "notebooks/05_align.ipynb", "lib.stage", ("align",), ("data", "prune"),
+          check="lib.align.run:check_stage", items="per_image.csv", item_id="trial", variants=True, metrics=(
               Metric("ood_acc", item="ood_score"),
               Metric("shape_bias", why_untested="a ratio of decision counts, not a mean over images"),
               Metric("ec_humans", why_untested="Cohen's kappa is not a mean over images"),
               Metric("ec_dense", why_untested="Cohen's kappa is not a mean over images"))),
     Stage("mis_embeddings", None, "lib.mis.embeddings", ("mis",), ("data",), check="lib.mis.run:check_stage",
           matrix=False),
-    Stage("mis", "notebooks/06_unit_interpretability.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
+    Stage("mis", "notebooks/06_mis.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
           check="lib.mis.run:check_stage", items="per_unit.csv", item_id="unit",
           metrics=(Metric("mis", item="mis"), Metric("solved", item="solved", tested=False))),
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
@@ -244,7 +244,7 @@ def closure(modules, root: Path | None = None) -> set[str]:
 
 
 def twin(notebook: str | Path) -> Path:
-    """The jupytext percent twin of a notebook (``notebooks/01_training.ipynb`` -> ``notebooks/01_training.py``):
+    """The jupytext percent twin of a notebook (``notebooks/01_train.ipynb`` -> ``notebooks/01_train.py``):
     the code and markdown alone, what DVC depends on and what ``lib.stage`` runs (``jupytext.toml``)."""
     return Path(notebook).with_suffix(".py")
 

@@ -23,10 +23,10 @@ from matplotlib.ticker import MaxNLocator
 # The names the repository plots, each with its own colour. Names of different kinds that never share a
 # figure may share a hue; within a kind every colour is distinct.
 COLOURS = {
-    # attribution methods (lib.attribution.methods.METHODS)
+    # attribution methods (lib.interpret.methods.METHODS)
     "gradcam": "#1f77b4", "guided_gradcam": "#ff7f0e", "ig_smoothgrad": "#2ca02c", "saliency": "#d62728",
     "attention": "#9467bd", "rollout": "#8c564b",
-    # object discovery methods (lib.discovery.methods.METHODS) and their baseline
+    # object discovery methods (lib.discover.methods.METHODS) and their baseline
     "lost": "#e377c2", "tokencut": "#17becf", "centred box": "#7f7f7f",
     # pruning methods, criteria and schedules (params.yaml, presets/); "<criterion>-iterative" is a lighter
     # shade of "<criterion>-oneshot" (see colour)
@@ -128,7 +128,7 @@ def accuracy_axis(ax, chance: float | None, scale: float = 1.0, label: str | Non
 
 def chance_of(source) -> float | None:
     """Chance accuracy of a classifier of this library: 1 / its classes. ``source``: a checkpoint file or a
-    pruning stage's folder (its first checkpoint); None for anything else (a dict source, a missing file)."""
+    prune stage's folder (its first checkpoint); None for anything else (a dict source, a missing file)."""
     from pathlib import Path
 
     from lib import io

@@ -46,7 +46,7 @@ def _prune(folder: Path, metrics: dict) -> dict:
 
 
 def _interpret(folder: Path, metrics: dict) -> dict:
-    from lib.attribution.plots import plot_scores
+    from lib.interpret.plots import plot_scores
 
     rows = pd.read_csv(folder / "plots" / "scores.csv")
     title = f"{metrics['arch']} / {metrics['method']}"
@@ -55,7 +55,7 @@ def _interpret(folder: Path, metrics: dict) -> dict:
 
 
 def _discover(folder: Path, metrics: dict) -> dict:
-    from lib.discovery.plots import plot_corloc
+    from lib.discover.plots import plot_corloc
 
     rows = pd.read_csv(folder / "plots" / "corloc.csv")
     label = f"centred box ({metrics['centred_box_fraction']:.0%} of each side, tuned)"
@@ -72,7 +72,7 @@ def _discovery_gallery(folder: Path, metrics: dict, rows: pd.DataFrame):
     """The boxes gallery from the saved boxes (per_image.csv) on the images of the preset's dataset, the same
     images the run drew (its ids are checked); None where the preset or its dataset is not at hand."""
     from lib.data.boxes import load_boxes
-    from lib.discovery.plots import gallery_steps, plot_gallery
+    from lib.discover.plots import gallery_steps, plot_gallery
     from lib.stage import load_preset, notebook_parameters
 
     preset = Path("presets") / f"{folder.name}.yaml"
@@ -93,8 +93,8 @@ def _discovery_gallery(folder: Path, metrics: dict, rows: pd.DataFrame):
 
 
 def _align(folder: Path, metrics: dict) -> dict:
-    from lib.alignment import plots
-    from lib.alignment.distortions import DISTORTIONS
+    from lib.align import plots
+    from lib.align.distortions import DISTORTIONS
 
     frame = pd.read_csv(folder / "plots" / "alignment.csv")
     trials = pd.read_csv(folder / "per_image.csv", dtype={"condition": str})

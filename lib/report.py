@@ -52,7 +52,7 @@ def load_dimensions(root) -> tuple[pd.DataFrame, dict]:
     """One row per checkpoint (arch, method, step) with every declared metric; and stage -> its columns.
 
     The dimensions are the metrics the stages declare (``lib.pipeline``); sparsity and test accuracy come
-    from the pruning stage; a stage that has not run is left out.
+    from the prune stage; a stage that has not run is left out.
     """
     from lib.results import collect
 
@@ -220,7 +220,7 @@ def dimension_correlations(frame: pd.DataFrame, metrics: list[str], method: str 
 
 
 def parameter_counts(root) -> dict:
-    """Parameters of each architecture's dense model, from the training stage's metrics."""
+    """Parameters of each architecture's dense model, from the train stage's metrics."""
     from pathlib import Path
 
     from lib import io

@@ -7,7 +7,7 @@ A stage writes into its output directory:
 - ``plots/<name>.csv``: one row per checkpoint (sparsity and the metrics), for ``dvc plots``;
 - ``per_image.csv`` (optional): one row per (checkpoint, image) so the report can bootstrap.
 
-A pruning stage writes ``pruning.json`` (:data:`MANIFEST`): its checkpoints, the analyses' input.
+A prune stage writes ``pruning.json`` (:data:`MANIFEST`): its checkpoints, the analyses' input.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MANIFEST = "pruning.json"
 
 
 def list_checkpoints(pruning_dir: str | Path) -> list[dict]:
-    """The manifest of a pruning stage: one record per checkpoint, with an absolute ``path``."""
+    """The manifest of a prune stage: one record per checkpoint, with an absolute ``path``."""
     pruning_dir = Path(pruning_dir)
     manifest = io.load_json(pruning_dir / MANIFEST)
     return [{**r, "path": str(pruning_dir / r["file"])} for r in manifest["checkpoints"]]

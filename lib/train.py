@@ -411,7 +411,7 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
                      progress: bool = True, arch: str | None = None) -> dict:
     """Train a registered model; write ``model.pt`` and DVCLive logs to ``out_dir``.
 
-    Data: the embedded dataset in ``data_dir``, or ``dataset`` (the pruning stage's dataset dict, e.g.
+    Data: the embedded dataset in ``data_dir``, or ``dataset`` (the prune stage's dataset dict, e.g.
     ``{"name": "imagenet", "root": ..., "num_classes": 1000, ...}``, see ``lib.prune.runs``).
     ``pretrained``: start from a local weights file instead of a random initialisation,
     ``{"weights": path, "drop_keys": [...], "recorded_acc": 0.6978}`` (the pruning presets' pretrained
@@ -476,7 +476,7 @@ def has_weights(pretrained: dict | None, model_kwargs: dict | None = None) -> bo
 
 
 def check_stage(p: dict) -> list[tuple]:
-    """The training stage's parameters, checked before any compute; returns the input paths it reads."""
+    """The train stage's parameters, checked before any compute; returns the input paths it reads."""
     import torch
 
     from lib.data.datasets import check_dataset, check_training_data, dataset_paths

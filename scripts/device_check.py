@@ -55,9 +55,9 @@ def analyses(model, name: str, images: torch.Tensor, device: torch.device, ig_st
     """Every directly callable analysis on ``device`` and on the CPU: the largest differences."""
     import copy
 
-    from lib.attribution.methods import Attributor, create_method
+    from lib.interpret.methods import Attributor, create_method
     from lib.data.image_pool import ImagePool
-    from lib.discovery import LOST, PatchFeatures, TokenCut
+    from lib.discover import LOST, PatchFeatures, TokenCut
     from lib.mis.activations import default_layers, unit_activations
     from lib.models import get_spec
 

@@ -32,7 +32,7 @@ def tiny_shapes(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pruned_source(tmp_path_factory):
-    """A pruning stage's output as notebook 02 writes it (checkpoints + manifest): ``model`` with its initial
+    """A prune stage's output as notebook 02 writes it (checkpoints + manifest): ``model`` with its initial
     weights (random, or a package's pretrained ones through ``model_kwargs``) pruned one-shot by global L1
     magnitude to each of ``targets`` without retraining (a oneshot plan, recipe epochs 0), scored on a few random
     images. Call it as ``pruned_source(model, targets, num_classes=..., model_kwargs=...)``; one run per argument
@@ -64,6 +64,6 @@ def pruned_source(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pruned_cnn(pruned_source) -> Path:
-    """A pruning stage's output in miniature: a seeded, untrained small_cnn (10 classes), dense and pruned
+    """A prune stage's output in miniature: a seeded, untrained small_cnn (10 classes), dense and pruned
     one-shot to half its weights by global magnitude."""
     return Path(pruned_source("small_cnn", targets=(0.5,)))

@@ -47,7 +47,7 @@ def assert_same_rows(a: list[dict], b: list[dict], ignore=()):
 
 
 def test_attribution_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, monkeypatch):
-    from lib.attribution import run as module
+    from lib.interpret import run as module
     from lib.data.masks import load_ground_truth
 
     data = load_ground_truth("shapes", tiny_shapes, limit=2)
@@ -66,7 +66,7 @@ def test_attribution_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_
 
 def test_discovery_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, monkeypatch):
     from lib.data.boxes import load_shapes
-    from lib.discovery import run as module
+    from lib.discover import run as module
 
     data = load_shapes(tiny_shapes, "test").sample(4)
     methods = {"lost": {"k_patches": 10}, "tokencut": {}}
@@ -79,8 +79,8 @@ def test_discovery_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_pa
 
 
 def test_alignment_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, monkeypatch):
-    from lib.alignment import metrics
-    from lib.alignment import run as module
+    from lib.align import metrics
+    from lib.align import run as module
 
     evaluation = module.prepare(tiny_shapes, datasets=["cue-conflict"], distortions={"contrast": ["c100", "c10"]},
                                 n_images=6, n_split=6, progress=False)
@@ -173,7 +173,7 @@ def test_state_is_keyed_by_the_checkpoints_content_and_the_options(pruned_cnn, t
 
 
 def test_the_source_is_checked_before_any_compute(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pruning stage"):
+    with pytest.raises(FileNotFoundError, match="prune stage"):
         analysis.score_checkpoints(tmp_path, lambda record, model: 1 / 0, {}, progress=False)
 
 

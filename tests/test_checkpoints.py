@@ -20,12 +20,12 @@ def test_a_dict_source_is_refused_with_the_fix():
         with pytest.raises(TypeError) as error:
             call()
         message = str(error.value)
-        assert message.startswith("source must be a pruning stage's output directory") and "got a dict" in message
+        assert message.startswith("source must be a prune stage's output directory") and "got a dict" in message
         assert "notebook 02" in message and "recipe.epochs 0" in message and "lite0.params.yaml" in message
 
 
 def test_a_missing_run_names_the_stage_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the pruning stage first"):
+    with pytest.raises(FileNotFoundError, match="run the prune stage first"):
         validate_source(tmp_path)
 
 

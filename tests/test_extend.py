@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lib import io
-from lib.attribution import methods as attribution_methods
+from lib.interpret import methods as attribution_methods
 from lib.data import datasets
 from lib.models import registry
 from lib.prune import methods as pruning_methods
@@ -96,8 +96,8 @@ def test_a_registered_pruning_method_prunes_two_steps(registries, tiny_shapes, t
 
 
 def test_a_registered_attribution_method_scores_two_checkpoints(registries, pruned_cnn, tiny_shapes):
-    from lib.attribution.methods import Method, register_attribution_method
-    from lib.attribution.run import score_checkpoints
+    from lib.interpret.methods import Method, register_attribution_method
+    from lib.interpret.run import score_checkpoints
     from lib.data.masks import load_ground_truth
 
     # --- README: an attribution method ---

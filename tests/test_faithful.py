@@ -300,7 +300,7 @@ def test_mis_unit_sets(googlenet):
 
 
 def test_accuracy_over_all_images_includes_the_control_condition():
-    from lib.alignment.metrics import checkpoint_rows
+    from lib.align.metrics import checkpoint_rows
 
     rows = []
     for condition, correct in (("cr", [1, 1, 1, 1]), ("bw", [1, 0, 0, 0])):  # colour: "cr" is the control

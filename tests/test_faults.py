@@ -25,9 +25,9 @@ from lib import io, stage
 from lib.data import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_NB = "notebooks/01_training.ipynb"
+TRAIN_NB = "notebooks/01_train.ipynb"
 DATA_NB = "notebooks/00_data.ipynb"
-PRUNE_NB = "notebooks/02_pruning.ipynb"
+PRUNE_NB = "notebooks/02_prune.ipynb"
 
 
 def tree_hash(folder: Path) -> str:
@@ -106,7 +106,7 @@ def test_parent_of_a_sibling_run_and_unmarked_folders_are_refused(in_root, no_ke
     sibling = tmp_path / "prune" / "cnn" / "lrr"
     sibling.mkdir(parents=True)
     (sibling / "pruning.json").write_text("{}")
-    (sibling / stage.MARKER).write_text(json.dumps({"notebook": "02_pruning.ipynb", "parameters_hash": "x"}))
+    (sibling / stage.MARKER).write_text(json.dumps({"notebook": "02_prune.ipynb", "parameters_hash": "x"}))
     (tmp_path / "prune" / "cnn" / "notes.txt").write_text("mine")
     before = tree_hash(tmp_path / "prune")
     code, err = run_main(capsys, PRUNE_NB, str(tmp_path / "prune" / "cnn"))
@@ -127,7 +127,7 @@ def test_parent_of_a_sibling_run_and_unmarked_folders_are_refused(in_root, no_ke
     assert code == 2 and "is a file" in err, err
     # another notebook's output is not replaced either
     code, err = run_main(capsys, TRAIN_NB, str(sibling))
-    assert code == 2 and "holds the output of 02_pruning.ipynb" in err, err
+    assert code == 2 and "holds the output of 02_prune.ipynb" in err, err
     assert tree_hash(tmp_path / "prune") == before and (unmarked / "table.csv").read_text() == "a,b\n"
 
 
@@ -199,8 +199,8 @@ def test_training_parameter_types_fail_before_a_kernel(in_root, no_kernel, capsy
     (DATA_NB, ["seed=true"], "seed must be an integer"),
     (PRUNE_NB, ["plan={threshold: '0.5'}"], "plan.threshold must be a number"),
     (PRUNE_NB, ["plan={layers: conv}"], "plan.layers must be a list"),
-    ("notebooks/04_object_discovery.ipynb", ["n_images=many"], "n_images must be an integer or null"),
-    ("notebooks/05_human_alignment.ipynb", ["source=3"], "source must be a string or a mapping"),
+    ("notebooks/04_discover.ipynb", ["n_images=many"], "n_images must be an integer or null"),
+    ("notebooks/05_align.ipynb", ["source=3"], "source must be a string or a mapping"),
 ])
 def test_notebook_parameter_types_fail_before_a_kernel(in_root, no_kernel, capsys, tmp_path, notebook, sets, message):
     code, err = run_main(capsys, notebook, str(tmp_path / "out"), "--set", *sets)
@@ -208,9 +208,9 @@ def test_notebook_parameter_types_fail_before_a_kernel(in_root, no_kernel, capsy
 
 
 def test_declared_types_and_none_defaults_accept_what_they_should(in_root):
-    stage.check_parameter_types(ROOT / "notebooks/04_object_discovery.ipynb",
+    stage.check_parameter_types(ROOT / "notebooks/04_discover.ipynb",
                                 {"n_images": None, "source": {"model": "x"}, "resize": 224})
-    stage.check_parameter_types(ROOT / "notebooks/03_interpretability.ipynb", {"blur_sigma": 3.6, "methods": ["a"]})
+    stage.check_parameter_types(ROOT / "notebooks/03_interpret.ipynb", {"blur_sigma": 3.6, "methods": ["a"]})
     stage.check_parameter_types(ROOT / TRAIN_NB, {"recipe": {"lr": 1, "weight_decay": 0}})  # an int is a number
 
 
@@ -265,7 +265,7 @@ def test_yaml_errors_are_one_line_with_file_and_line(in_root, no_kernel, capsys,
     code, err = run_main(capsys, TRAIN_NB, str(tmp_path / "o"), "--params", "train.cnn", "--params-file", str(bad))
     assert code == 2 and f"{bad}:4:1: YAML syntax error" in err and err.count("\n") == 1, err
     preset = tmp_path / "preset.yaml"
-    preset.write_text("notebook: notebooks/01_training.ipynb\nout_dir: x\nparameters:\n  recipe: [1, 2\n")
+    preset.write_text("notebook: notebooks/01_train.ipynb\nout_dir: x\nparameters:\n  recipe: [1, 2\n")
     code, err = run_main(capsys, "--preset", str(preset))
     assert code == 2 and f"{preset}:5:1: YAML syntax error" in err, err
     code, err = run_main(capsys, TRAIN_NB, str(tmp_path / "o"), "--set", "recipe={epochs: 3")
@@ -494,7 +494,7 @@ def test_training_killed_by_sigkill_resumes_to_the_same_model(tmp_path, tiny_sha
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "lib.stage: resuming from" in resumed.stderr and "after epoch" in resumed.stderr, resumed.stderr
     assert _same(_state(tmp_path / "ref" / "model.pt"), _state(out / "model.pt"))
-    assert stage.read_marker(out)["notebook"] == "01_training.ipynb" and not Path(f"{out}.partial").exists()
+    assert stage.read_marker(out)["notebook"] == "01_train.ipynb" and not Path(f"{out}.partial").exists()
 
 
 PRUNE_SCRIPT = """

@@ -16,7 +16,7 @@ from lib.models import create_model
 from lib.stage import check_parameters, notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "06_unit_interpretability.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "06_mis.ipynb"
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from lib.attribution.methods import Attributor, create_method, default_methods
-from lib.attribution.metrics import relevance_map
+from lib.interpret.methods import Attributor, create_method, default_methods
+from lib.interpret.metrics import relevance_map
 from lib.data.image_pool import ImagePool
 from lib.data.transforms import normalize, to_tensor
-from lib.discovery.features import PatchFeatures
+from lib.discover.features import PatchFeatures
 from lib.mis import default_layers, unit_activations
 from lib.models import create_model, get_layer, get_spec, load_checkpoint, register_model, save_checkpoint
 

@@ -48,14 +48,14 @@ def test_twin_defines_the_cells_that_run(tmp_path):
     """lib.stage reads the twin: a cell edited only in the .py is what runs (and what the parameters are)."""
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    shutil.copy(ROOT / "notebooks/01_training.ipynb", notebooks)
-    text = (ROOT / "notebooks/01_training.py").read_text().replace('arch = "cnn"', 'arch = "twin"')
-    (notebooks / "01_training.py").write_text(text)
-    nb = stage.read_notebook(notebooks / "01_training.ipynb")
-    assert stage.notebook_parameters(notebooks / "01_training.ipynb")["arch"] == "twin"
+    shutil.copy(ROOT / "notebooks/01_train.ipynb", notebooks)
+    text = (ROOT / "notebooks/01_train.py").read_text().replace('arch = "cnn"', 'arch = "twin"')
+    (notebooks / "01_train.py").write_text(text)
+    nb = stage.read_notebook(notebooks / "01_train.ipynb")
+    assert stage.notebook_parameters(notebooks / "01_train.ipynb")["arch"] == "twin"
     assert nb.metadata["kernelspec"]["name"] == "pruning-beyond-accuracy" and not nb.metadata.get("jupytext")
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    assert stage.twin_differs(notebooks / "01_training.ipynb")
+    assert stage.twin_differs(notebooks / "01_train.ipynb")
 
 
 @pytest.mark.parametrize("name", [n for n, s in STAGES.items() if s.notebook])
@@ -95,7 +95,7 @@ def test_lab_autosave_changes_no_stage(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=copy, check=True)
     before_hashes, before_status = _dep_hashes(copy), _status(copy)
 
-    path = copy / "notebooks/02_pruning.ipynb"
+    path = copy / "notebooks/02_prune.ipynb"
     nb = nbformat.read(str(path), as_version=4)
     for count, cell in enumerate((c for c in nb.cells if c.cell_type == "code"), 1):
         cell.execution_count = count
@@ -110,7 +110,7 @@ def test_lab_autosave_changes_no_stage(tmp_path):
     assert _dep_hashes(copy) == before_hashes
     assert _status(copy) == before_status
 
-    twin_path = copy / "notebooks/02_pruning.py"
+    twin_path = copy / "notebooks/02_prune.py"
     twin_path.write_text(twin_path.read_text() + "\n# %%\nprint('a real change')\n")
     changed = {k for k, v in _dep_hashes(copy).items() if before_hashes[k] != v}
-    assert changed and all(k.endswith("notebooks/02_pruning.py") for k in changed)
+    assert changed and all(k.endswith("notebooks/02_prune.py") for k in changed)

@@ -125,7 +125,7 @@ def test_dvc_commands_run_the_declared_notebook_and_sections(name):
 def test_training_never_depends_on_the_report_or_the_analyses():
     for name in ("data", "train", "prune"):
         runs = stage_closure(STAGES[name])
-        assert not [f for f in runs if f.startswith(("lib/report", "lib/attribution", "lib/discovery", "lib/alignment",
+        assert not [f for f in runs if f.startswith(("lib/report", "lib/interpret", "lib/discover", "lib/align",
                                                      "lib/mis", "lib/checkpoints"))], name
 
 

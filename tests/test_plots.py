@@ -57,8 +57,8 @@ def test_colour_is_one_per_name_and_distinct_within_a_kind():
 
 
 def test_two_figures_give_a_method_the_same_colour():
-    from lib.attribution.plots import plot_scores
-    from lib.discovery.plots import plot_corloc
+    from lib.interpret.plots import plot_scores
+    from lib.discover.plots import plot_corloc
 
     frame, columns = _dimensions()
     report = _line_colours(plot_dimensions(frame, columns, "cnn"))
@@ -102,7 +102,7 @@ def test_report_accuracy_panels_include_chance_or_say_why_not():
 
 
 def test_alignment_figure_has_one_legend_below_and_no_placeholders():
-    from lib.alignment import plots as align
+    from lib.align import plots as align
 
     frame = pd.DataFrame({"step": [0, 1], "sparsity": [0.0, 0.5], "acc/edge": [0.5, 0.3], "acc/silhouette": [0.6, 0.2],
                           "arch": "cnn", "method": "lrr"})

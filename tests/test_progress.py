@@ -37,10 +37,10 @@ def test_interactive_bars_stay_tqdm_auto(monkeypatch):
 
 
 def test_relay_labels_progress_and_notices(capsys):
-    relay = stage._NoticeRelay("02_pruning")
+    relay = stage._NoticeRelay("02_prune")
     relay.write("noise\n[progress] pruning steps: 1/3 (33%)\r[notice] resum")
     relay.write("ing\n")
-    assert capsys.readouterr().err.splitlines() == ["lib.stage: 02_pruning: pruning steps: 1/3 (33%)",
+    assert capsys.readouterr().err.splitlines() == ["lib.stage: 02_prune: pruning steps: 1/3 (33%)",
                                                      "lib.stage: resuming"]
 
 

@@ -78,7 +78,7 @@ def test_every_preset_parameter_exists_in_its_notebook(preset):
 
 def test_unknown_parameter_is_refused_before_a_kernel_starts(tmp_path):
     with pytest.raises(stage.ParameterError, match="has no parameter"):
-        stage.check_parameters(ROOT / "notebooks/01_training.ipynb", {"epochz": 3})
+        stage.check_parameters(ROOT / "notebooks/01_train.ipynb", {"epochz": 3})
     with pytest.raises(stage.ParameterError, match="not in"):
         stage.load_params(["train.resnet9000"], ROOT / "params.yaml")
 
@@ -91,7 +91,7 @@ def test_cli_bad_name_exits_with_the_fix_and_leaves_outputs_intact(tmp_path):
     out = tmp_path / "train"
     out.mkdir()
     (out / "model.pt").write_text("previous result")
-    result = _run_cli("notebooks/01_training.ipynb", str(out), "--set", "epocs=3")
+    result = _run_cli("notebooks/01_train.ipynb", str(out), "--set", "epocs=3")
     assert result.returncode == 2 and "has no parameter(s) ['epocs']" in result.stderr
     assert (out / "model.pt").read_text() == "previous result"
 
@@ -104,10 +104,10 @@ def test_cli_bad_value_stops_the_notebook_before_compute_and_leaves_outputs_inta
     out = tmp_path / "train"
     out.mkdir()
     (out / "model.pt").write_text("previous result")
-    (out / stage.MARKER).write_text('{"notebook": "01_training.ipynb"}')  # an earlier output of this stage
+    (out / stage.MARKER).write_text('{"notebook": "01_train.ipynb"}')  # an earlier output of this stage
     if not any(s.startswith("data_dir=") for s in sets):
         sets.append(f"data_dir={tiny_shapes}")
-    result = _run_cli("notebooks/01_training.ipynb", str(out), "--set", *sets)
+    result = _run_cli("notebooks/01_train.ipynb", str(out), "--set", *sets)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert (out / "model.pt").read_text() == "previous result"
 

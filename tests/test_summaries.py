@@ -49,7 +49,7 @@ def test_cli_writes_the_summary_after_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stage, "run_notebook", fake_run)
     summary = tmp_path / "metrics/prune/cnn-lrr.json"
-    assert stage.main(["notebooks/02_pruning.ipynb", str(out), "--summary", str(summary)]) == 0
+    assert stage.main(["notebooks/02_prune.ipynb", str(out), "--summary", str(summary)]) == 0
     assert io.load_json(summary)["test_acc_best"] == 0.9
 
 

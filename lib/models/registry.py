@@ -219,7 +219,7 @@ def check_arch(path, arch: str | None = None, model: str | None = None, info: di
     """Refuse a checkpoint whose stored architecture is not the one a stage was given (before any compute).
 
     ``model``: a model name (``small_cnn``), compared with the checkpoint's stored model name. ``arch``: the
-    pipeline's architecture label (``cnn``), compared with the label the training stage stored (``meta.arch``);
+    pipeline's architecture label (``cnn``), compared with the label the train stage stored (``meta.arch``);
     for checkpoints without one, a label that names a model family (``cnn``/``vit``) is compared with the
     stored model's family. ``info``: the payload without weights, if already loaded. Returns the payload's info.
     """

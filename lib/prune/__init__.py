@@ -6,7 +6,7 @@
 - ``schedules``: ``PruningPlan`` (method + schedule: lrr / iterative / oneshot) and ``run_schedule``;
 - ``accounting``: parameters, zeros, removed channels and MACs (dense, sparse, compacted);
 - ``compaction``: physically smaller models that compute the same function, saved without pickles;
-- ``runs``: the pruning notebook's driver (datasets, pretrained dense models, grids of runs).
+- ``runs``: the prune notebook's driver (datasets, pretrained dense models, grids of runs).
 """
 
 from lib.prune.accounting import accounting, layer_macs  # noqa: F401

@@ -1,4 +1,4 @@
-"""The pruning notebook's driver: data, dense models, one run or a grid of runs, and their tables.
+"""The prune notebook's driver: data, dense models, one run or a grid of runs, and their tables.
 
 One run (the default pipeline's stage) prunes the dense model trained in ``train_dir`` with one
 plan and writes into ``out_dir`` itself. A grid (the presets) prunes several dense models
@@ -23,7 +23,7 @@ from lib.prune.schedules import PruningPlan, run_schedule
 from lib.train import Recipe, evaluate
 
 def check_stage(p: dict) -> list[tuple]:
-    """The pruning stage's parameters, checked before any compute; returns the input paths it reads."""
+    """The prune stage's parameters, checked before any compute; returns the input paths it reads."""
     from lib.data.datasets import dataset_paths
 
     for plan in (p["plans"] or {"plan": p["plan"]}).values():
@@ -51,7 +51,7 @@ def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[di
                 raise ValueError(f"model {arch!r}: a checkpoint source takes only 'checkpoint'")
             if not Path(source["checkpoint"]).is_file():
                 raise FileNotFoundError(f"model {arch!r}: {source['checkpoint']} does not exist; train it first "
-                                        "(dvc repro train, or notebooks/01_training.ipynb)")
+                                        "(dvc repro train, or notebooks/01_train.ipynb)")
             continue
         check_pretrained(source, what=f"model {arch!r}")
     if not plans:

@@ -1,0 +1,205 @@
+"""RQ1 end to end: attribution maps of every checkpoint of a pruning run, scored against ground-truth masks.
+
+``score_checkpoints(source, data, ...)`` runs the analyses' checkpoint loop (``lib.analysis``) over a
+prune stage's checkpoints and, for each checkpoint, attributes the
+predicted class of every image in batches (all methods of a batch share one forward pass, see
+``lib.interpret.methods.Attributor``), turns the attributions into relevance maps at the mask's
+resolution and scores them. Everything that does not depend on the checkpoint (the ground truth and its
+distance transform, the uniform-map baseline, the normalised inputs) is computed once, before the loop.
+With ``state_dir``, every finished checkpoint is kept there, and a rerun after an interruption picks
+up where the first one stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib import analysis
+from lib.analysis import Scored, digest
+from lib.interpret.methods import Attributor, check_method_names, create_method, default_methods
+from lib.interpret.metrics import FAITHFULNESS, LOCALISATION, GroundTruth, relevance_map, uniform_scores
+from lib.checkpoints import validate_source
+from lib.data.transforms import normalize, to_tensor
+from lib.models import get_spec
+
+METRICS = tuple(cls.name for cls in LOCALISATION + FAITHFULNESS)
+
+
+@dataclass
+class Scores:
+    """What a run produced.
+
+    rows: one dict per checkpoint (step, sparsity, test_acc, accuracy on the scored images where labels are
+    known, wall and CPU seconds, and ``<metric>_<method>`` means); per_image: one row per (checkpoint, image);
+    baseline: mean scores of a uniform map (``uniform_<metric>``); gallery: the maps of the first images.
+    """
+
+    rows: list[dict]
+    per_image: pd.DataFrame
+    methods: list[str]
+    baseline: dict[str, float]
+    gallery: dict = field(default_factory=dict)
+
+
+def check_stage(p: dict) -> list[tuple]:
+    """The attribution stage's parameters, checked before any compute; returns the input paths it reads."""
+    from lib.interpret.methods import METHODS
+    from lib.data.masks import DATASETS
+    from lib.params import check_options, keys_of
+
+    if p["dataset"] not in DATASETS:
+        raise ValueError(f"unknown ground-truth dataset {p['dataset']!r}; choose one of {DATASETS}")
+    if p["methods"] is not None:
+        check_method_names(p["methods"])
+    if p.get("metrics") is not None:
+        try:
+            check_metrics(p["metrics"])
+        except ValueError as error:
+            raise ValueError(f"metrics: {error}") from None
+    for method in ("ig_smoothgrad", "rollout"):
+        check_options(p[method], keys_of(METHODS[method].__init__, ("self", "model")), method)
+    if p["dataset"] == "voc":
+        return [("data_dir", Path(p["data_dir"]) / "ImageSets" / "Segmentation" / f"{p['split'] or 'val'}.txt", "voc")]
+    return [("data_dir", p["data_dir"], "coco")] if p["dataset"] == "coco" else []
+
+
+def check_data(data: dict) -> None:
+    images, masks = np.asarray(data.get("images")), np.asarray(data.get("masks"))
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"data['images'] must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if masks.shape != images.shape[:3]:
+        raise ValueError(f"data['masks'] {masks.shape} must match the images' (N, H, W) {images.shape[:3]}")
+
+
+def check_options(method_options: dict | None) -> dict:
+    method_options = dict(method_options or {})
+    check_method_names(method_options)
+    return method_options
+
+
+def check_metrics(metrics) -> tuple[str, ...]:
+    """``metrics`` of :func:`score_checkpoints`: None (all of ``METRICS``) or a non-empty subset of them."""
+    if metrics is None:
+        return METRICS
+    metrics = tuple(metrics)
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown or not metrics:
+        raise ValueError(f"unknown or no metric(s) {unknown or metrics}; choose from {list(METRICS)}")
+    return metrics
+
+
+def score_model(model, methods: list, inputs: torch.Tensor, truth: GroundTruth, batch_size: int,
+                faithfulness=(), keep: int = 0, progress: bool = False,
+                metrics=None) -> tuple[pd.DataFrame, dict]:
+    """Scores of one model on every image (a row per image) and the relevance maps of the first ``keep`` images.
+    ``metrics``: the localisation metrics to compute (names; None: all); ``faithfulness``: the metric objects."""
+    from lib.io import progress_bar as tqdm
+
+    device = next(model.parameters()).device
+    wanted = check_metrics(metrics)
+    attributor, localisation = Attributor(methods), [cls() for cls in LOCALISATION if cls.name in wanted]
+    pooling = {m.name: m.pooling for m in methods}
+    columns: dict[str, list] = {"prediction": []}
+    kept: dict[str, list] = {m.name: [] for m in methods}
+    for lo in tqdm(range(0, len(inputs), batch_size), desc="batches", leave=False, disable=not progress):
+        x, part = inputs[lo:lo + batch_size].to(device), truth[lo:lo + batch_size]
+        target, raw = attributor.attribute(x)
+        columns["prediction"].append(target.cpu())
+        for name, attributions in raw.items():
+            maps = relevance_map(attributions, pooling[name], size=tuple(truth.masks.shape[-2:]))
+            for metric in localisation:
+                columns.setdefault(f"{metric.name}_{name}", []).append(metric(maps, part))
+            for metric in faithfulness:
+                columns.setdefault(f"{metric.name}_{name}", []).append(metric(model, x, target, maps.to(device)))
+            if lo < keep:
+                kept[name].append(maps[: keep - lo].cpu().numpy().astype(np.float32))
+    frame = pd.DataFrame({k: torch.cat(v).numpy() for k, v in columns.items()})
+    return frame, {k: np.concatenate(v) for k, v in kept.items() if v}
+
+
+def score_checkpoints(source, data: dict, methods: list[str] | None = None, method_options: dict | None = None,
+                      cam_layer: str | None = None, tolerance: float = 15.0, perturbation_steps: int = 16,
+                      blur_sigma: float = 5.0, batch_size: int = 16, eval_batch_size: int = 128, gallery_size: int = 4,
+                      device: str | None = "cpu", state_dir=None, progress: bool = True, metrics=None) -> Scores:
+    """Attribute and score every checkpoint of ``source`` on ``data`` (a ``lib.data.masks`` dict).
+
+    methods: names from ``lib.interpret.METHODS`` (default: every method of the model family that applies
+    to the model, ``lib.interpret.methods.default_methods``);
+    method_options: {method: {option: value}} (e.g. ``{"ig_smoothgrad": {"steps": 50, "samples": 2}}``);
+    tolerance: the pointing game's, in pixels; perturbation_steps, blur_sigma: deletion/insertion curves;
+    batch_size: images per attribution call; eval_batch_size: images per forward pass of the perturbation curves;
+    state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes
+    (``lib.analysis``);
+    device: where the models run (None: the GPU when there is one, see ``lib.distributed.default_device``);
+    metrics: the scores to compute, names of ``METRICS`` (None: all). ``["rma", "rra"]`` skips the pointing
+    game, Gini and the deletion/insertion curves (the curves cost ``2 x perturbation_steps`` forward passes
+    per image and method).
+    """
+    from lib.distributed import default_device
+
+    device = device or default_device()
+    # Everything that can be wrong is checked before the first forward pass.
+    validate_source(source)
+    check_data(data)
+    if methods is not None:
+        check_method_names(methods)
+    method_options = check_options(method_options)
+    metrics = check_metrics(metrics)
+    if batch_size < 1 or gallery_size < 0:
+        raise ValueError(f"batch_size must be >= 1 and gallery_size >= 0, got {batch_size}, {gallery_size}")
+    truth = GroundTruth(torch.from_numpy(np.asarray(data["masks"])), tolerance)
+    faithfulness = [cls(perturbation_steps, eval_batch_size, blur_sigma) for cls in FAITHFULNESS if cls.name in metrics]
+    baseline = {f"uniform_{k}": float(v.mean()) for k, v in uniform_scores(truth).items() if k in metrics}
+    key = {"metrics": list(metrics), "methods": methods, "options": method_options, "cam_layer": cam_layer,
+           "tolerance": tolerance, "perturbation_steps": perturbation_steps, "blur_sigma": blur_sigma,
+           "batch_size": batch_size, "eval_batch_size": eval_batch_size, "gallery_size": gallery_size,
+           "data": digest(*(data.get(k) for k in ("images", "masks", "labels", "ids")))}
+    images = to_tensor(np.asarray(data["images"]))
+    inputs_by_norm: dict[tuple, torch.Tensor] = {}
+
+    def score(record: dict, model) -> Scored:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        spec = get_spec(record["model"])
+        names = list(methods or default_methods(model, spec))
+        chosen = [create_method(n, model, spec, cam_layer=cam_layer, **method_options.get(n, {})) for n in names]
+        # channels_last: oneDNN's convolutions run about 1.4x faster in it on CPU (benchmarks/interpret.py).
+        layout = torch.channels_last if spec.family == "cnn" else torch.contiguous_format
+        norm = (spec.mean, spec.std, layout)
+        if norm not in inputs_by_norm:
+            inputs_by_norm[norm] = normalize(images, spec.mean, spec.std).contiguous(memory_format=layout)
+        model.to(memory_format=layout)
+        frame, maps = score_model(model, chosen, inputs_by_norm[norm], truth, batch_size, faithfulness,
+                                  keep=gallery_size, progress=progress, metrics=metrics)
+        frame = describe_images(frame, record, data)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        row = {"step": record["step"], "sparsity": record["sparsity"], "test_acc": record.get("test_acc"),
+               **({"scored_acc": float(frame["correct"].mean())} if "correct" in frame else {}),
+               "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+               **{c: float(frame[c].mean()) for c in frame.columns if c.split("_")[0] in METRICS}}
+        return Scored(row, frame, {"maps": maps, "names": names})
+
+    done = analysis.score_checkpoints(source, score, key, state_dir, device=device, progress=progress)
+    keep = min(gallery_size, len(truth))
+    gallery = {"images": np.asarray(data["images"])[:keep], "masks": np.asarray(data["masks"])[:keep],
+               "ids": np.asarray(data.get("ids", np.arange(keep)))[:keep],
+               "maps": {step: extra["maps"] for step, extra in done.extras.items()},
+               "sparsity": {r["step"]: r["sparsity"] for r in done.records}}
+    names = done.extras[done.records[-1]["step"]]["names"] if done.records else None
+    return Scores(done.rows, done.items, names, baseline, gallery)
+
+
+def describe_images(frame: pd.DataFrame, record: dict, data: dict) -> pd.DataFrame:
+    """Prefix a checkpoint's per-image scores with the checkpoint, the image id, and the label where known."""
+    frame.insert(0, "image", np.asarray(data.get("ids", np.arange(len(frame)))).astype(str))
+    if data.get("labels") is not None:
+        frame.insert(2, "label", np.asarray(data["labels"]))
+        frame.insert(3, "correct", (frame["prediction"] == frame["label"]).astype(float))
+    frame.insert(0, "step", record["step"])
+    frame.insert(1, "sparsity", record["sparsity"])
+    return frame

@@ -1,0 +1,149 @@
+# %% [markdown]
+# # 06 · Unit interpretability: the Machine Interpretability Score (Study B)
+#
+# Study B (von Rad & Seuffert) measures interpretability **per unit** with the Machine Interpretability
+# Score (MIS; Zimmermann, Klindt & Brendel, NeurIPS 2024), which predicts without humans how well people
+# would do IMI's psychophysics task for one unit (`lib.mis`):
+#
+# 1. **Activations.** One batched forward pass per checkpoint over an image pool; each unit's activation is
+#    the spatial mean of its channel (ViTs: the mean over patch tokens). Layers: every block of the main
+#    stack, the classifier's logits and their softmax (`layers`). Units with a range below 1e-8 are constant
+#    and skipped.
+# 2. **Tasks (IMI).** Per unit the pool is sorted; on each side the first `n_explanations` images are
+#    explanations and the next `n_queries` queries. Task *t* shows `per_task` positive and `per_task`
+#    negative explanations (disjoint strided ranks) and one query from each end (the paper: 180 + 20 per
+#    side, 20 tasks of 9 + 9; scaled down with a warning when the pool is too small).
+# 3. **Similarity.** A perceptual embedding of every pool image, computed once and cached for all
+#    checkpoints; the similarity of two images is the cosine of their embeddings. Each query's margin is its
+#    mean similarity to the positive minus to the negative explanations.
+# 4. **Score.** Per task, sigmoid(`alpha` x (margin of the max-query - margin of the min-query)), the
+#    probability that the machine picks the right query; a unit's MIS is its mean over tasks. Model-level
+#    MIS is the mean over the hidden units (5-95 percentile band); the logit and softmax units are reported
+#    apart. The plain share of tasks solved is reported beside it.
+#
+# Study B's analyses follow: MIS against the pruning rate with Spearman's rank correlation, the MIS of the
+# classifier's units against per-class accuracy, networks at chance accuracy (randomly re-initialised,
+# pruned to collapse without retraining) as a control, and per-layer profiles.
+#
+# *Deviations.* DreamSim (the paper's similarity) needs weights that are downloaded at first use; it is used
+# only when installed with its weights already local, otherwise EfficientNet-Lite0's ImageNet features are
+# the similarity (`lite0`; a supervised classifier, not a human-similarity model) with raw pixels as a floor.
+# `alpha` was fitted to human data in the paper and is not public: a parameter here. The pool is a split of
+# the embedded dataset (ImageNet train in the paper), so the task counts are scaled to it. Ties in the
+# ranking are broken at random (seeded), not by the pool's order.
+
+# %% tags=["parameters"]
+arch = "cnn"
+method = "lrr"
+data_dir = "data/smoke/shapes"
+source = "data/smoke/prune/cnn/lrr"  # a prune stage's output directory (lib.checkpoints)
+pool = {"split": "test"}
+backends = [{"name": "lite0", "image_size": 128}, {"name": "pixel", "image_size": 32}]
+embeddings_dir = "data/smoke/mis/embeddings"
+layers = None  # None: every block of the main stack, then "logits" and "softmax"
+tasks = {"n_explanations": 20, "n_queries": 5, "n_tasks": 5, "per_task": 4}
+alpha = 16.0
+aggregation = "mean"
+controls = {"random_init": True, "collapse_sparsity": 0.99}
+seed = 0
+batch_size = 128
+out_dir = "data/smoke/mis/cnn/lrr"
+
+# %%
+import pandas as pd
+
+import lib.stage
+from lib.checkpoints import validate_source
+from lib.data.image_pool import load_pool
+from lib.mis import TaskConfig, create_backend
+from lib.mis.metrics import class_table_correlations, trend_table
+from lib.mis.plots import (plot_class_units, plot_layer_profiles, plot_mis_vs_sparsity, plot_unit_distributions,
+                           plot_unit_tasks)
+from lib.mis.run import build_scorers, save_tables, score_checkpoints
+from lib.plots import chance_of
+from lib.results import save_figure, save_stage_metrics
+
+lib.stage.enter_project()
+validate_source(source)
+backends = [create_backend(spec) for spec in backends]
+task_config = TaskConfig.from_dict(tasks)
+pool = load_pool(pool, data_dir)
+print(f"pool: {len(pool)} images of {pool.image_size} px ({pool.source}); backends: {[b.name for b in backends]}")
+
+# %% [markdown]
+# ## Similarity of every pair of pool images (embeddings cached per pool and backend)
+
+# %%
+scorers = build_scorers(pool, backends, embeddings_dir, task_config, alpha, aggregation, seed)
+primary = backends[0].name
+scorers[primary].tasks
+
+# %% [markdown]
+# ## MIS of every unit of every checkpoint, and of the controls
+
+# %%
+run, control = score_checkpoints(source, pool, scorers, layers, controls, batch_size, seed,
+                                 state_dir=f"{out_dir}/state")
+pd.concat([run.checkpoints, control.checkpoints], ignore_index=True).drop(columns="model").round(3)
+
+# %% [markdown]
+# ## MIS against sparsity (Spearman's rank correlation over the checkpoints)
+
+# %%
+trend = trend_table(run.checkpoints)
+fig = plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {method} ({primary} similarity)",
+                           chance=chance_of(source))
+save_figure(fig, out_dir, "mis")
+trend.round(4)
+
+# %% [markdown]
+# ## Per-unit distributions and per-layer profiles
+
+# %%
+save_figure(plot_unit_distributions(run.units, primary, title=f"{arch}: {method}"), out_dir, "mis_units")
+fig = plot_layer_profiles(run.layers, primary, title=f"{arch}: {method}, mean MIS per layer")
+save_figure(fig, out_dir, "mis_layers")
+run.layers[run.layers.backend == primary].pivot_table(index="layer", columns="sparsity", values="mis", sort=False).round(3)
+
+# %% [markdown]
+# ## The classifier's units against per-class accuracy
+#
+# Study B reports a low MIS for the softmax layer's units that does not follow class accuracy: for every
+# checkpoint, the rank correlation across classes between the MIS of a class's logit (softmax) unit and the
+# accuracy on that class's pool images (undefined, NaN, where every class has the same accuracy).
+
+# %%
+class_units = class_table_correlations(run.classes)
+if not run.classes.empty:
+    save_figure(plot_class_units(run.classes, primary, title=f"{arch}: {method}"), out_dir, "mis_classes")
+class_units.round(3)
+
+# %% [markdown]
+# ## Control: networks at chance accuracy
+#
+# Study B finds that networks at about chance accuracy still score a high MIS. The same architecture with
+# freshly drawn weights (`random_init`) and the dense model pruned to `collapse_sparsity` without retraining
+# (`collapse`) are scored exactly like the checkpoints.
+
+# %%
+control.checkpoints.drop(columns='model').round(3) if not control.checkpoints.empty else 'no controls'
+
+# %% [markdown]
+# ## One task of the dense model's most and least interpretable unit
+
+# %%
+if run.examples:
+    save_figure(plot_unit_tasks(pool, run.examples), out_dir, "mis_tasks")
+
+# %% [markdown]
+# ## Metrics
+
+# %%
+rows = run.checkpoints.drop(columns="model").assign(arch=arch, method=method).to_dict("records")
+save_stage_metrics(out_dir, rows, plot="mis", arch=arch, method=method, similarity=primary,
+                   backends=[b.config() for b in backends], pool={"source": pool.source, "images": len(pool)},
+                   tasks=vars(scorers[primary].tasks), alpha=alpha, aggregation=aggregation,
+                   spearman=trend.set_index("metric").to_dict("index"),
+                   controls=control.checkpoints.drop(columns="model", errors="ignore").to_dict("records"),
+                   class_units=class_units.to_dict("records"))
+save_tables(out_dir, run, control)
