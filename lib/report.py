@@ -152,16 +152,22 @@ def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 
 
 
 def item_table(stage: str, path) -> pd.DataFrame:
-    """A stage's per-item table with one ``item`` column naming each resampled item.
+    """A stage's per-item table with one ``item`` column naming each resampled item (the declared ``item_id``).
 
-    MIS: the units of the first similarity backend (the ``mis`` column's), constant units left out, as the
-    stage's own ``mis`` does.
+    The contract is that column and the declared per-item columns. MIS's table holds more where the stage
+    has it, and then it is used as the stage's own ``mis`` uses it: the units of the first similarity
+    ``backend`` (the ``mis`` column's), ``constant`` units left out, a unit named by its ``layer`` too (unit
+    numbers repeat across layers). A table without those columns is read as the contract alone.
     """
     declared = STAGES[stage]
     items = pd.read_csv(path)
     if stage == "mis":
-        items = items[(items["backend"] == items["backend"].iloc[0]) & ~items["constant"].astype(bool)]
-        items = items.assign(unit=items["layer"].astype(str) + ":" + items["unit"].astype(str))
+        if "backend" in items:
+            items = items[items["backend"] == items["backend"].iloc[0]]
+        if "constant" in items:
+            items = items[~items["constant"].astype(bool)]
+        if "layer" in items:
+            items = items.assign(unit=items["layer"].astype(str) + ":" + items["unit"].astype(str))
     return items.rename(columns={declared.item_id: "item"})
 
 

@@ -103,3 +103,21 @@ def test_metrics_round_trip_and_tables(tmp_path):
     assert table.loc[("cnn", "lrr"), 20.0] == 0.5
     corr = dimension_correlations(pd.DataFrame({"a": [1, 2, 3, 4], "b": [2, 4, 6, 9], "c": [4, 3, 2, 1]}), ["a", "b", "c"])
     assert corr.loc["a", "b"] == pytest.approx(1.0) and corr.loc["a", "c"] == pytest.approx(-1.0)
+
+
+def test_item_table_reads_the_contract_and_mis_extras_where_present(tmp_path):
+    """A per-unit table with only the declared columns (``unit``, ``mis``) is read as it is (the report used
+    to need MIS's ``backend`` column: KeyError); MIS's own table keeps the first backend's non-constant units,
+    named by layer."""
+    from lib.report import item_table
+
+    contract = pd.DataFrame({"step": [0, 0, 1, 1], "unit": ["u0", "u1", "u0", "u1"], "mis": [0.6, 0.7, 0.8, 0.9]})
+    contract.to_csv(tmp_path / "contract.csv", index=False)
+    items = item_table("mis", tmp_path / "contract.csv")
+    assert list(items["item"]) == ["u0", "u1", "u0", "u1"] and list(items["mis"]) == [0.6, 0.7, 0.8, 0.9]
+    full = pd.DataFrame({"step": 0, "layer": ["conv1", "conv1", "conv2", "conv2"], "unit": [0, 1, 0, 0],
+                         "backend": ["dino", "dino", "dino", "clip"], "constant": [False, True, False, False],
+                         "mis": [0.6, 0.5, 0.7, 0.8]})
+    full.to_csv(tmp_path / "full.csv", index=False)
+    items = item_table("mis", tmp_path / "full.csv")
+    assert list(items["item"]) == ["conv1:0", "conv2:0"] and list(items["mis"]) == [0.6, 0.7]
