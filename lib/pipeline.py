@@ -132,6 +132,7 @@ _DECLARED = (
     Stage("align", "notebooks/05_align.ipynb", "lib.stage", ("align",), ("data", "prune"),
           check="lib.align.run:check_stage", items="per_image.csv", item_id="trial", variants=True, metrics=(
               Metric("ood_acc", item="ood_score"),
+              Metric("ood_acc_all_images", item="ood_score_all_images", tested=False),  # Study A's aggregation
               Metric("shape_bias", why_untested="a ratio of decision counts, not a mean over images"),
               Metric("ec_humans", why_untested="Cohen's kappa is not a mean over images"),
               Metric("ec_dense", why_untested="Cohen's kappa is not a mean over images"))),

@@ -91,7 +91,7 @@ def _variant(metric: str, column: str) -> str:
 
 
 # Metrics that are accuracies: their panels start at 0 and show chance where the caller knows it.
-ACCURACY = ("test_acc", "ood_acc")
+ACCURACY = ("test_acc", "ood_acc", "ood_acc_all_images")
 
 
 def chance_levels(root, arch: str) -> dict:

@@ -125,4 +125,4 @@ if fig is not None:  # no parametric distortions: no figure
 # %%
 save_stage_metrics(out_dir, frame.to_dict("records"), plot="alignment", per_image=per_image(trials, accuracy_over), arch=arch,
                    method=method, datasets=evaluation.datasets, humans=humans,
-                   chance={"ood_acc": 1 / len(evaluation.categories)})
+                   chance={m: 1 / len(evaluation.categories) for m in ("ood_acc", "ood_acc_all_images")})

@@ -310,6 +310,8 @@ def test_accuracy_over_all_images_includes_the_control_condition():
     trials, records = pd.DataFrame(rows), [{"step": 0, "sparsity": 0.0}]
     assert checkpoint_rows(records, trials)[0]["acc/colour"] == 0.25  # the benchmark's aggregation
     assert checkpoint_rows(records, trials, accuracy_over="all_images")[0]["acc/colour"] == 5 / 8  # Study A's
+    row = checkpoint_rows(records, trials)[0]  # Study A's value is in every row beside the chosen one
+    assert row["acc_all_images/colour"] == row["ood_acc_all_images"] == 5 / 8 and row["ood_acc"] == 0.25
     with pytest.raises(ValueError, match="accuracy_over"):
         checkpoint_rows(records, trials, accuracy_over="conditions")
 

@@ -480,16 +480,16 @@ def test_lite0_study_protocol():
     assert params["train"]["lite0"]["recipe"]["epochs"] == 0 and params["retrain"]["lite0"]["recipe"]["epochs"] == 0
     plan = params["prune"]["oneshot"]["plan"]
     assert plan["schedule"] == "oneshot" and plan["method"] == "unstructured" and plan["scope"] == "global"
-    assert plan["targets"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    assert plan["targets"] == [0.3, 0.5, 0.7]
     assert (params["interpret"]["mask"], params["variants"]["interpret"]["red_channel"]["mask"]) == (
         "foreground", "red_channel")
-    assert (params["align"]["accuracy_over"], params["variants"]["align"]["all_images"]["accuracy_over"]) == (
-        "ood_conditions", "all_images")
+    assert params["align"]["accuracy_over"] == "ood_conditions"  # Study A's all-images value is in every row
+    assert params["variants"]["align"] == {}  # ... so no second RQ3 run of the same decisions
     assert params["discover"]["common"]["dataset"]["name"] == "coco128"
     assert params["variants"]["discover"]["tiny_imagenet"]["dataset"]["name"] == "tiny_imagenet"
     names = {s.name for s in experiment.resolve(PRESETS["lite0"], ROOT)}
     assert {"interpret_variant@lite0-oneshot-red_channel", "discover_variant@lite0-oneshot-tiny_imagenet",
-            "align_variant@lite0-oneshot-all_images", "mis@lite0-oneshot"} <= names
+            "align@lite0-oneshot", "mis@lite0-oneshot"} <= names
 
 
 @pytest.mark.slow
@@ -524,10 +524,9 @@ def test_lite0_dry_run(tmp_path, monkeypatch, shared_data):
     assert read(project, "data", "discover", "lite0", "oneshot", "metrics.json")["dataset"].startswith("coco128")
     tiny = read(project, "data", "discover_variant", "lite0", "oneshot", "tiny_imagenet", "metrics.json")
     assert tiny["dataset"].startswith("tiny_imagenet") and len(tiny["checkpoints"]) == 2
-    for folder in (("align",), ("align_variant",)):
-        align = read(project, "data", *folder, "lite0", "oneshot", *(("all_images",) if folder[0] != "align" else ()),
-                     "metrics.json")
-        assert len(align["checkpoints"]) == 2 and "shape_bias" in align["checkpoints"]["step_00"]
+    align = read(project, "data", "align", "lite0", "oneshot", "metrics.json")
+    assert len(align["checkpoints"]) == 2 and {"shape_bias", "ood_acc", "ood_acc_all_images"} <= set(
+        align["checkpoints"]["step_00"])  # both RQ3 aggregations from one run
     mis = read(project, "data", "mis", "lite0", "oneshot", "metrics.json")
     assert len(mis["checkpoints"]) == 2
     assert read(project, "metrics", "interpret_variant", "lite0-oneshot-red_channel.json")  # the flat summary
