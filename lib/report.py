@@ -156,17 +156,24 @@ def item_table(stage: str, path) -> pd.DataFrame:
 
     The contract is that column and the declared per-item columns. MIS's table holds more where the stage
     has it, and then it is used as the stage's own ``mis`` uses it: the units of the first similarity
-    ``backend`` (the ``mis`` column's), ``constant`` units left out, a unit named by its ``layer`` too (unit
-    numbers repeat across layers). A table without those columns is read as the contract alone.
+    ``backend`` (the ``mis`` column's), hidden units only (not the ``logits`` / ``softmax`` layers, which the
+    stage reports apart), no ``control`` model's units, ``constant`` units left out, a unit named by its
+    ``layer`` too (unit numbers repeat across layers). A table without those columns is read as the contract
+    alone.
     """
+    from lib.mis.activations import OUTPUT_LAYERS
+
     declared = STAGES[stage]
     items = pd.read_csv(path)
     if stage == "mis":
         if "backend" in items:
             items = items[items["backend"] == items["backend"].iloc[0]]
+        if "control" in items:
+            items = items[items["control"].isna()]
         if "constant" in items:
             items = items[~items["constant"].astype(bool)]
         if "layer" in items:
+            items = items[~items["layer"].isin(OUTPUT_LAYERS)]
             items = items.assign(unit=items["layer"].astype(str) + ":" + items["unit"].astype(str))
     return items.rename(columns={declared.item_id: "item"})
 

@@ -102,3 +102,17 @@ def test_stage_and_preset_parameters_are_known_to_the_notebook():
     check_parameters(NOTEBOOK, {**parameters, "arch": "lite0", "method": "oneshot", "source": "p", "embeddings_dir": "e"})
     for tasks in (notebook_parameters(NOTEBOOK)["tasks"], params["mis"]["tasks"], parameters["tasks"]):
         TaskConfig.from_dict(tasks)  # valid counts everywhere
+
+
+def test_the_reports_mis_items_average_to_the_stages_own_mis(scored, tmp_path):
+    """The report resamples MIS per unit: per checkpoint, the mean of its items must be the stage's ``mis``
+    (hidden units of the first backend, the output layers and the controls' units left out)."""
+    from lib.report import item_table
+
+    _, run, control = scored
+    mis_run.save_tables(tmp_path, run, control)
+    items = item_table("mis", tmp_path / "per_unit.csv")
+    assert not items["layer"].isin(["logits", "softmax"]).any() and items["control"].isna().all()
+    means = items.groupby("step")["mis"].mean()
+    for row in run.checkpoints.to_dict("records"):
+        assert means[row["step"]] == pytest.approx(row["mis"])
