@@ -43,7 +43,7 @@ from typing import Any, Callable
 import yaml
 
 from lib.params import (ParameterError, fits, load_params, parse_sets, parse_yaml,  # noqa: F401  (this CLI's API)
-                        quoted_number_hint, read_yaml)
+                        quoted_number_hint, read_yaml, renamed_hint)
 from lib.pipeline import stage_for_notebook
 
 PARAMETERS_TAG = "parameters"
@@ -167,7 +167,7 @@ def check_parameters(notebook: str | Path, parameters: dict, known: dict | None 
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise ParameterError(
-            f"{notebook} has no parameter(s) {unknown}; its parameters are {sorted(known)}. "
+            f"{notebook} has no parameter(s) {unknown}{renamed_hint(unknown, known)}; its parameters are {sorted(known)}. "
             "Fix the name in params.yaml / the preset, or add it to the notebook's parameters cell."
         )
     check_parameter_types(notebook, parameters, known)

@@ -42,7 +42,7 @@ accuracy.round(3)
 # %%
 spots = sweet_spot_table(root, frame, columns, n_resamples=n_resamples, seed=seed, alpha=alpha, correction=correction)
 spots.insert(1, "params", spots["arch"].map(parameter_counts(root)) if len(spots) else [])
-shown = [c for c in ["arch", "params", "method", "metric", "dense", "value", "sparsity", "gain_interval",
+shown = [c for c in ["arch", "params", "plan", "metric", "dense", "value", "sparsity", "gain_interval",
                      "sparsity_interval", "p_value", "p_adjusted", "detectable_gain", "verdict"] if c in spots]
 spots[shown].round(3)
 

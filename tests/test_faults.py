@@ -210,7 +210,7 @@ def test_notebook_parameter_types_fail_before_a_kernel(in_root, no_kernel, capsy
 def test_declared_types_and_none_defaults_accept_what_they_should(in_root):
     stage.check_parameter_types(ROOT / "notebooks/04_discover.ipynb",
                                 {"n_images": None, "source": {"model": "x"}, "resize": 224})
-    stage.check_parameter_types(ROOT / "notebooks/03_interpret.ipynb", {"blur_sigma": 3.6, "methods": ["a"]})
+    stage.check_parameter_types(ROOT / "notebooks/03_interpret.ipynb", {"blur_sigma": 3.6, "attributions": ["a"]})
     stage.check_parameter_types(ROOT / TRAIN_NB, {"recipe": {"lr": 1, "weight_decay": 0}})  # an int is a number
 
 

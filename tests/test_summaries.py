@@ -70,5 +70,5 @@ def test_dvc_metrics_are_the_tracked_flat_summaries(name):
     words = entry["cmd"].split()
     assert words[words.index("--summary") + 1] == metrics[0]
     ignored = subprocess.run(["git", "check-ignore", "-q", metrics[0].replace("${item.arch}", "cnn")
-                              .replace("${item.method}", "lrr")], cwd=ROOT)
+                              .replace("${item.plan}", "lrr")], cwd=ROOT)
     assert ignored.returncode == 1, f"{metrics[0]} is git-ignored: dvc exp show could not compare it"

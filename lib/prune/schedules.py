@@ -1,6 +1,6 @@
 """Pruning schedules and their checkpoints.
 
-A :class:`PruningPlan` names a method (what is removed: ``unstructured`` weights, ``filters`` or
+A :class:`PruningPlan` names a pruner (what is removed: ``unstructured`` weights, ``filters`` or
 ``connections``, selected by ``l1`` norm or at ``random``, over all layers or per ``layer``; see
 ``lib.prune.methods``) and a schedule (when):
 
@@ -47,7 +47,7 @@ from lib.params import dataclass_from_params
 from lib.models import get_spec, load_checkpoint, save_checkpoint
 from lib.prune.accounting import accounting
 from lib.prune.masks import apply_masks, current_masks, fold_masks, prunable_parameters
-from lib.prune.methods import METHODS, ROUNDINGS, SCOPES, SELECTIONS, get_method
+from lib.prune.methods import PRUNERS, ROUNDINGS, SCOPES, SELECTIONS, get_pruner
 from lib.results import MANIFEST, list_checkpoints  # noqa: F401  (the manifest's format)
 from lib.train import Recipe, data_identity, evaluate, fit
 
@@ -58,7 +58,7 @@ MASKINGS = ("persistent", "regrowing")
 @dataclass(frozen=True)
 class PruningPlan:
     schedule: str = "lrr"                 # lrr | iterative | oneshot
-    method: str = "unstructured"          # unstructured | filters | connections
+    pruner: str = "unstructured"          # unstructured | filters | connections
     selection: str = "l1"                 # l1 | random (the control)
     scope: str = "global"                 # global | layer (allocation of the sparsity over layers)
     rate: float = 0.2                     # lrr: share of the remaining weights removed per round
@@ -76,7 +76,7 @@ class PruningPlan:
     filter_companions: bool = True        # filters: also the filter's bias and batch-norm channel
 
     def __post_init__(self):
-        choices = {"schedule": SCHEDULES, "method": tuple(METHODS), "selection": SELECTIONS, "scope": SCOPES,
+        choices = {"schedule": SCHEDULES, "pruner": tuple(PRUNERS), "selection": SELECTIONS, "scope": SCOPES,
                    "masking": MASKINGS, "rounding": ROUNDINGS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -92,8 +92,8 @@ class PruningPlan:
             raise ValueError(f"schedule {self.schedule!r} needs at least one target sparsity in `targets`")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.include_bias and self.method != "unstructured":
-            raise ValueError(f"include_bias applies to unstructured pruning; {self.method} removes whole channels "
+        if self.include_bias and self.pruner != "unstructured":
+            raise ValueError(f"include_bias applies to unstructured pruning; {self.pruner} removes whole channels "
                              "(filters take their bias with them: filter_companions)")
 
     @classmethod
@@ -127,7 +127,7 @@ class PruningPlan:
         return (self.layers, self.exclude, self.exclude_classifier, self.include_bias, self.attention_qkv)
 
     def method_for(self, step: int):
-        return get_method(self.method, self.selection, self.scope, seed=self.seed + step,
+        return get_pruner(self.pruner, self.selection, self.scope, seed=self.seed + step,
                           persistent=self.masking == "persistent", rounding=self.rounding,
                           companions=self.filter_companions)
 
