@@ -36,7 +36,7 @@
 # %% tags=["parameters"]
 arch = "cnn"
 plan = "lrr"
-dataset = "shapes"                      # shapes | voc | coco (lib.data.masks.load_ground_truth)
+dataset = "shapes"                      # shapes | voc12 | coco (lib.data.masks.load_ground_truth)
 mask = "foreground"                    # foreground | red_channel (VOC, COCO: Study A's reading of the mask file)
 data_dir = "data/smoke/shapes"
 split = "test"

@@ -226,11 +226,11 @@ def test_red_channel_mask_mode_of_the_voc_loader(tmp_path):
     _palette_png(voc / "SegmentationClass" / "a.png", ids)
     Image.fromarray(np.full((40, 40, 3), 100, np.uint8)).save(voc / "JPEGImages" / "a.jpg")
     (voc / "ImageSets/Segmentation/val.txt").write_text("a\n")
-    foreground = load_ground_truth("voc", voc, image_size=40, mask="foreground")["masks"][0]
-    red = load_ground_truth("voc", voc, image_size=40, mask="red_channel")["masks"][0]
+    foreground = load_ground_truth("voc12", voc, image_size=40, mask="foreground")["masks"][0]
+    red = load_ground_truth("voc12", voc, image_size=40, mask="red_channel")["masks"][0]
     assert np.array_equal(foreground, ids > 0) and np.array_equal(red, ids == 15)
     with pytest.raises(ValueError, match="mask"):
-        load_ground_truth("voc", voc, image_size=40, mask="green_channel")
+        load_ground_truth("voc12", voc, image_size=40, mask="green_channel")
 
 
 def test_exponential_lr_per_epoch_is_exponential_lr_stepped_each_epoch():

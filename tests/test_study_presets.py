@@ -485,7 +485,7 @@ def test_lite0_study_protocol():
         "foreground", "red_channel")
     assert (params["align"]["accuracy_over"], params["variants"]["align"]["all_images"]["accuracy_over"]) == (
         "ood_conditions", "all_images")
-    assert params["discover"]["common"]["dataset"]["name"] == "coco128"
+    assert params["discover"]["common"]["dataset"]["name"] == "coco"
     assert params["variants"]["discover"]["tiny_imagenet"]["dataset"]["name"] == "tiny_imagenet"
     names = {s.name for s in experiment.resolve(PRESETS["lite0"], ROOT)}
     assert {"interpret_variant@lite0-oneshot-red_channel", "discover_variant@lite0-oneshot-tiny_imagenet",
@@ -521,7 +521,7 @@ def test_lite0_dry_run(tmp_path, monkeypatch, shared_data):
     red = read(project, "data", "interpret_variant", "lite0", "oneshot", "red_channel", "metrics.json")
     assert interpret["attributions"] == red["attributions"] == ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"]
     assert interpret["checkpoints"]["step_00"]["rma_gradcam"] != red["checkpoints"]["step_00"]["rma_gradcam"]
-    assert read(project, "data", "discover", "lite0", "oneshot", "metrics.json")["dataset"].startswith("coco128")
+    assert read(project, "data", "discover", "lite0", "oneshot", "metrics.json")["dataset"].startswith("coco/")
     tiny = read(project, "data", "discover_variant", "lite0", "oneshot", "tiny_imagenet", "metrics.json")
     assert tiny["dataset"].startswith("tiny_imagenet") and len(tiny["checkpoints"]) == 2
     for folder in (("align",), ("align_variant",)):

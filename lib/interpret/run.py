@@ -64,7 +64,7 @@ def check_stage(p: dict) -> list[tuple]:
             raise ValueError(f"metrics: {error}") from None
     for attribution in ("ig_smoothgrad", "rollout"):
         check_options(p[attribution], keys_of(ATTRIBUTIONS[attribution].__init__, ("self", "model")), attribution)
-    if p["dataset"] == "voc":
+    if p["dataset"] == "voc12":
         return [("data_dir", Path(p["data_dir"]) / "ImageSets" / "Segmentation" / f"{p['split'] or 'val'}.txt", "voc")]
     return [("data_dir", p["data_dir"], "coco")] if p["dataset"] == "coco" else []
 
