@@ -7,7 +7,7 @@ Modules map to the research steps:
 - ``lib.train``       the seeded training loop (resume, DVCLive, DDP)
 - ``lib.prune``       pruners, schedules (LRR, one-shot, iterative), accounting
 - ``lib.stage``       running a notebook as a DVC stage, parameter validation
-- ``lib.io``          atomic writes and safe loading
+- ``lib.storage``          atomic writes and safe loading
 """
 
 __version__ = "0.1.0"

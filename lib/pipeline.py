@@ -31,7 +31,7 @@ from pathlib import Path
 # One-way layers, lowest first: a module may import from its own layer and the layers before it.
 # lib.pipeline itself is core: it names the stages' code as strings and imports nothing of lib.
 LAYERS = (
-    ("core", ("lib", "lib.io", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline")),
+    ("core", ("lib", "lib.storage", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline")),
     ("data", ("lib.data",)),
     ("models", ("lib.models",)),
     ("train", ("lib.train",)),

@@ -131,7 +131,7 @@ def chance_of(source) -> float | None:
     prune stage's folder (its first checkpoint); None for anything else (a dict source, a missing file)."""
     from pathlib import Path
 
-    from lib import io
+    from lib import storage
     from lib.results import MANIFEST, list_checkpoints
 
     if not isinstance(source, (str, Path)):
@@ -140,7 +140,7 @@ def chance_of(source) -> float | None:
         source = list_checkpoints(source)[0]["path"]
     if not Path(source).is_file():
         return None
-    payload = io.load_torch(source)
+    payload = storage.load_torch(source)
     classes = (payload.get("model") or {}).get("num_classes") if isinstance(payload, dict) else None
     return 1 / classes if classes else None
 

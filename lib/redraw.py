@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import io
+from lib import storage
 from lib.results import save_figure
 
 # Figures drawn from what the tables do not hold (RQ2's gallery is redrawn where its preset's images are at hand).
@@ -154,7 +154,7 @@ def redraw(folder: str | Path) -> dict[str, Path | None]:
     if not (folder / "metrics.json").is_file():
         raise FileNotFoundError(f"folder={str(folder)!r} has no metrics.json: pass a stage's output folder "
                                 f"(results/NAME or data/<stage>/<arch>/<plan>)")
-    metrics = io.load_json(folder / "metrics.json")
+    metrics = storage.load_json(folder / "metrics.json")
     written = {}
     for table, draw in STAGE_TABLES.items():
         if (folder / "plots" / table).is_file():

@@ -214,6 +214,6 @@ def parameter_counts(root) -> dict:
     """Parameters of each architecture's dense model, from the train stage's metrics."""
     from pathlib import Path
 
-    from lib import io
+    from lib import storage
 
-    return {p.parent.name: io.load_json(p).get("params") for p in sorted(Path(root, "train").glob("*/metrics.json"))}
+    return {p.parent.name: storage.load_json(p).get("params") for p in sorted(Path(root, "train").glob("*/metrics.json"))}

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib import io
+from lib import storage
 from lib.interpret import methods as attributions
 from lib.data import datasets
 from lib.models import registry
@@ -83,7 +83,7 @@ def test_a_registered_pruning_method_prunes_two_steps(registries, tiny_shapes, t
     out = tmp_path / "prune"
     result = run_pruning("cnn", "largest", str(tmp_path / "train"), plan, {"epochs": 0, "batch_size": 16}, str(out),
                          str(tiny_shapes), progress=False)
-    records = io.load_json(out / "pruning.json")["checkpoints"]
+    records = storage.load_json(out / "pruning.json")["checkpoints"]
     assert [r["target"] for r in records] == [0.0, 0.3, 0.6] and len(result["rows"]) == 3
     # every conv and linear layer but the classifier (fc, left dense by the plan)
     names = [n for n, m in dense.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n != "fc"]
@@ -149,7 +149,7 @@ def test_a_registered_dataset_trains_and_evaluates(registries, tmp_path):
                               tmp_path / "train", model_kwargs={"widths": [4, 8], "convs": [1, 1]},
                               dataset={**dataset, "num_classes": 2}, progress=False)
     assert result["test_acc"] >= 0.9  # chance is 0.5: the data reached the model, labels and all
-    assert io.load_torch(tmp_path / "train" / "model.pt")["model"]["num_classes"] == 2
+    assert storage.load_torch(tmp_path / "train" / "model.pt")["model"]["num_classes"] == 2
 
 
 def test_the_registrations_were_undone():

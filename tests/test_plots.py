@@ -171,7 +171,7 @@ def test_learning_curves_show_chance():
 def test_chance_of_a_pruning_stage_folder(tmp_path):
     import torch
 
-    from lib.io import save_json
+    from lib.storage import save_json
     from lib.models.registry import save_checkpoint
     from lib.results import MANIFEST
 

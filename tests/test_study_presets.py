@@ -395,13 +395,13 @@ def figure_placeholder(fig, out_dir, name):
     rendered one goes."""
     import matplotlib.pyplot as plt
 
-    from lib import io
+    from lib import storage
 
     assert fig.axes, f"figure {name} has no axes"
     plt.close(fig)
     buffer = BytesIO()
     Image.new("RGB", (1, 1)).save(buffer, format="png")
-    return io.write_bytes(Path(out_dir) / "plots" / f"{name}.png", buffer.getvalue())
+    return storage.write_bytes(Path(out_dir) / "plots" / f"{name}.png", buffer.getvalue())
 
 
 def dry_run(project: Path, monkeypatch) -> list:

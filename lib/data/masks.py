@@ -99,7 +99,7 @@ def load_pairs(pairs, foreground, image_size: int, limit: int | None = None, pro
     """Images and binary masks from (id, image path, mask path) triples, resized and cropped to ``image_size``.
 
     ``read``: the mask file's reader (class ids by default), ``foreground``: its array -> binary mask."""
-    from lib.io import progress_bar as tqdm
+    from lib.storage import progress_bar as tqdm
 
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")

@@ -125,9 +125,9 @@ def _check_dataset(dataset: BoxDataset) -> None:
 
 def dataset_digest(dataset: BoxDataset) -> str:
     """What a dataset is, by content: its name, ids, boxes and images (in-memory arrays, or the files' SHA-256)."""
-    from lib import io
+    from lib import storage
 
-    images = dataset.arrays if dataset.arrays is not None else [io.file_sha256(p) for p in dataset.paths]
+    images = dataset.arrays if dataset.arrays is not None else [storage.file_sha256(p) for p in dataset.paths]
     return digest(dataset.name, list(map(str, dataset.ids)), *map(np.asarray, dataset.boxes), images)
 
 

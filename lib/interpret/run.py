@@ -99,7 +99,7 @@ def score_model(model, attributions: list, inputs: torch.Tensor, truth: GroundTr
                 metrics=None) -> tuple[pd.DataFrame, dict]:
     """Scores of one model on every image (a row per image) and the relevance maps of the first ``keep`` images.
     ``metrics``: the localisation metrics to compute (names; None: all); ``faithfulness``: the metric objects."""
-    from lib.io import progress_bar as tqdm
+    from lib.storage import progress_bar as tqdm
 
     device = next(model.parameters()).device
     wanted = check_metrics(metrics)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import io
+from lib import storage
 from lib.data.datasets import check_dataset, check_training_data, classification_data
 from lib.models import check_pretrained, get_spec, load_pretrained, save_checkpoint
 from lib.plots import accuracy_axis, legend_beside, plot_against_sparsity, styled
@@ -112,7 +112,7 @@ def run_pruning(arch: str, plan_name: str, train_dir: str, plan: dict, recipe: d
     rows, dense, records, cache = [], {}, {}, {}
     for model_arch, source in models.items():
         checkpoint = dense_checkpoint(model_arch, source, out_dir)
-        payload = io.load_torch(checkpoint)
+        payload = storage.load_torch(checkpoint)
         model_info, recorded_acc = payload["model"], source.get("recorded_acc", payload["meta"].get("recorded_acc"))
         spec = get_spec(model_info["name"])
         key = (spec.mean, spec.std)
@@ -189,13 +189,13 @@ def save_results(out_dir: str | Path, results: dict, arch: str, plan_name: str) 
         save_stage_metrics(Path(out_dir) / run_arch / name, part.to_dict("records"), plot="accuracy",
                            arch=run_arch, plan=name)
     table = accuracy_table(frame)
-    io.save_json(Path(out_dir) / "metrics.json", {
+    storage.save_json(Path(out_dir) / "metrics.json", {
         "dense": results["dense"],
         "test_acc": by_run(table),
         "pruned_acc": by_run(accuracy_table(frame, "pruned_acc")),  # before retraining
         "runs": sorted({f"{a}/{m}" for a, m in results["records"]}),
     })
-    io.write_bytes(Path(out_dir) / "plots" / "accuracy.csv", frame.to_csv(index=False).encode())
+    storage.write_bytes(Path(out_dir) / "plots" / "accuracy.csv", frame.to_csv(index=False).encode())
     return Path(out_dir) / "metrics.json"
 
 

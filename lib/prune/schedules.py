@@ -38,10 +38,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from lib.io import progress_bar as tqdm
+from lib.storage import progress_bar as tqdm
 
 from lib import distributed as dd
-from lib import io
+from lib import storage
 from lib.data.datasets import shapes_data
 from lib.params import dataclass_from_params
 from lib.models import get_spec, load_checkpoint, save_checkpoint
@@ -154,7 +154,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
         raise ValueError(f"pruning data lacks {sorted(missing)}")
     example_input = torch.zeros(2, 3, data["image_size"], data["image_size"])
     # resume key by content: the dense checkpoint's bytes and the data's fingerprint, not their paths
-    identity = {"plan": asdict(plan), "recipe": recipe.identity(), "dense": io.file_sha256(dense_checkpoint)[:16],
+    identity = {"plan": asdict(plan), "recipe": recipe.identity(), "dense": storage.file_sha256(dense_checkpoint)[:16],
                 "data": data_identity(data),
                 "dense_test_acc": info["meta"].get("test_acc")}
 
@@ -175,20 +175,20 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
 
     existing = {}
     if (out_dir / MANIFEST).is_file():
-        manifest = io.load_json(out_dir / MANIFEST)
+        manifest = storage.load_json(out_dir / MANIFEST)
         if manifest.get("identity") == json.loads(json.dumps(identity)):  # tuples read back as lists
             existing = {r["step"]: r for r in manifest["checkpoints"]}
             if existing and dd.is_main():
-                io.notice(f"resuming {out_dir}: step(s) {sorted(existing)} of the same run are kept")
+                storage.notice(f"resuming {out_dir}: step(s) {sorted(existing)} of the same run are kept")
         elif dd.is_main():
-            io.notice(f"ignoring the checkpoints in {out_dir}: they were made with other parameters, data or "
+            storage.notice(f"ignoring the checkpoints in {out_dir}: they were made with other parameters, data or "
                       "dense model; pruning from the start")
 
     records = {}
 
     def write_manifest():
         if dd.is_main():
-            io.save_json(out_dir / MANIFEST, {"identity": identity, "plan": asdict(plan), "recipe": recipe.identity(),
+            storage.save_json(out_dir / MANIFEST, {"identity": identity, "plan": asdict(plan), "recipe": recipe.identity(),
                                               "checkpoints": [records[k] for k in sorted(records)]})
 
     steps = [(0.0, None)] + plan.sparsities()
@@ -199,8 +199,8 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
                 load_checkpoint(path)
                 records[step] = existing[step]
                 continue
-            except io.CheckpointError as error:
-                io.notice(f"redoing step {step}: {error}")
+            except storage.CheckpointError as error:
+                storage.notice(f"redoing step {step}: {error}")
         if step == 0:
             rec = record(0, dense, None, 0.0, dense_eval)
             save(dense, {}, rec)
