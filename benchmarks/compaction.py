@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from lib.models import create_model, get_spec
-from lib.prune import compact, get_method, layer_macs, prunable_parameters
+from lib.prune import compact, get_pruner, layer_macs, prunable_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT.parent / "shared" / "data" / "cifar10" / "pretrained"
@@ -67,15 +67,15 @@ def main(argv=None) -> pd.DataFrame:
         dense = create_model(name, 10, weights=path).eval()
         x = torch.randn(args.batch, 3, size, size)
         dense_macs = macs(dense, x)
-        for method in ("filters", "connections"):
+        for pruner in ("filters", "connections"):
             for rate in args.rates:
                 model = create_model(name, 10, weights=path).eval()
                 params = prunable_parameters(model, exclude=(get_spec(name).classifier,))
-                get_method(method, scope=args.scope).prune(model, params, rate, x[:2])
+                get_pruner(pruner, scope=args.scope).prune(model, params, rate, x[:2])
                 small = compact(model, x[:2])
                 dense_latency, small_latency = latencies([dense, small], x, args.repeats)
                 speedup, reduction = dense_latency / small_latency, dense_macs / macs(small, x)
-                rows.append({"model": label, "method": method, "sparsity": rate,
+                rows.append({"model": label, "pruner": pruner, "sparsity": rate,
                              "macs_ratio": round(1 / reduction, 3), "latency_ratio": round(1 / speedup, 3),
                              "macs_reduction": round(reduction, 2), "speedup": round(speedup, 2),
                              "efficiency": round(speedup / reduction, 2),

@@ -1,9 +1,9 @@
-"""Speed of unsupervised object discovery on 224-px images: images per second, per backbone and method.
+"""Speed of unsupervised object discovery on 224-px images: images per second, per backbone and algorithm.
 
     python benchmarks/discover.py [--batch 16] [--repeats 3] [--threads 2]
 
 For each backbone, the patch features of a batch of random 224-px images (one forward pass), then
-LOST and TokenCut on them; "total" is features + method, what one image costs end to end. Weights
+LOST and TokenCut on them; "total" is features + algorithm, what one image costs end to end. Weights
 do not change the cost, so the ResNet-50 and the ViT are randomly initialised (nothing is downloaded).
 """
 
@@ -46,11 +46,11 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     images = torch.randn(args.batch, 3, 224, 224)
-    methods = {"lost": LOST(k_patches=100), "tokencut": TokenCut(tau=0.2, eps=1e-5)}
+    algorithms = {"lost": LOST(k_patches=100), "tokencut": TokenCut(tau=0.2, eps=1e-5)}
     print(f"images/s on 224-px images, batch {args.batch}, {torch.get_num_threads()} torch thread(s), "
           f"best of {args.repeats}")
     header = f"{'backbone':34s} {'grid':>6s} {'features':>9s}" + "".join(
-        f" {m:>9s} {m + ' total':>15s}" for m in methods)
+        f" {m:>9s} {m + ' total':>15s}" for m in algorithms)
     print(header)
     print("-" * len(header))
     for label, (name, kwargs, feature_kwargs) in BACKBONES.items():
@@ -58,13 +58,13 @@ def main(argv=None) -> None:
         extractor = PatchFeatures(model, name, **feature_kwargs)
         feats, grid = extractor(images)
         seconds = {"features": best_time(lambda: extractor(images), args.repeats)}
-        for method_name, method in methods.items():
-            seconds[method_name] = best_time(lambda: method(feats, grid), args.repeats)
+        for algorithm_name, algorithm in algorithms.items():
+            seconds[algorithm_name] = best_time(lambda: algorithm(feats, grid), args.repeats)
         rate = {k: args.batch / v for k, v in seconds.items()}
         line = f"{label:34s} {grid[0]:>3d}x{grid[1]:<2d} {rate['features']:9.1f}"
-        for method_name in methods:
-            total = args.batch / (seconds["features"] + seconds[method_name])
-            line += f" {rate[method_name]:9.1f} {total:15.1f}"
+        for algorithm_name in algorithms:
+            total = args.batch / (seconds["features"] + seconds[algorithm_name])
+            line += f" {rate[algorithm_name]:9.1f} {total:15.1f}"
         print(line)
 
 

@@ -1,4 +1,4 @@
-"""Cost of the attribution methods, counted in forward+backward passes.
+"""Cost of the attributions, counted in forward+backward passes.
 
     python benchmarks/interpret.py                 # small_cnn and small_vit at 64 px, 16 images per call
     python benchmarks/interpret.py --models efficientnet_lite0 --size 160 --batch 8 --internal-batch-size 32
@@ -7,12 +7,12 @@ Every figure is a median over ``--repeats`` interleaved samples (benchmarks/timi
 turns, a b c a b c ..., and each sample repeats its call until it lasts ``--min-seconds``), with the spread.
 
 For each model: the baseline, ONE forward+backward pass of the ``--batch`` images (gradient w.r.t. the
-input, parameters frozen, as the methods run it), timed in samples of many passes; the same pass at
-``--internal-batch-size`` rows (the chunk IG runs); then every method on the batch, as passes of the
+input, parameters frozen, as the attributions run it), timed in samples of many passes; the same pass at
+``--internal-batch-size`` rows (the chunk IG runs); then every attribution on the batch, as passes of the
 baseline per image against its nominal count (IG in SmoothGrad: steps x samples). IG is also run one
 image per call (ratio to the batched call, per image; the maps are compared) and as captum's
 ``IntegratedGradients`` on the same noisy rows (what lib's IG reproduces). Then the shared pass (every
-cheap method in one Attributor call) against the same methods one by one. CNNs run in channels_last, as
+cheap attribution in one Attributor call) against the same attributions one by one. CNNs run in channels_last, as
 the stage runs them (``--nchw`` to compare).
 """
 
@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import compare, describe, ratio  # noqa: E402
 
-from lib.interpret.methods import DEFAULT_METHODS, Attributor, create_method, frozen  # noqa: E402
+from lib.interpret.methods import DEFAULT_ATTRIBUTIONS, Attributor, create_attribution, frozen  # noqa: E402
 from lib.models import create_model, get_spec  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def build(name: str, size: int, channels_last: bool):
 
 
 def largest_difference(together: dict, alone: list[dict]) -> float:
-    """Largest |batched - single| over every method and image, relative to the method's largest value."""
+    """Largest |batched - single| over every attribution and image, relative to the attribution's largest value."""
     return max(float((together[k][i] - alone[i][k][0]).abs().max() / together[k].abs().max().clamp_min(1e-30))
                for k in together for i in range(len(alone)))
 
@@ -79,12 +79,12 @@ def main(argv=None):
         rows = torch.randn(args.internal_batch_size, 3, args.size, args.size).contiguous(memory_format=layout)
         options = {"ig_smoothgrad": {"steps": args.steps, "samples": args.samples,
                                      "internal_batch_size": args.internal_batch_size}}
-        methods = [create_method(m, model, spec, **options.get(m, {})) for m in DEFAULT_METHODS[spec.family]]
+        attributions = [create_attribution(m, model, spec, **options.get(m, {})) for m in DEFAULT_ATTRIBUTIONS[spec.family]]
         with torch.no_grad():
             target = model(x).argmax(1)
-        ig = next(m for m in methods if m.name == "ig_smoothgrad")
+        ig = next(m for m in attributions if m.name == "ig_smoothgrad")
         cases = {"pass": lambda: one_pass(model, x), "pass@chunk": lambda: one_pass(model, rows)}
-        cases.update({m.name: (lambda m=m: m.attribute(x, target)) for m in methods})
+        cases.update({m.name: (lambda m=m: m.attribute(x, target)) for m in attributions})
         cases["ig_smoothgrad one image per call"] = lambda: [ig.attribute(x[i:i + 1], target[i:i + 1]) for i in range(b)]
         if not args.no_captum:
             from captum.attr import IntegratedGradients
@@ -102,10 +102,10 @@ def main(argv=None):
         print(f"\n{name}: one forward+backward pass of {b} images, per image:")
         print(describe("  pass (baseline)", timings["pass"], per=b))
         print(describe(f"  pass at {args.internal_batch_size} rows", timings["pass@chunk"], per=args.internal_batch_size))
-        print(f"  {'method':32s} {'passes/image':>12s} {'nominal':>8s} {'ratio (median, min-max over rounds)':>36s}")
-        for label in [m.name for m in methods] + [k for k in cases if k.startswith(("ig_smoothgrad ", "captum"))]:
+        print(f"  {'attribution':32s} {'passes/image':>12s} {'nominal':>8s} {'ratio (median, min-max over rounds)':>36s}")
+        for label in [m.name for m in attributions] + [k for k in cases if k.startswith(("ig_smoothgrad ", "captum"))]:
             nominal = ig.nominal_passes if label.startswith(("ig_", "captum")) else next(
-                m.nominal_passes for m in methods if m.name == label)
+                m.nominal_passes for m in attributions if m.name == label)
             med, lo, hi = ratio(timings, label, "pass", scale=nominal)
             cpu_med = ratio(timings, label, "pass", scale=nominal, cpu=True)[0]
             print(f"  {label:32s} {timings[label].median / b / per_pass:12.2f} {nominal:8.1f} "
@@ -124,7 +124,7 @@ def main(argv=None):
               f"{largest_difference(together, alone):.1e}")
         summary.append((name, ratio(timings, "ig_smoothgrad", "pass", scale=ig.nominal_passes), chunk, single))
 
-        cheap = [m for m in methods if m.nominal_passes <= 2]
+        cheap = [m for m in attributions if m.nominal_passes <= 2]
         shared_cases = {"shared": lambda: Attributor(cheap).attribute(x), "alone": lambda: [m.attribute(x) for m in cheap],
                         "pass": lambda: one_pass(model, x)}
         shared = compare(shared_cases, args.repeats, args.min_seconds)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import compare, describe, ratio  # noqa: E402
 
 from lib.interpret.run import score_model  # noqa: E402
-from lib.interpret.methods import create_method  # noqa: E402
+from lib.interpret.methods import create_attribution  # noqa: E402
 from lib.interpret.metrics import GroundTruth  # noqa: E402
 from lib.models import create_model, get_layer, get_spec  # noqa: E402
 
@@ -82,8 +82,8 @@ def main(argv=None):
 
     def ours():
         for model in models:
-            methods = [create_method("gradcam", model, spec), create_method("ig_smoothgrad", model, **options)]
-            score_model(model.to(memory_format=layout), methods, x.contiguous(memory_format=layout), truth,
+            attributions = [create_attribution("gradcam", model, spec), create_attribution("ig_smoothgrad", model, **options)]
+            score_model(model.to(memory_format=layout), attributions, x.contiguous(memory_format=layout), truth,
                         batch_size=args.images, metrics=["rma", "rra"])
 
     def study_a():

@@ -5,9 +5,9 @@ Modules map to the research steps:
 - ``lib.data``        datasets: the embedded procedural default and loaders for real ones
 - ``lib.models``      one model registry and factory (``create_model``), checkpoints
 - ``lib.train``       the seeded training loop (resume, DVCLive, DDP)
-- ``lib.prune``       pruning methods, schedules (LRR, one-shot, iterative), accounting
+- ``lib.prune``       pruners, schedules (LRR, one-shot, iterative), accounting
 - ``lib.stage``       running a notebook as a DVC stage, parameter validation
-- ``lib.io``          atomic writes and safe loading
+- ``lib.storage``          atomic writes and safe loading
 """
 
 __version__ = "0.1.0"

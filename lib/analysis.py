@@ -5,7 +5,7 @@ An analysis supplies only how to score one checkpoint: ``score(record, model) ->
 does the rest, the same way for every analysis:
 
 - checks the source before any compute (``lib.checkpoints.validate_source``);
-- iterates the checkpoints with a progress bar (``lib.io.progress_bar``), one model in memory at a time, on
+- iterates the checkpoints with a progress bar (``lib.storage.progress_bar``), one model in memory at a time, on
   the analysis's device;
 - with ``state_dir``, keeps every finished checkpoint there and, on a rerun after an interruption, reuses
   it instead of scoring again. A kept result is keyed by content: the checkpoint file's SHA-256 and the
@@ -16,7 +16,7 @@ does the rest, the same way for every analysis:
   ``lib.results.save_stage_metrics`` needs them) and the per-item tables into one.
 
 The state files hold tensors, lists and numbers only: they are read back with ``weights_only=True``
-(``lib.io.load_torch``), like every other file of the pipeline.
+(``lib.storage.load_torch``), like every other file of the pipeline.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import io
+from lib import storage
 from lib.checkpoints import iter_checkpoints, validate_source
 from lib.results import step_key
 
@@ -83,7 +83,7 @@ def digest(*values) -> str:
 def checkpoint_digest(record: dict) -> str:
     """The content of a checkpoint: its file's SHA-256, or its record where it has no file."""
     if record.get("path") and Path(record["path"]).is_file():
-        return io.file_sha256(record["path"])
+        return storage.file_sha256(record["path"])
     return digest({k: v for k, v in record.items() if k != "path"})
 
 
@@ -109,13 +109,13 @@ class State:
         path = self.path(record, name)
         if path is None or not path.is_file():
             return None
-        state = io.load_torch(path)
+        state = storage.load_torch(path)
         return Scored(decode(state["row"]), decode(state["items"]), decode(state["extra"]))
 
     def save(self, record: dict, scored: Scored, name: str | None = None) -> None:
         path = self.path(record, name)
         if path is not None:
-            io.save_torch(path, {"row": encode(scored.row), "items": encode(scored.items),
+            storage.save_torch(path, {"row": encode(scored.row), "items": encode(scored.items),
                                  "extra": encode(scored.extra)})
 
 
@@ -136,7 +136,7 @@ def score_checkpoints(source, score: Callable[[dict, torch.nn.Module], Scored], 
     state = State(state_dir, {**key, "device": str(device)})
     wanted = None if steps is None else set(steps)
     records, rows, items, extras = [], [], [], {}
-    for record, model in io.progress_bar(iter_checkpoints(source), desc=desc, disable=not progress):
+    for record, model in storage.progress_bar(iter_checkpoints(source), desc=desc, disable=not progress):
         if wanted is not None and len(records) == len(wanted):
             break  # every requested step is done: load no more checkpoints
         if wanted is not None and record["step"] not in wanted:

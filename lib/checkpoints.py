@@ -1,6 +1,6 @@
 """What every analysis iterates over: the checkpoints of a pruning run, as (record, model) pairs.
 
-A source is a prune stage's output directory (``data/prune/<arch>/<method>``, or a run directory of a
+A source is a prune stage's output directory (``data/prune/<arch>/<plan>``, or a run directory of a
 notebook 02 grid): its manifest's checkpoints. Analyses never prune: a pretrained model pruned one-shot
 without retraining is a plan of notebook 02 (``schedule: oneshot`` with ``recipe.epochs: 0``), whose
 checkpoints every analysis then shares (``presets/lite0.params.yaml`` runs EfficientNet-Lite0 that way).
@@ -19,7 +19,7 @@ from lib.models import load_checkpoint
 from lib.prune.masks import fold_masks, prunable_parameters, prune_step, sparsity_report
 from lib.results import MANIFEST, list_checkpoints
 
-NOT_A_DIRECTORY = ("source must be a prune stage's output directory (data/prune/<arch>/<method>, holding "
+NOT_A_DIRECTORY = ("source must be a prune stage's output directory (data/prune/<arch>/<plan>, holding "
                    f"{MANIFEST}), got {{kind}}. Analyses no longer prune a model on the fly: prune it with notebook "
                    "02 first (a one-shot plan with recipe.epochs 0 prunes without retraining, e.g. "
                    "presets/lite0.params.yaml for the pretrained EfficientNet-Lite0) and pass its output directory")

@@ -2,7 +2,7 @@
 
     python -m lib.experiment presets/study_a.params.yaml [TARGET ...] [--name NAME] [--queue] [--dry]
 
-A parameter file has ``params.yaml``'s schema (the same top-level blocks; ``archs`` x ``methods`` is the
+A parameter file has ``params.yaml``'s schema (the same top-level blocks; ``archs`` x ``plans`` is the
 stages' matrix). Before anything runs, DVC itself templates every stage of ``dvc.yaml`` with the file,
 and for every stage: its notebook knows every parameter it is given, and the stage's own check
 (``check`` of its declaration in ``lib.pipeline``) passes: model names build, recipes, plans, datasets and
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from lib.params import renamed_hint
 from lib.pipeline import HOW_TO_GET, stage_of
 from lib.stage import ParameterError, check_parameters, load_params, notebook_parameters, parse_sets
 
@@ -52,14 +53,14 @@ class Stage:
 
 # ----------------------------------------------------------------------------- resolving with DVC
 def check_schema(params: dict, reference: dict, source: str) -> None:
-    """The same top-level blocks as ``params.yaml`` (the per-arch and per-method sections are checked with the
+    """The same top-level blocks as ``params.yaml`` (the per-arch and per-plan sections are checked with the
     stages that read them)."""
     if not isinstance(params, dict):
         raise PresetError(f"{source} is not a YAML mapping of parameter blocks")
     missing, unknown = sorted(set(reference) - set(params)), sorted(set(params) - set(reference))
     if missing or unknown:
         raise PresetError(f"{source} must have params.yaml's top-level blocks {sorted(reference)}; "
-                          f"missing {missing}, unknown {unknown}")
+                          f"missing {missing}, unknown {unknown}{renamed_hint(unknown, reference)}")
 
 
 def resolve(params_file: str | Path, root: str | Path = ".") -> list[Stage]:
@@ -133,7 +134,7 @@ def check(stages: list[Stage], root: str | Path = ".", targets=(), paths: bool =
                 values = _effective(stage, root)
                 if stage_of(stage.name).name == "prune" and (values["models"] or values["plans"]):
                     raise ValueError("models/plans make a grid of runs (the presets of notebook 02); a pipeline "
-                                     "stage prunes the model its train stage wrote with the method's plan")
+                                     "stage prunes the model its train stage wrote with the plan")
                 checker = stage_of(stage.name).checker()
                 needed = checker(values) if checker else []
             except PresetError:

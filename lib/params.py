@@ -15,6 +15,21 @@ import yaml
 T = TypeVar("T")
 
 
+# Names that one word per concept replaced (a plan, a pruner, an attribution, a discovery algorithm were all
+# `method`): an old name is still refused, but the error names its replacement. No alias reads the old name.
+RENAMED = {"method": ("pruner", "plan_name", "plan"), "methods": ("plans", "attributions", "algorithms")}
+
+
+def renamed_hint(unknown, known) -> str:
+    """`` (methods: renamed to plans)`` for each name of ``unknown`` whose replacement is in ``known``; else ""."""
+    hints = []
+    for name in unknown:
+        new = next((n for n in RENAMED.get(name, ()) if n in known), None)
+        if new is not None:
+            hints.append(f"{name}: renamed to {new}")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
 class ParameterTypeError(TypeError, ValueError):
     """A parameter's value is not of its declared type (a ValueError too, so existing handlers catch it)."""
 
@@ -104,7 +119,8 @@ def dataclass_from_params(cls: type[T], params: dict | None, kind: str, tuple_fi
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(params) - known
     if unknown:
-        raise ValueError(f"unknown {kind} parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise ValueError(f"unknown {kind} parameter(s) {sorted(unknown)}{renamed_hint(sorted(unknown), known)}; "
+                         f"known: {sorted(known)}")
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001
@@ -186,7 +202,7 @@ def parse_sets(pairs: list[str]) -> dict:
 
 
 def keys_of(callable_, skip=()) -> set:
-    """The keyword names ``callable_`` takes (options of a method class's ``__init__``, say), less ``skip``."""
+    """The keyword names ``callable_`` takes (options of an attribution class's ``__init__``, say), less ``skip``."""
     return set(inspect.signature(callable_).parameters) - set(skip)
 
 

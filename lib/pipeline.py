@@ -31,7 +31,7 @@ from pathlib import Path
 # One-way layers, lowest first: a module may import from its own layer and the layers before it.
 # lib.pipeline itself is core: it names the stages' code as strings and imports nothing of lib.
 LAYERS = (
-    ("core", ("lib", "lib.io", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline")),
+    ("core", ("lib", "lib.storage", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline")),
     ("data", ("lib.data",)),
     ("models", ("lib.models",)),
     ("train", ("lib.train",)),
@@ -45,7 +45,7 @@ LAYERS = (
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric a stage writes into ``metrics.json`` (``name`` may hold ``*``, e.g. ``rma_*``: one per method).
+    """A metric a stage writes into ``metrics.json`` (``name`` may hold ``*``, e.g. ``rma_*``: one per attribution).
 
     ``item``: the column of the stage's per-item table whose mean over items is the metric (``*`` expands as
     in ``name``); ``None`` when the metric is no mean of per-item values (the report shows it, untested).
@@ -78,13 +78,13 @@ class Stage:
     name: str                              # the dvc stage, its output folder data/<name>/...
     notebook: str | None                   # notebooks/NN_*.ipynb (its twin NN_*.py is what runs); None: a script
     module: str                            # the code it runs: lib.stage (notebooks) or a script module
-    params: tuple[str, ...]                # params.yaml sections (``{arch}``/``{method}``: the matrix item)
+    params: tuple[str, ...]                # params.yaml sections (``{arch}``/``{plan}``: the matrix item)
     upstream: tuple[str, ...] = ()         # stages whose outputs it reads
     check: str | None = None               # "module:function" checking its parameters before any compute
     metrics: tuple[Metric, ...] = ()
     items: str | None = None               # the per-item table in its output folder
     item_id: str = "image"                 # the item column of that table
-    matrix: bool = True                    # one run per (arch, method)
+    matrix: bool = True                    # one run per (arch, plan)
     variants: bool = False                 # also runs once per variant: see :func:`variant_stage`
     variant_of: str | None = None          # set on the variant stage: the stage whose variants it runs
 
@@ -103,10 +103,10 @@ VARIANTS = "variants"  # the params.yaml block: {stage: {variant name: parameter
 
 
 def variant_stage(stage: Stage) -> Stage:
-    """The stage that runs ``stage``'s notebook once per (arch, method, variant), a variant being an entry of
+    """The stage that runs ``stage``'s notebook once per (arch, plan, variant), a variant being an entry of
     ``variants.<stage>`` in params.yaml: a name and the parameters that replace those of the stage's sections
     (e.g. RQ1 with Study A's mask mode, RQ2 on a second dataset), on the same checkpoints. Its dvc stage is
-    ``<stage>_variant``, its output ``data/<stage>_variant/<arch>/<method>/<variant>``; the stage itself and
+    ``<stage>_variant``, its output ``data/<stage>_variant/<arch>/<plan>/<variant>``; the stage itself and
     what the report reads are unchanged, and an empty ``variants.<stage>`` (the default) runs nothing."""
     return Stage(f"{stage.name}_variant", stage.notebook, stage.module,
                  stage.params + (f"{VARIANTS}.{stage.name}.{{variant}}",), stage.upstream, stage.check,
@@ -117,7 +117,7 @@ _DECLARED = (
     Stage("data", "notebooks/00_data.ipynb", "lib.stage", ("data",), matrix=False, check="lib.data.shapes:check_stage"),
     Stage("train", "notebooks/01_train.ipynb", "lib.stage", ("models.{arch}", "train.{arch}"), ("data",),
           check="lib.train:check_stage", metrics=(Metric("test_acc"),)),
-    Stage("prune", "notebooks/02_prune.ipynb", "lib.stage", ("prune.{method}", "retrain.{arch}"), ("data", "train"),
+    Stage("prune", "notebooks/02_prune.ipynb", "lib.stage", ("prune.{plan}", "retrain.{arch}"), ("data", "train"),
           check="lib.prune.runs:check_stage", metrics=(Metric("test_acc", item=None,
                                                              why_untested="accuracy per checkpoint: no per-image file"),)),
     Stage("interpret", "notebooks/03_interpret.ipynb", "lib.stage", ("interpret",), ("data", "prune"),

@@ -2,7 +2,7 @@
 
 Every figure of the repository follows the same rules, kept here so that they hold everywhere:
 
-- one colour per name (attribution, discovery or pruning method, architecture, condition): :func:`colour`;
+- one colour per name (attribution, discovery or pruner, architecture, condition): :func:`colour`;
 - legends outside the data: :func:`legend_beside` (one axes) or :func:`legend_below` (one per figure);
 - accuracy axes show chance (a dashed line inside the y-range) or say why not: :func:`accuracy_axis`;
 - fonts legible at the README's display width: :func:`styled` (a figure at most ~11 in wide at 120 dpi is
@@ -23,12 +23,12 @@ from matplotlib.ticker import MaxNLocator
 # The names the repository plots, each with its own colour. Names of different kinds that never share a
 # figure may share a hue; within a kind every colour is distinct.
 COLOURS = {
-    # attribution methods (lib.interpret.methods.METHODS)
+    # attributions (lib.interpret.methods.ATTRIBUTIONS)
     "gradcam": "#1f77b4", "guided_gradcam": "#ff7f0e", "ig_smoothgrad": "#2ca02c", "saliency": "#d62728",
     "attention": "#9467bd", "rollout": "#8c564b",
-    # object discovery methods (lib.discover.methods.METHODS) and their baseline
+    # object discovery algorithms (lib.discover.methods.ALGORITHMS) and their baseline
     "lost": "#e377c2", "tokencut": "#17becf", "centred box": "#7f7f7f",
-    # pruning methods, criteria and schedules (params.yaml, presets/); "<criterion>-iterative" is a lighter
+    # pruners, criteria and schedules (params.yaml, presets/); "<criterion>-iterative" is a lighter
     # shade of "<criterion>-oneshot" (see colour)
     "lrr": "#262626", "unstructured": "#1b9e77", "filters": "#bcbd22", "connections": "#a6761d",
     "oneshot_magnitude": "#e7298a", "studyB": "#666666", "dense": "#000000",
@@ -131,7 +131,7 @@ def chance_of(source) -> float | None:
     prune stage's folder (its first checkpoint); None for anything else (a dict source, a missing file)."""
     from pathlib import Path
 
-    from lib import io
+    from lib import storage
     from lib.results import MANIFEST, list_checkpoints
 
     if not isinstance(source, (str, Path)):
@@ -140,16 +140,16 @@ def chance_of(source) -> float | None:
         source = list_checkpoints(source)[0]["path"]
     if not Path(source).is_file():
         return None
-    payload = io.load_torch(source)
+    payload = storage.load_torch(source)
     classes = (payload.get("model") or {}).get("num_classes") if isinstance(payload, dict) else None
     return 1 / classes if classes else None
 
 
-def plot_against_sparsity(frame: pd.DataFrame, metric: str, ax=None, label_by=("arch", "method"), title: str | None = None,
+def plot_against_sparsity(frame: pd.DataFrame, metric: str, ax=None, label_by=("arch", "plan"), title: str | None = None,
                           ylabel: str | None = None, legend: bool = True, x: str = "sparsity"):
-    """One line per (arch, method): ``metric`` against sparsity, checkpoints marked.
+    """One line per (arch, plan): ``metric`` against sparsity, checkpoints marked.
 
-    The colour is the method's (:func:`colour` of the last key of ``label_by`` present), the line style
+    The colour is the plan's (:func:`colour` of the last key of ``label_by`` present), the line style
     tells the other keys apart (several architectures in one panel). ``legend``: beside the axes; pass
     False and call :func:`legend_below` for one legend per figure. ``x``: ``sparsity`` (measured) or
     ``target`` (the plan's nominal sparsity: weights that regrow while retraining leave a measured

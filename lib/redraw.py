@@ -2,7 +2,7 @@
 
     python -m lib.redraw results/rq3_mvh_lite0 [results/...]
 
-A stage's folder (``results/NAME`` of a preset, or ``data/<stage>/<arch>/<method>``) holds ``metrics.json``,
+A stage's folder (``results/NAME`` of a preset, or ``data/<stage>/<arch>/<plan>``) holds ``metrics.json``,
 ``plots/*.csv`` and, where it has them, ``per_image.csv`` / ``per_unit.csv``. Which figures are redrawn
 follows from which of these tables are there; figures drawn from images or relevance maps (galleries,
 stimuli, MIS tasks) are not in the tables and are left as they are, except RQ2's boxes gallery where the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import io
+from lib import storage
 from lib.results import save_figure
 
 # Figures drawn from what the tables do not hold (RQ2's gallery is redrawn where its preset's images are at hand).
@@ -49,8 +49,8 @@ def _interpret(folder: Path, metrics: dict) -> dict:
     from lib.interpret.plots import plot_scores
 
     rows = pd.read_csv(folder / "plots" / "scores.csv")
-    title = f"{metrics['arch']} / {metrics['method']}"
-    return {name: plot_scores(rows, chosen, metrics["methods"], metrics, title=title)
+    title = f"{metrics['arch']} / {metrics['plan']}"
+    return {name: plot_scores(rows, chosen, metrics["attributions"], metrics, title=title)
             for name, chosen in (("rma_rra", ["rma", "rra"]), ("scores", ["pointing", "gini", "deletion", "insertion"]))}
 
 
@@ -59,8 +59,8 @@ def _discover(folder: Path, metrics: dict) -> dict:
 
     rows = pd.read_csv(folder / "plots" / "corloc.csv")
     label = f"centred box ({metrics['centred_box_fraction']:.0%} of each side, tuned)"
-    ax = plot_corloc(rows.to_dict("records"), list(metrics["methods"]), baseline=metrics["centred_box_corloc"],
-                     title=f"{metrics['arch']} / {metrics['method']}: {metrics['dataset']}", baseline_label=label)
+    ax = plot_corloc(rows.to_dict("records"), list(metrics["algorithms"]), baseline=metrics["centred_box_corloc"],
+                     title=f"{metrics['arch']} / {metrics['plan']}: {metrics['dataset']}", baseline_label=label)
     figures = {"corloc": ax.figure}
     gallery = _discovery_gallery(folder, metrics, rows)
     if gallery is not None:
@@ -89,7 +89,7 @@ def _discovery_gallery(folder: Path, metrics: dict, rows: pd.DataFrame):
         raise ValueError(f"{folder}/per_image.csv lists other images than {preset}'s dataset gives now: "
                          f"the gallery cannot be redrawn from it (rerun the preset)")
     return plot_gallery(data, per_image, gallery_steps(rows.to_dict("records"), p["gallery_rows"]),
-                        p["gallery_images"], list(metrics["methods"]))
+                        p["gallery_images"], list(metrics["algorithms"]))
 
 
 def _align(folder: Path, metrics: dict) -> dict:
@@ -100,7 +100,7 @@ def _align(folder: Path, metrics: dict) -> dict:
     trials = pd.read_csv(folder / "per_image.csv", dtype={"condition": str})
     datasets, humans = metrics["datasets"], metrics.get("humans") or {}
     chance = 1 / trials["category"].nunique()  # every category of the benchmark occurs among the trials
-    title = f"{metrics['arch']}: {metrics['method']}"
+    title = f"{metrics['arch']}: {metrics['plan']}"
     figures = {"accuracy": plots.plot_metric_per_dataset(frame, "acc", datasets, humans, "accuracy", ylabel="accuracy",
                                                          chance=chance, title=title),
                "shape_bias": plots.plot_shape_bias(frame, humans, title=title),
@@ -118,23 +118,23 @@ def _mis(folder: Path, metrics: dict) -> dict:
     checkpoints = pd.read_csv(folder / "plots" / "mis.csv")
     controls = pd.DataFrame(metrics.get("controls") or [])
     primary = metrics["similarity"]
-    arch, method = metrics["arch"], metrics["method"]
+    arch, plan = metrics["arch"], metrics["plan"]
     figures = {}
     classes = pd.DataFrame()
     if (folder / "plots" / "mis_classes.csv").is_file():
         classes = pd.read_csv(folder / "plots" / "mis_classes.csv")
         classes = classes[classes["control"].isna()] if "control" in classes else classes
     chance = 1 / classes["class"].nunique() if not classes.empty else None
-    figures["mis"] = plots.plot_mis_vs_sparsity(checkpoints, controls, title=f"{arch}: {method} ({primary} similarity)",
+    figures["mis"] = plots.plot_mis_vs_sparsity(checkpoints, controls, title=f"{arch}: {plan} ({primary} similarity)",
                                                 chance=chance)
     units = pd.read_csv(folder / "per_unit.csv")
     units = units[units["control"].isna()] if "control" in units else units
-    figures["mis_units"] = plots.plot_unit_distributions(units, primary, title=f"{arch}: {method}")
+    figures["mis_units"] = plots.plot_unit_distributions(units, primary, title=f"{arch}: {plan}")
     layers = pd.read_csv(folder / "plots" / "mis_layers.csv")
     layers = layers[layers["control"].isna()] if "control" in layers else layers
-    figures["mis_layers"] = plots.plot_layer_profiles(layers, primary, title=f"{arch}: {method}, mean MIS per layer")
+    figures["mis_layers"] = plots.plot_layer_profiles(layers, primary, title=f"{arch}: {plan}, mean MIS per layer")
     if not classes.empty:
-        figures["mis_classes"] = plots.plot_class_units(classes, primary, title=f"{arch}: {method}")
+        figures["mis_classes"] = plots.plot_class_units(classes, primary, title=f"{arch}: {plan}")
     return figures
 
 
@@ -153,8 +153,8 @@ def redraw(folder: str | Path) -> dict[str, Path | None]:
     folder = Path(folder)
     if not (folder / "metrics.json").is_file():
         raise FileNotFoundError(f"folder={str(folder)!r} has no metrics.json: pass a stage's output folder "
-                                f"(results/NAME or data/<stage>/<arch>/<method>)")
-    metrics = io.load_json(folder / "metrics.json")
+                                f"(results/NAME or data/<stage>/<arch>/<plan>)")
+    metrics = storage.load_json(folder / "metrics.json")
     written = {}
     for table, draw in STAGE_TABLES.items():
         if (folder / "plots" / table).is_file():

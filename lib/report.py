@@ -9,8 +9,8 @@ from lib.pipeline import ANALYSES, STAGES
 from lib.plots import accuracy_axis, chance_of, colour, legend_below, styled
 
 
-def sparsity_table(frame: pd.DataFrame, metric: str, index=("arch", "method")) -> pd.DataFrame:
-    """``metric`` per checkpoint, one row per (arch, method), columns = rounded sparsity (%)."""
+def sparsity_table(frame: pd.DataFrame, metric: str, index=("arch", "plan")) -> pd.DataFrame:
+    """``metric`` per checkpoint, one row per (arch, plan), columns = rounded sparsity (%)."""
     frame = frame.assign(sparsity_pct=(frame["sparsity"] * 100).round(1))
     keys = [k for k in index if k in frame.columns]
     return frame.pivot_table(index=keys, columns="sparsity_pct", values=metric, aggfunc="first")
@@ -38,7 +38,7 @@ def sweet_spot(per_image: pd.DataFrame, metric: str, sparsity_by_step: dict, n_r
     return {"metric": metric, "step": int(steps[spot["step_index"]]), **spot}
 
 
-KEYS = ["arch", "method", "step"]
+KEYS = ["arch", "plan", "step"]
 
 
 def metric_columns(frame: pd.DataFrame, stage: str) -> list[str]:
@@ -49,7 +49,7 @@ def metric_columns(frame: pd.DataFrame, stage: str) -> list[str]:
 
 
 def load_dimensions(root) -> tuple[pd.DataFrame, dict]:
-    """One row per checkpoint (arch, method, step) with every declared metric; and stage -> its columns.
+    """One row per checkpoint (arch, plan, step) with every declared metric; and stage -> its columns.
 
     The dimensions are the metrics the stages declare (``lib.pipeline``); sparsity and test accuracy come
     from the prune stage; a stage that has not run is left out.
@@ -115,9 +115,9 @@ def chance_levels(root, arch: str) -> dict:
 def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 3, chance: dict | None = None):
     """Small multiples for one architecture: a panel per declared metric against sparsity.
 
-    A metric with variants (``rma_*``: one per attribution method) has a line per variant in the variant's
+    A metric with variants (``rma_*``: one per attribution) has a line per variant in the variant's
     colour (:func:`lib.plots.colour`, the same as in the stages' own figures); a metric without variants is
-    drawn in its pruning method's colour; one line style per pruning method. One legend for the figure,
+    drawn in its pruner's colour; one line style per pruner. One legend for the figure,
     below the panels; the direction of each metric in its title. Accuracy panels (:data:`ACCURACY`) start at
     0 with chance dashed (``chance``: metric -> chance level; where it is not given the axis label says so).
     """
@@ -125,18 +125,18 @@ def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 
 
     layout = panels(columns)
     part = frame[frame["arch"] == arch].sort_values("sparsity")
-    methods = sorted(part["method"].unique())
-    styles = dict(zip(methods, itertools.cycle(["-", "--", ":", "-."])))
+    plans = sorted(part["plan"].unique())
+    styles = dict(zip(plans, itertools.cycle(["-", "--", ":", "-."])))
     ncols = max(1, min(ncols, len(layout)))
     nrows = -(-len(layout) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols, 3.0 * nrows), squeeze=False, layout="constrained")
     for ax, (stage, metric, cols) in zip(axes.flat, layout):
-        for method, group in part.groupby("method"):
+        for plan, group in part.groupby("plan"):
             for column in cols:
                 if group[column].notna().any():
-                    name = _variant(metric, column) if "*" in metric else method
+                    name = _variant(metric, column) if "*" in metric else plan
                     ax.plot(group["sparsity"] * 100, group[column], marker="o", ms=3, color=colour(name),
-                            ls=styles[method], label=name if "*" in metric else f"pruning: {method}")
+                            ls=styles[plan], label=name if "*" in metric else f"pruning: {plan}")
         better = "higher" if STAGES[stage].metric(cols[0]).higher_is_better else "lower"
         ax.set_title(f"{stage}: {metric}\n({better} is better)")
         ax.set_xlabel("sparsity (%)")
@@ -146,7 +146,7 @@ def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 
     for ax in list(axes.flat)[len(layout):]:
         ax.axis("off")
     fig.suptitle(arch)
-    extra = [(plt.Line2D([], [], color="0.3", ls=styles[m]), f"pruning: {m}") for m in methods] if len(methods) > 1 else []
+    extra = [(plt.Line2D([], [], color="0.3", ls=styles[m]), f"pruning: {m}") for m in plans] if len(plans) > 1 else []
     legend_below(fig, ncol=5, extra=extra)
     return fig
 
@@ -180,7 +180,7 @@ def item_table(stage: str, path) -> pd.DataFrame:
 
 def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 2000, seed: int = 0,
                      alpha: float = 0.05, correction: str = "holm") -> pd.DataFrame:
-    """The sweet spot of every declared metric with per-item values, per (arch, method), tested.
+    """The sweet spot of every declared metric with per-item values, per (arch, plan), tested.
 
     Each metric's test is selection-aware (``lib.stats.sweet_spot``); across every test of the report the
     error rate is controlled by ``correction`` (Holm: family-wise; BH: false discovery rate) at ``alpha``.
@@ -194,15 +194,15 @@ def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int 
     for stage in ANALYSES:
         declared = STAGES[stage]
         for path in sorted(Path(root, stage).glob(f"*/*/{declared.items}")):
-            arch, method = path.parent.parent.name, path.parent.name
-            part = frame[(frame["arch"] == arch) & (frame["method"] == method)]
+            arch, plan = path.parent.parent.name, path.parent.name
+            part = frame[(frame["arch"] == arch) & (frame["plan"] == plan)]
             if part.empty:
                 continue
             sparsity = dict(zip(part["step"], part["sparsity"]))
             items = item_table(stage, path)
             for column in columns.get(stage, []):
                 metric = declared.metric(column)
-                base = {"arch": arch, "method": method, "stage": stage, "metric": column,
+                base = {"arch": arch, "plan": plan, "stage": stage, "metric": column,
                         "higher_is_better": metric.higher_is_better}
                 item = metric.item_column(column)
                 if not metric.tested:
@@ -236,6 +236,6 @@ def parameter_counts(root) -> dict:
     """Parameters of each architecture's dense model, from the train stage's metrics."""
     from pathlib import Path
 
-    from lib import io
+    from lib import storage
 
-    return {p.parent.name: io.load_json(p).get("params") for p in sorted(Path(root, "train").glob("*/metrics.json"))}
+    return {p.parent.name: storage.load_json(p).get("params") for p in sorted(Path(root, "train").glob("*/metrics.json"))}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import io
+from lib import storage
 
 MANIFEST = "pruning.json"
 
@@ -25,7 +25,7 @@ MANIFEST = "pruning.json"
 def list_checkpoints(pruning_dir: str | Path) -> list[dict]:
     """The manifest of a prune stage: one record per checkpoint, with an absolute ``path``."""
     pruning_dir = Path(pruning_dir)
-    manifest = io.load_json(pruning_dir / MANIFEST)
+    manifest = storage.load_json(pruning_dir / MANIFEST)
     return [{**r, "path": str(pruning_dir / r["file"])} for r in manifest["checkpoints"]]
 
 
@@ -42,7 +42,7 @@ def save_stage_metrics(out_dir: str | Path, rows: list[dict], plot: str = "curve
     missing = [i for i, r in enumerate(rows) if "step" not in r or "sparsity" not in r]
     if missing:
         raise ValueError(f"rows {missing} lack 'step' or 'sparsity'; every row describes one checkpoint")
-    io.save_json(out_dir / "metrics.json", {**info, "checkpoints": {step_key(r["step"]): r for r in rows}})
+    storage.save_json(out_dir / "metrics.json", {**info, "checkpoints": {step_key(r["step"]): r for r in rows}})
     _save_csv(out_dir / "plots" / f"{plot}.csv", pd.DataFrame(rows))
     if per_image is not None:
         _save_csv(out_dir / "per_image.csv", per_image)
@@ -52,19 +52,19 @@ def save_stage_metrics(out_dir: str | Path, rows: list[dict], plot: str = "curve
 def _save_csv(path: Path, frame: pd.DataFrame) -> None:
     buffer = _io.StringIO()
     frame.to_csv(buffer, index=False)
-    io.write_bytes(path, buffer.getvalue().encode())
+    storage.write_bytes(path, buffer.getvalue().encode())
 
 
 def save_figure(fig, out_dir: str | Path, name: str) -> Path:
     """Save a matplotlib figure as plots/<name>.png atomically (declared as a DVC image plot)."""
     buffer = _io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return io.write_bytes(Path(out_dir) / "plots" / f"{name}.png", buffer.getvalue())
+    return storage.write_bytes(Path(out_dir) / "plots" / f"{name}.png", buffer.getvalue())
 
 
 def read_stage_metrics(path: str | Path) -> pd.DataFrame:
     """One stage's metrics.json as a table: a row per checkpoint, with the stage's info columns."""
-    data = io.load_json(path)
+    data = storage.load_json(path)
     info = {k: v for k, v in data.items() if k != "checkpoints" and not isinstance(v, (dict, list))}
     rows = [{**info, **{k: v for k, v in row.items() if not isinstance(v, (dict, list))}}
             for row in data.get("checkpoints", {}).values()]
@@ -127,7 +127,7 @@ def summarize(stage: str, metrics: dict) -> dict:
 
 def write_summary(stage: str, metrics_path: str | Path, summary_path: str | Path) -> Path:
     """Write :func:`summarize` of a stage's ``metrics.json`` to ``summary_path`` (``metrics/<stage>/<item>.json``)."""
-    return io.save_json(summary_path, summarize(stage, io.load_json(metrics_path)))
+    return storage.save_json(summary_path, summarize(stage, storage.load_json(metrics_path)))
 
 
 def experiments_table(root: str | Path = ".") -> pd.DataFrame:
@@ -136,7 +136,7 @@ def experiments_table(root: str | Path = ".") -> pd.DataFrame:
     ``test_acc``, under ``value``). What ``dvc exp show`` compares across experiments, for one workspace."""
     records = []
     for path in sorted(Path(root, SUMMARY_ROOT).glob("*/*.json")):
-        for key, value in io.load_json(path).items():
+        for key, value in storage.load_json(path).items():
             metric, _, kind = key.rpartition("_")
             if kind not in ("dense", "best", "last") or not metric:
                 metric, kind = key, "value"

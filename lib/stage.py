@@ -43,7 +43,7 @@ from typing import Any, Callable
 import yaml
 
 from lib.params import (ParameterError, fits, load_params, parse_sets, parse_yaml,  # noqa: F401  (this CLI's API)
-                        quoted_number_hint, read_yaml)
+                        quoted_number_hint, read_yaml, renamed_hint)
 from lib.pipeline import stage_for_notebook
 
 PARAMETERS_TAG = "parameters"
@@ -167,7 +167,7 @@ def check_parameters(notebook: str | Path, parameters: dict, known: dict | None 
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise ParameterError(
-            f"{notebook} has no parameter(s) {unknown}; its parameters are {sorted(known)}. "
+            f"{notebook} has no parameter(s) {unknown}{renamed_hint(unknown, known)}; its parameters are {sorted(known)}. "
             "Fix the name in params.yaml / the preset, or add it to the notebook's parameters cell."
         )
     check_parameter_types(notebook, parameters, known)
@@ -256,9 +256,9 @@ def read_marker(folder: Path) -> dict | None:
 
 
 def write_marker(folder: Path, notebook: Path, parameters: dict, digest: str) -> None:
-    from lib import io
+    from lib import storage
 
-    io.save_json(Path(folder) / MARKER, {"notebook": Path(notebook).name, "parameters_hash": digest,
+    storage.save_json(Path(folder) / MARKER, {"notebook": Path(notebook).name, "parameters_hash": digest,
                                          "parameters": {k: v for k, v in parameters.items() if k != "out_dir"}})
 
 
@@ -404,7 +404,7 @@ def notice(message: str) -> None:
 
 class _NoticeRelay:
     """A stream papermill writes the kernel's stdout/stderr into: lines of library notices
-    (``lib.io.NOTICE_PREFIX``) and of headless progress bars (``lib.io.PROGRESS_PREFIX``: epochs, pruning
+    (``lib.storage.NOTICE_PREFIX``) and of headless progress bars (``lib.storage.PROGRESS_PREFIX``: epochs, pruning
     steps, checkpoints ..., at most every ``LIB_PROGRESS_INTERVAL`` seconds) go to this process's stderr,
     labelled with the notebook; everything else is dropped."""
 
@@ -413,7 +413,7 @@ class _NoticeRelay:
         self.label = f"{label}: " if label else ""
 
     def write(self, text: str) -> None:
-        from lib.io import NOTICE_PREFIX, PROGRESS_PREFIX
+        from lib.storage import NOTICE_PREFIX, PROGRESS_PREFIX
 
         self.buffer += text
         *lines, self.buffer = self.buffer.replace("\r", "\n").split("\n")
@@ -429,10 +429,10 @@ class _NoticeRelay:
 
 
 class _headless_kernel:
-    """Within it, kernels started by this process see ``lib.io.HEADLESS_ENV``: their bars are plain lines."""
+    """Within it, kernels started by this process see ``lib.storage.HEADLESS_ENV``: their bars are plain lines."""
 
     def __enter__(self):
-        from lib.io import HEADLESS_ENV
+        from lib.storage import HEADLESS_ENV
 
         self.name, self.old = HEADLESS_ENV, os.environ.get(HEADLESS_ENV)
         os.environ[HEADLESS_ENV] = "1"

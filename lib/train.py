@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from lib.io import progress_bar as tqdm
+from lib.storage import progress_bar as tqdm
 
 from lib import distributed as dd
-from lib import io
+from lib import storage
 from lib.params import check_fields, dataclass_from_params
 
 
@@ -346,7 +346,7 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
     history, start_epoch = [], 0
 
     if state_path.is_file():
-        state = io.load_torch(state_path, map_location=device)
+        state = storage.load_torch(state_path, map_location=device)
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -354,9 +354,9 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
             torch.set_rng_state(state["rng"]["torch"])
             history, start_epoch = state["history"], state["epoch"]
             if dd.is_main():
-                io.notice(f"resuming {state_path} after epoch {start_epoch}/{recipe.epochs}")
+                storage.notice(f"resuming {state_path} after epoch {start_epoch}/{recipe.epochs}")
         elif dd.is_main():
-            io.notice(f"ignoring {state_path}: it belongs to another run (recipe, data or weights changed); "
+            storage.notice(f"ignoring {state_path}: it belongs to another run (recipe, data or weights changed); "
                       "training from the start")
 
     live = None
@@ -394,7 +394,7 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
                 live.log_metric(key, record[key])
             live.next_step()
         if dd.is_main():
-            io.save_torch(state_path, {
+            storage.save_torch(state_path, {
                 "fingerprint": fingerprint, "epoch": epoch + 1, "history": history,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},

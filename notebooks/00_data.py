@@ -23,7 +23,7 @@ out_dir = "data/smoke/shapes"
 
 # %%
 import lib.stage
-from lib import io
+from lib import storage
 from lib.data import shapes
 from lib.results import save_figure
 
@@ -47,5 +47,5 @@ save_figure(fig, out_dir, 'examples')
 
 # %%
 summary = shapes.summary(out_dir)
-io.save_json(f'{out_dir}/summary.json', summary)
+storage.save_json(f'{out_dir}/summary.json', summary)
 summary

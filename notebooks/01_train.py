@@ -25,7 +25,7 @@ out_dir = "data/smoke/train/cnn"
 import pandas as pd
 
 import lib.stage
-from lib import io
+from lib import storage
 from lib.plots import chance_of, plot_learning_curves
 from lib.results import save_figure
 from lib.train import Recipe, train_classifier
@@ -50,5 +50,5 @@ fig = plot_learning_curves(history, f"{arch}: {model}", chance=chance_of(f"{out_
 save_figure(fig, out_dir, "learning_curves")
 
 # %%
-io.save_json(f'{out_dir}/metrics.json', {'arch': arch, **result})
+storage.save_json(f'{out_dir}/metrics.json', {'arch': arch, **result})
 result

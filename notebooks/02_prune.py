@@ -23,7 +23,7 @@
 # dense model.
 #
 # The default pipeline runs one plan on one model trained in `01` (`plan_overrides` changes fields of the
-# method's plan for one architecture, e.g. Study A's 99.7% threshold for the ResNets); the presets run grids of dense models
+# plan for one architecture, e.g. Study A's 99.7% threshold for the ResNets); the presets run grids of dense models
 # (`models`) and plans (`plans`) on real data (`dataset`), e.g. `presets/cifar10_resnet.yaml` (Study B's
 # protocol in miniature on the pretrained CIFAR-10 ResNet-20/56, retrained on half of the CIFAR-10 test split
 # and tested on the other half) and `presets/studyB_googlenet.yaml` (Study B at paper scale).
@@ -34,16 +34,16 @@
 # which makes the model drift on so little data); a filter is removed together
 # with its batch-norm channel (Study B zeroes the filter only, which leaves the channel's batch-norm shift);
 # global structured selection ranks channels by mean absolute weight (L1 norm / channel size) so that layers
-# of different widths compare; structured methods keep at least one channel per layer. The CIFAR-10 retraining
+# of different widths compare; structured pruners keep at least one channel per layer. The CIFAR-10 retraining
 # images get the augmentation the released ResNets were trained with (black 4-pixel padding, random crop, flip):
 # their batch-norm statistics depend on it (`lib/data/cifar10.py`).
 
 # %% tags=["parameters"]
 arch = "cnn"
-method = "lrr"
+plan_name = "lrr"
 data_dir = "data/smoke/shapes"
 train_dir = "data/smoke/train/cnn"
-plan = {"schedule": "lrr", "method": "unstructured", "selection": "l1", "scope": "global", "rate": 0.2,
+plan = {"schedule": "lrr", "pruner": "unstructured", "selection": "l1", "scope": "global", "rate": 0.2,
         "threshold": 0.5, "layers": ["conv", "linear"], "exclude_classifier": True}
 recipe = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
           "schedule": "cosine", "augment": ["flip", "crop"], "seed": 0}
@@ -68,10 +68,10 @@ lib.stage.enter_project()
 # ## Prune and retrain
 
 # %%
-results = run_pruning(arch, method, train_dir, plan, recipe, out_dir, data_dir, dataset=dataset, models=models,
+results = run_pruning(arch, plan_name, train_dir, plan, recipe, out_dir, data_dir, dataset=dataset, models=models,
                       plans=plans, plan_overrides=plan_overrides)
 frame = pd.DataFrame(results["rows"])
-frame[["arch", "method", "step", "target", "sparsity", "test_acc", "pruned_acc", "val_acc", "removed_share",
+frame[["arch", "plan", "step", "target", "sparsity", "test_acc", "pruned_acc", "val_acc", "removed_share",
        "compacted_macs_ratio"]]
 
 # %% [markdown]
@@ -105,4 +105,4 @@ layer_table(next(iter(results['records'].values()))).round(3)
 # chance: 1 / the classes of the trained model (a grid's models are not in train_dir: chance not given)
 fig = plot_accuracy(frame, chance=None if models else chance_of(f"{train_dir}/model.pt"))
 save_figure(fig, out_dir, "accuracy")
-save_results(out_dir, results, arch, method)
+save_results(out_dir, results, arch, plan_name)

@@ -16,7 +16,7 @@
 #
 # Grad-CAM, Guided Grad-CAM, Saliency and the attention maps share one forward pass per batch (and one
 # ordinary plus one guided backward pass). Relevance maps follow Study A's code: pixel attributions are
-# pooled over channels as the **sum of squares**, map methods are upsampled bilinearly and **min-max
+# pooled over channels as the **sum of squares**, map attributions are upsampled bilinearly and **min-max
 # normalised**. Each map is scored against the image's binary object mask (`lib.interpret.metrics`):
 # **relevance mass accuracy** (RMA: relevance inside the mask / total) and **relevance rank accuracy**
 # (RRA: share of the K most relevant pixels inside the mask, K = mask size), after Arras et al.'s
@@ -35,15 +35,15 @@
 
 # %% tags=["parameters"]
 arch = "cnn"
-method = "lrr"
-dataset = "shapes"                      # shapes | voc | coco (lib.data.masks.load_ground_truth)
+plan = "lrr"
+dataset = "shapes"                      # shapes | voc12 | coco (lib.data.masks.load_ground_truth)
 mask = "foreground"                    # foreground | red_channel (VOC, COCO: Study A's reading of the mask file)
 data_dir = "data/smoke/shapes"
 split = "test"
 source = "data/smoke/prune/cnn/lrr"  # a prune stage's output directory (lib.checkpoints)
 n_images = 8
 image_size = 224                        # real datasets: shorter side resized, centre crop
-methods = None                          # None: every method that applies to the model family
+attributions = None                          # None: every attribution that applies to the model family
 cam_layer = None                        # None: the model spec's cam_layer
 metrics = None                          # None: every score; e.g. ["rma", "rra", "pointing", "gini"] skips the
                                         # deletion/insertion curves (2 x perturbation_steps passes per map)
@@ -77,12 +77,12 @@ print(f"{len(data['masks'])} images of {dataset}, {data['images'].shape[1]} px; 
 # ## Attribute and score every checkpoint
 
 # %%
-scores = score_checkpoints(source, data, methods=methods, cam_layer=cam_layer,
-                           method_options={"ig_smoothgrad": ig_smoothgrad, "rollout": rollout},
+scores = score_checkpoints(source, data, attributions=attributions, cam_layer=cam_layer,
+                           attribution_options={"ig_smoothgrad": ig_smoothgrad, "rollout": rollout},
                            tolerance=pointing_tolerance, perturbation_steps=perturbation_steps, blur_sigma=blur_sigma,
                            batch_size=batch_size, eval_batch_size=eval_batch_size, gallery_size=gallery_size,
                            device=device, state_dir=f"{out_dir}/state", metrics=metrics)
-table = pd.DataFrame(scores.rows).assign(arch=arch, method=method)
+table = pd.DataFrame(scores.rows).assign(arch=arch, plan=plan)
 print("uniform map:", {k: round(v, 3) for k, v in scores.baseline.items()})
 table.round(3)
 
@@ -90,7 +90,7 @@ table.round(3)
 # ## RMA and RRA against sparsity, test accuracy on the second axis (Study A's figure)
 
 # %%
-fig = plot_scores(scores.rows, ["rma", "rra"], scores.methods, scores.baseline, title=f"{arch} / {method}",
+fig = plot_scores(scores.rows, ["rma", "rra"], scores.attributions, scores.baseline, title=f"{arch} / {plan}",
                   chance=chance_of(source))
 save_figure(fig, out_dir, "rma_rra")
 
@@ -98,18 +98,18 @@ save_figure(fig, out_dir, "rma_rra")
 # ## Pointing game, sparseness and faithfulness against sparsity
 
 # %%
-fig = plot_scores(scores.rows, ["pointing", "gini", "deletion", "insertion"], scores.methods, scores.baseline,
-                  title=f"{arch} / {method}", chance=chance_of(source))
+fig = plot_scores(scores.rows, ["pointing", "gini", "deletion", "insertion"], scores.attributions, scores.baseline,
+                  title=f"{arch} / {plan}", chance=chance_of(source))
 save_figure(fig, out_dir, "scores")
 
 # %% [markdown]
 # ## The same images across sparsities (yellow: the ground-truth mask)
 
 # %%
-fig = plot_gallery(scores.gallery, scores.methods)
+fig = plot_gallery(scores.gallery, scores.attributions)
 save_figure(fig, out_dir, "gallery")
 
 # %%
 save_stage_metrics(out_dir, table.to_dict("records"), plot="scores", per_image=scores.per_image, arch=arch,
-                   method=method, dataset=dataset, n_images=len(data["masks"]), methods=scores.methods,
+                   plan=plan, dataset=dataset, n_images=len(data["masks"]), attributions=scores.attributions,
                    **scores.baseline)

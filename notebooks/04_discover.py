@@ -6,7 +6,7 @@
 # for CNNs the output of the architecture's `feature_layer` (ResNet `layer4`), normalised by **LOST's
 # LayerNorm** over patches x channels, optionally with the last stage dilated (`features["dilation"]`);
 # for ViTs the **keys** of the last block's attention (`features["which"]`: `k`, `q`, `v` or `tokens`),
-# class token dropped. Two methods turn the features of an image into one box:
+# class token dropped. Two algorithms turn the features of an image into one box:
 #
 # - **LOST** (Simeoni et al., BMVC 2021): patch similarity A = F F^T; the *seed* is the patch with the
 #   fewest positive correlations; among the k lowest-degree patches (k = 100, capped by the number of
@@ -30,14 +30,14 @@
 # **Feature centring (a deviation from LOST):** with the features exactly as LOST defines them, the maps
 # of the small models (and of EfficientNet-Lite0's last block) are dominated by a component that all
 # patches of an image share: nearly all patch pairs correlate positively, the degree no longer separates
-# object from background, and both methods return about the whole image. The default pipeline and the
+# object from background, and both algorithms return about the whole image. The default pipeline and the
 # presets therefore set `features["centre"] = True`: each image's mean patch feature is subtracted first;
 # the LOST and TokenCut steps themselves are unchanged. The diagnosis below scores LOST's own features
 # (`compare_features`) on the dense checkpoint beside them.
 
 # %% tags=["parameters"]
 arch = "cnn"
-method = "lrr"
+plan = "lrr"
 source = "data/smoke/prune/cnn/lrr"  # a prune stage's output directory (lib.checkpoints)
 dataset = {"name": "shapes", "root": "data/smoke/shapes", "split": "test"}
 n_images: int | None = 100
@@ -45,7 +45,7 @@ seed = 0
 resize = None
 features = {"centre": True}
 compare_features = {}
-methods = {"lost": {"k_patches": 100}, "tokencut": {"tau": 0.2, "eps": 1e-5}}
+algorithms = {"lost": {"k_patches": 100}, "tokencut": {"tau": 0.2, "eps": 1e-5}}
 batch_size = 64
 centre_fractions = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 gallery_images = 6
@@ -58,14 +58,14 @@ import pandas as pd
 import lib.stage
 from lib.checkpoints import validate_source
 from lib.data.boxes import load_boxes
-from lib.discover import (build_methods, centred_baseline, diagnose_features, discover, gallery_steps,
+from lib.discover import (build_algorithms, centred_baseline, diagnose_features, discover, gallery_steps,
                            plot_corloc, plot_gallery)
 from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
 validate_source(source)
-build_methods(methods)
+build_algorithms(algorithms)
 data = load_boxes(**dataset).with_boxes().sample(n_images, seed=seed)
 print(f"{data.name}: {len(data)} images, {sum(len(b) for b in data.boxes)} ground-truth boxes")
 
@@ -82,12 +82,12 @@ baseline.round(3)
 #
 # `positive_pairs`: share of patch pairs with a positive correlation (LOST's degree can only single out
 # the object when many pairs are negative); `lost_seed_in_box`: share of images whose LOST seed lies in a
-# ground-truth box. Then both methods with `compare_features` on the dense checkpoint.
+# ground-truth box. Then both algorithms with `compare_features` on the dense checkpoint.
 
 # %%
 settings = {"features": features, "compare_features": compare_features}
-diagnosis = diagnose_features(source, data, settings, methods, resize, batch_size)
-compare_rows, _ = discover(source, data, methods, compare_features, resize, batch_size, steps=[0],
+diagnosis = diagnose_features(source, data, settings, algorithms, resize, batch_size)
+compare_rows, _ = discover(source, data, algorithms, compare_features, resize, batch_size, steps=[0],
                            state_dir=f"{out_dir}/state")
 diagnosis
 
@@ -95,7 +95,7 @@ diagnosis
 # ## Discover objects with every checkpoint
 
 # %%
-rows, per_image = discover(source, data, methods, features, resize, batch_size, state_dir=f"{out_dir}/state")
+rows, per_image = discover(source, data, algorithms, features, resize, batch_size, state_dir=f"{out_dir}/state")
 table = pd.DataFrame(rows)
 table.round(3)
 
@@ -103,7 +103,7 @@ table.round(3)
 # ## CorLoc against sparsity (test accuracy on the right axis)
 
 # %%
-ax = plot_corloc(rows, list(methods), baseline=best["corloc"], title=f"{arch} / {method}: {data.name}",
+ax = plot_corloc(rows, list(algorithms), baseline=best["corloc"], title=f"{arch} / {plan}: {data.name}",
                  chance=chance_of(source),
                  baseline_label=f"centred box ({best['fraction']:.0%} of each side, tuned)")
 save_figure(ax.figure, out_dir, "corloc")
@@ -112,11 +112,11 @@ save_figure(ax.figure, out_dir, "corloc")
 # ## Predicted (dashed, dotted) and true (yellow) boxes across sparsities
 
 # %%
-fig = plot_gallery(data, per_image, gallery_steps(rows, gallery_rows), gallery_images, list(methods))
+fig = plot_gallery(data, per_image, gallery_steps(rows, gallery_rows), gallery_images, list(algorithms))
 save_figure(fig, out_dir, "gallery")
 
 # %%
 compare = {f"compare_{k}": v for k, v in compare_rows[0].items() if k.startswith(("corloc_", "miou_"))}
-save_stage_metrics(out_dir, rows, plot="corloc", per_image=per_image, arch=arch, method=method, dataset=data.name,
-                   n_images=len(data), features=features, methods=methods, centred_box_corloc=float(best["corloc"]),
+save_stage_metrics(out_dir, rows, plot="corloc", per_image=per_image, arch=arch, plan=plan, dataset=data.name,
+                   n_images=len(data), features=features, algorithms=algorithms, centred_box_corloc=float(best["corloc"]),
                    centred_box_fraction=float(best["fraction"]), compare_features=compare_features, **compare)

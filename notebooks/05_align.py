@@ -30,7 +30,7 @@
 
 # %% tags=["parameters"]
 arch = "cnn"
-method = "lrr"
+plan = "lrr"
 source = "data/smoke/prune/cnn/lrr"  # a prune stage's output directory (lib.checkpoints)
 data_dir = "data/smoke/shapes"
 mvh_root = ""
@@ -76,7 +76,7 @@ save_figure(plot_examples(evaluation), out_dir, 'stimuli')
 
 # %%
 records, trials = evaluate(source, evaluation, batch_size=batch_size, state_dir=f"{out_dir}/state")
-frame = pd.DataFrame(checkpoint_rows(records, trials, evaluation.humans, accuracy_over)).assign(arch=arch, method=method)
+frame = pd.DataFrame(checkpoint_rows(records, trials, evaluation.humans, accuracy_over)).assign(arch=arch, plan=plan)
 frame.set_index("step").T
 
 # %% [markdown]
@@ -93,14 +93,14 @@ pd.DataFrame(humans).T
 
 # %%
 fig = plot_metric_per_dataset(frame, "acc", evaluation.datasets, humans, "accuracy", ylabel="accuracy",
-                              chance=1 / len(evaluation.categories), title=f"{arch}: {method}")
+                              chance=1 / len(evaluation.categories), title=f"{arch}: {plan}")
 save_figure(fig, out_dir, "accuracy")
 
 # %% [markdown]
 # ## Shape bias on cue-conflict against sparsity
 
 # %%
-fig = plot_shape_bias(frame, humans, title=f'{arch}: {method}')
+fig = plot_shape_bias(frame, humans, title=f'{arch}: {plan}')
 if fig is not None:  # no cue-conflict dataset: no figure
     save_figure(fig, out_dir, 'shape_bias')
 
@@ -124,5 +124,5 @@ if fig is not None:  # no parametric distortions: no figure
 
 # %%
 save_stage_metrics(out_dir, frame.to_dict("records"), plot="alignment", per_image=per_image(trials, accuracy_over), arch=arch,
-                   method=method, datasets=evaluation.datasets, humans=humans,
+                   plan=plan, datasets=evaluation.datasets, humans=humans,
                    chance={m: 1 / len(evaluation.categories) for m in ("ood_acc", "ood_acc_all_images")})

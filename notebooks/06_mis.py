@@ -34,7 +34,7 @@
 
 # %% tags=["parameters"]
 arch = "cnn"
-method = "lrr"
+plan = "lrr"
 data_dir = "data/smoke/shapes"
 source = "data/smoke/prune/cnn/lrr"  # a prune stage's output directory (lib.checkpoints)
 pool = {"split": "test"}
@@ -91,7 +91,7 @@ pd.concat([run.checkpoints, control.checkpoints], ignore_index=True).drop(column
 
 # %%
 trend = trend_table(run.checkpoints)
-fig = plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {method} ({primary} similarity)",
+fig = plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {plan} ({primary} similarity)",
                            chance=chance_of(source))
 save_figure(fig, out_dir, "mis")
 trend.round(4)
@@ -100,8 +100,8 @@ trend.round(4)
 # ## Per-unit distributions and per-layer profiles
 
 # %%
-save_figure(plot_unit_distributions(run.units, primary, title=f"{arch}: {method}"), out_dir, "mis_units")
-fig = plot_layer_profiles(run.layers, primary, title=f"{arch}: {method}, mean MIS per layer")
+save_figure(plot_unit_distributions(run.units, primary, title=f"{arch}: {plan}"), out_dir, "mis_units")
+fig = plot_layer_profiles(run.layers, primary, title=f"{arch}: {plan}, mean MIS per layer")
 save_figure(fig, out_dir, "mis_layers")
 run.layers[run.layers.backend == primary].pivot_table(index="layer", columns="sparsity", values="mis", sort=False).round(3)
 
@@ -115,7 +115,7 @@ run.layers[run.layers.backend == primary].pivot_table(index="layer", columns="sp
 # %%
 class_units = class_table_correlations(run.classes)
 if not run.classes.empty:
-    save_figure(plot_class_units(run.classes, primary, title=f"{arch}: {method}"), out_dir, "mis_classes")
+    save_figure(plot_class_units(run.classes, primary, title=f"{arch}: {plan}"), out_dir, "mis_classes")
 class_units.round(3)
 
 # %% [markdown]
@@ -139,8 +139,8 @@ if run.examples:
 # ## Metrics
 
 # %%
-rows = run.checkpoints.drop(columns="model").assign(arch=arch, method=method).to_dict("records")
-save_stage_metrics(out_dir, rows, plot="mis", arch=arch, method=method, similarity=primary,
+rows = run.checkpoints.drop(columns="model").assign(arch=arch, plan=plan).to_dict("records")
+save_stage_metrics(out_dir, rows, plot="mis", arch=arch, plan=plan, similarity=primary,
                    backends=[b.config() for b in backends], pool={"source": pool.source, "images": len(pool)},
                    tasks=vars(scorers[primary].tasks), alpha=alpha, aggregation=aggregation,
                    spearman=trend.set_index("metric").to_dict("index"),

@@ -11,7 +11,7 @@ out_dir = "data/smoke/report"
 
 # %%
 import lib.stage
-from lib import io
+from lib import storage
 from lib.report import (chance_levels, dimension_correlations, load_dimensions, parameter_counts, plot_dimensions,
                         sparsity_table, sweet_spot_table)
 from lib.results import save_figure
@@ -42,7 +42,7 @@ accuracy.round(3)
 # %%
 spots = sweet_spot_table(root, frame, columns, n_resamples=n_resamples, seed=seed, alpha=alpha, correction=correction)
 spots.insert(1, "params", spots["arch"].map(parameter_counts(root)) if len(spots) else [])
-shown = [c for c in ["arch", "params", "method", "metric", "dense", "value", "sparsity", "gain_interval",
+shown = [c for c in ["arch", "params", "plan", "metric", "dense", "value", "sparsity", "gain_interval",
                      "sparsity_interval", "p_value", "p_adjusted", "detectable_gain", "verdict"] if c in spots]
 spots[shown].round(3)
 
@@ -56,9 +56,9 @@ for arch, table in correlations.items():
     display(table.round(2))
 
 # %%
-io.save_json(f"{out_dir}/metrics.json", {
+storage.save_json(f"{out_dir}/metrics.json", {
     "accuracy": {f"{a}/{m}": row.dropna().to_dict() for (a, m), row in accuracy.iterrows()},
     "sweet_spots": spots.to_dict("records"),
     "correlations": {arch: table.round(4).to_dict() for arch, table in correlations.items()},
 })
-io.save_json(f"{out_dir}/checkpoints.json", frame.to_dict("records"))
+storage.save_json(f"{out_dir}/checkpoints.json", frame.to_dict("records"))

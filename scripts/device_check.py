@@ -55,7 +55,7 @@ def analyses(model, name: str, images: torch.Tensor, device: torch.device, ig_st
     """Every directly callable analysis on ``device`` and on the CPU: the largest differences."""
     import copy
 
-    from lib.interpret.methods import Attributor, create_method
+    from lib.interpret.methods import Attributor, create_attribution
     from lib.data.image_pool import ImagePool
     from lib.discover import LOST, PatchFeatures, TokenCut
     from lib.mis.activations import default_layers, unit_activations
@@ -67,10 +67,10 @@ def analyses(model, name: str, images: torch.Tensor, device: torch.device, ig_st
     results = {}
     for where in (device, torch.device("cpu")):
         net = copy.deepcopy(model).to(where).eval()
-        methods = [create_method("gradcam", net, spec), create_method("saliency", net, spec),
-                   create_method("ig_smoothgrad", net, steps=ig_steps, samples=2, internal_batch_size=256)]
+        attributions = [create_attribution("gradcam", net, spec), create_attribution("saliency", net, spec),
+                   create_attribution("ig_smoothgrad", net, steps=ig_steps, samples=2, internal_batch_size=256)]
         started = time.perf_counter()
-        target, maps = Attributor(methods).attribute(x.to(where))
+        target, maps = Attributor(attributions).attribute(x.to(where))
         if where.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
@@ -86,11 +86,11 @@ def analyses(model, name: str, images: torch.Tensor, device: torch.device, ig_st
            "same_predictions": bool(torch.equal(dev["target"], cpu["target"])),
            "features": relative_difference(dev["feats"], cpu["feats"]),
            "activations": max(relative_difference(dev["acts"][k], cpu["acts"][k]) for k in cpu["acts"])}
-    for method in cpu["maps"]:
-        out[method] = relative_difference(dev["maps"][method], cpu["maps"][method])
-    for method in cpu["boxes"]:
-        same = [a.box == b.box for a, b in zip(dev["boxes"][method], cpu["boxes"][method])]
-        out[f"{method}_same_boxes"] = float(np.mean(same))
+    for attribution in cpu["maps"]:
+        out[attribution] = relative_difference(dev["maps"][attribution], cpu["maps"][attribution])
+    for algorithm in cpu["boxes"]:
+        same = [a.box == b.box for a, b in zip(dev["boxes"][algorithm], cpu["boxes"][algorithm])]
+        out[f"{algorithm}_same_boxes"] = float(np.mean(same))
     return out
 
 

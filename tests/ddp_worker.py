@@ -5,7 +5,7 @@ import sys
 import torch
 
 from lib import distributed as dd
-from lib import io
+from lib import storage
 from lib.data import shapes
 from lib.models import create_model
 from lib.train import Recipe, evaluate, fit, seed_everything
@@ -20,4 +20,4 @@ if __name__ == "__main__":
     model = create_model("small_vit", num_classes=10, embed_dim=32, depth=1, num_heads=2)
     history = fit(model, data["train"], data["val"], recipe, f"{out}.state", image_size=64, progress=False)["history"]
     result = {"state": model.state_dict(), "test_acc": evaluate(model, data["test"]), "history": history}
-    io.save_torch(out, result)  # rank 0 only
+    storage.save_torch(out, result)  # rank 0 only

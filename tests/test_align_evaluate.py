@@ -141,7 +141,7 @@ def test_figures_render_with_and_without_humans(evaluation, evaluated):
     from lib.align import plots
 
     records, trials = evaluated
-    frame = pd.DataFrame(am.checkpoint_rows(records, trials)).assign(arch="cnn", method="lrr")
+    frame = pd.DataFrame(am.checkpoint_rows(records, trials)).assign(arch="cnn", plan="lrr")
     humans = {"edge": {"accuracy": 0.9, "accuracy_min": 0.6, "accuracy_max": 0.95},
               "cue-conflict": {"shape_bias": 0.96, "shape_bias_min": 0.92, "shape_bias_max": 0.99}}
     figures = [plots.plot_metric_per_dataset(frame, "acc", evaluation.datasets, humans, "accuracy", chance=0.1),

@@ -51,17 +51,17 @@ def test_attribution_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_
     from lib.data.masks import load_ground_truth
 
     data = load_ground_truth("shapes", tiny_shapes, limit=2)
-    options = dict(methods=["gradcam", "saliency"], perturbation_steps=2, gallery_size=1, progress=False)
+    options = dict(attributions=["gradcam", "saliency"], perturbation_steps=2, gallery_size=1, progress=False)
     whole, resumed, calls = interrupt_then_resume(
         module, "score_model", lambda state: module.score_checkpoints(pruned_cnn, data, state_dir=state, **options),
         tmp_path, monkeypatch)
     assert calls == 1
     assert_same_rows(whole.rows, resumed.rows, ignore=("seconds", "cpu_seconds"))  # timings: the first run's
     pd.testing.assert_frame_equal(whole.per_image, resumed.per_image, check_exact=True)
-    assert resumed.methods == whole.methods and resumed.baseline == whole.baseline
+    assert resumed.attributions == whole.attributions and resumed.baseline == whole.baseline
     for step in (0, 1):
-        for method, maps in whole.gallery["maps"][step].items():
-            np.testing.assert_array_equal(resumed.gallery["maps"][step][method], maps)
+        for attribution, maps in whole.gallery["maps"][step].items():
+            np.testing.assert_array_equal(resumed.gallery["maps"][step][attribution], maps)
 
 
 def test_discovery_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, monkeypatch):
@@ -69,9 +69,9 @@ def test_discovery_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_pa
     from lib.discover import run as module
 
     data = load_shapes(tiny_shapes, "test").sample(4)
-    methods = {"lost": {"k_patches": 10}, "tokencut": {}}
+    algorithms = {"lost": {"k_patches": 10}, "tokencut": {}}
     whole, resumed, calls = interrupt_then_resume(
-        module, "predict_boxes", lambda state: module.discover(pruned_cnn, data, methods, progress=False,
+        module, "predict_boxes", lambda state: module.discover(pruned_cnn, data, algorithms, progress=False,
                                                                state_dir=state), tmp_path, monkeypatch)
     assert calls == 1
     assert_same_rows(whole[0], resumed[0])

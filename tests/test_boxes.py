@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib.data.boxes import load_boxes, load_coco128, load_shapes, load_tiny_imagenet_val, load_voc, load_yolo
+from lib.data.boxes import load_boxes, load_coco, load_shapes, load_tiny_imagenet_val, load_voc, load_yolo
 
 # VOC2007's Annotations/000001.xml (both objects truncated), verbatim but for the flickr details.
 VOC07_000001 = """<annotation>
@@ -201,13 +201,13 @@ def test_shapes_boxes_match_the_embedded_dataset(tiny_shapes):
 
 
 def test_unknown_dataset_is_refused():
-    with pytest.raises(ValueError, match="coco128"):
+    with pytest.raises(ValueError, match="coco"):
         load_boxes("imagenet", ".")
 
 
 # ----------------------------------------------------------------------------- the shared real data
 def test_real_coco128(shared_data):
-    data = load_coco128(shared_data / "coco128")
+    data = load_coco(shared_data / "coco128")
     assert len(data) == 128
     first = data.ids.index("000000000139")
     lines = (shared_data / "coco128/object_detection/labels/val2017/000000000139.txt").read_text().split("\n")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lib.data.boxes import BoxDataset
-from lib.discover import (LOST, CorLoc, TokenCut, box_iou, build_methods, centred_baseline, centred_box,
+from lib.discover import (LOST, CorLoc, TokenCut, box_iou, build_algorithms, centred_baseline, centred_box,
                            grid_box_to_pixels)
 from lib.discover.methods import seed_component
 
@@ -121,9 +121,9 @@ def test_tokencut_graph_is_binary_with_eps():
 
 def test_fiedler_vector_matches_the_normalised_laplacian():
     rng = np.random.default_rng(0)
-    method = TokenCut(tau=0.1)
-    weights = method.graph(torch.tensor(rng.normal(size=(30, 8)), dtype=torch.float32))
-    vector = method.fiedler_vector(weights)
+    algorithm = TokenCut(tau=0.1)
+    weights = algorithm.graph(torch.tensor(rng.normal(size=(30, 8)), dtype=torch.float32))
+    vector = algorithm.fiedler_vector(weights)
     # independent route: symmetric normalised Laplacian I - D^-1/2 W D^-1/2, x = D^-1/2 y
     inv_sqrt = 1 / np.sqrt(weights.sum(1))
     values, vectors = np.linalg.eigh(np.eye(30) - inv_sqrt[:, None] * weights * inv_sqrt[None, :])
@@ -148,8 +148,8 @@ def test_methods_reject_bad_input():
         TokenCut(tau=1.5)
     with pytest.raises(ValueError, match="grid"):
         LOST()(torch.zeros(10, 3), (3, 3))
-    with pytest.raises(ValueError, match="unknown discovery method"):
-        build_methods({"lost": {}, "dino_seg": {}})
+    with pytest.raises(ValueError, match="unknown discovery algorithm"):
+        build_algorithms({"lost": {}, "dino_seg": {}})
 
 
 # ----------------------------------------------------------------------------- CorLoc
@@ -196,14 +196,14 @@ def test_batched_torch_tokencut_and_lost_equal_the_numpy_path():
     rng = np.random.default_rng(3)
     feats = torch.tensor(rng.normal(size=(6, 49, 16)), dtype=torch.float32)
     for binary in (True, False):
-        method = TokenCut(tau=0.1, binary_graph=binary, device="cpu")
-        vectors = method.fiedler_vectors(feats).numpy()
-        found = method(feats, (7, 7))
-        for b, weights in enumerate(method.graph(feats)):
-            reference = method.fiedler_vector(weights)
+        algorithm = TokenCut(tau=0.1, binary_graph=binary, device="cpu")
+        vectors = algorithm.fiedler_vectors(feats).numpy()
+        found = algorithm(feats, (7, 7))
+        for b, weights in enumerate(algorithm.graph(feats)):
+            reference = algorithm.fiedler_vector(weights)
             sign = np.sign(reference @ vectors[b])
             assert np.allclose(vectors[b] * sign, reference, atol=1e-8)
-            foreground, seed = method.bipartition(reference)
+            foreground, seed = algorithm.bipartition(reference)
             assert found[b].seed == seed and np.array_equal(found[b].details["foreground"].ravel(), foreground)
     lost = LOST(5, device="cpu")(feats, (7, 7))
     plain = LOST(5)(feats, (7, 7))

@@ -192,7 +192,7 @@ def test_the_lite0_study_only_uses_parameters_the_notebook_knows(variant):
     sections = ["discover.common", "discover.lite0", *variant]  # COCO128, then Tiny ImageNet
     parameters = load_params(sections, ROOT / "presets" / "lite0.params.yaml")
     check_parameters(ROOT / "notebooks" / "04_discover.ipynb", {**parameters, "out_dir": "x"})
-    assert parameters["dataset"]["name"] == ("tiny_imagenet" if variant else "coco128")
+    assert parameters["dataset"]["name"] == ("tiny_imagenet" if variant else "coco")
 
 
 def test_diagnose_features_counts_positive_pairs_and_seeds_in_boxes(tiny_shapes, pruned_source):

@@ -1,4 +1,4 @@
-"""Extending the pipeline: one registration per kind (model, pruning method, attribution method, dataset), each
+"""Extending the pipeline: one registration per kind (model, pruner, attribution, dataset), each
 then run through its stage's library entry point on smoke data. The README's "Extend it" section quotes these
 registrations, so they are the code a user writes.
 
@@ -13,17 +13,17 @@ import pytest
 import torch
 from torch import nn
 
-from lib import io
-from lib.interpret import methods as attribution_methods
+from lib import storage
+from lib.interpret import methods as attributions
 from lib.data import datasets
 from lib.models import registry
-from lib.prune import methods as pruning_methods
+from lib.prune import methods as pruners
 
 
 @pytest.fixture
 def registries():
     """Each registry as it was before the test, put back after it."""
-    saved = [(r, dict(r)) for r in (registry._REGISTRY, pruning_methods.METHODS, attribution_methods.METHODS,
+    saved = [(r, dict(r)) for r in (registry._REGISTRY, pruners.PRUNERS, attributions.ATTRIBUTIONS,
                                     datasets.DATASETS)]
     yield
     for r, before in saved:
@@ -61,11 +61,11 @@ def test_a_registered_model_trains_and_its_checkpoint_loads(registries, tiny_sha
 
 def test_a_registered_pruning_method_prunes_two_steps(registries, tiny_shapes, tmp_path):
     from lib.models import create_model, load_checkpoint, save_checkpoint
-    from lib.prune.methods import Unstructured, register_pruning_method
+    from lib.prune.methods import Unstructured, register_pruner
     from lib.prune.runs import run_pruning
 
-    # --- README: a pruning method ---
-    @register_pruning_method
+    # --- README: a pruner ---
+    @register_pruner
     class Largest(Unstructured):
         """Removes the largest weights first (a toy: magnitude pruning upside down)."""
 
@@ -79,11 +79,11 @@ def test_a_registered_pruning_method_prunes_two_steps(registries, tiny_shapes, t
     dense = create_model("small_cnn", 10, widths=[4, 8], convs=[1, 1])
     save_checkpoint(tmp_path / "train" / "model.pt", dense, "small_cnn", 10, {"widths": [4, 8], "convs": [1, 1]},
                     arch="cnn")
-    plan = {"method": "largest", "schedule": "oneshot", "targets": [0.3, 0.6]}
+    plan = {"pruner": "largest", "schedule": "oneshot", "targets": [0.3, 0.6]}
     out = tmp_path / "prune"
     result = run_pruning("cnn", "largest", str(tmp_path / "train"), plan, {"epochs": 0, "batch_size": 16}, str(out),
                          str(tiny_shapes), progress=False)
-    records = io.load_json(out / "pruning.json")["checkpoints"]
+    records = storage.load_json(out / "pruning.json")["checkpoints"]
     assert [r["target"] for r in records] == [0.0, 0.3, 0.6] and len(result["rows"]) == 3
     # every conv and linear layer but the classifier (fc, left dense by the plan)
     names = [n for n, m in dense.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n != "fc"]
@@ -96,13 +96,13 @@ def test_a_registered_pruning_method_prunes_two_steps(registries, tiny_shapes, t
 
 
 def test_a_registered_attribution_method_scores_two_checkpoints(registries, pruned_cnn, tiny_shapes):
-    from lib.interpret.methods import Method, register_attribution_method
+    from lib.interpret.methods import Attribution, register_attribution
     from lib.interpret.run import score_checkpoints
     from lib.data.masks import load_ground_truth
 
-    # --- README: an attribution method ---
-    @register_attribution_method
-    class InputMagnitude(Method):
+    # --- README: an attribution ---
+    @register_attribution
+    class InputMagnitude(Attribution):
         """|x|: the input's own magnitude, the same for every model (a toy baseline)."""
 
         name = "input_magnitude"
@@ -112,9 +112,9 @@ def test_a_registered_attribution_method_scores_two_checkpoints(registries, prun
     # ---
 
     data = load_ground_truth("shapes", tiny_shapes, limit=4)
-    scores = score_checkpoints(pruned_cnn, data, methods=["input_magnitude", "saliency"], metrics=["rma", "rra"],
+    scores = score_checkpoints(pruned_cnn, data, attributions=["input_magnitude", "saliency"], metrics=["rma", "rra"],
                                gallery_size=0, progress=False)
-    assert scores.methods == ["input_magnitude", "saliency"] and len(scores.rows) == 2
+    assert scores.attributions == ["input_magnitude", "saliency"] and len(scores.rows) == 2
     dense, pruned = scores.rows
     for metric in ("rma", "rra"):
         assert 0 < dense[f"{metric}_input_magnitude"] <= 1
@@ -149,20 +149,20 @@ def test_a_registered_dataset_trains_and_evaluates(registries, tmp_path):
                               tmp_path / "train", model_kwargs={"widths": [4, 8], "convs": [1, 1]},
                               dataset={**dataset, "num_classes": 2}, progress=False)
     assert result["test_acc"] >= 0.9  # chance is 0.5: the data reached the model, labels and all
-    assert io.load_torch(tmp_path / "train" / "model.pt")["model"]["num_classes"] == 2
+    assert storage.load_torch(tmp_path / "train" / "model.pt")["model"]["num_classes"] == 2
 
 
 def test_the_registrations_were_undone():
     """Runs after the tests above (file order): the registries hold none of their toys."""
-    assert "toy_mlp" not in registry._REGISTRY and "largest" not in pruning_methods.METHODS
-    assert "input_magnitude" not in attribution_methods.METHODS and "bright_dark" not in datasets.DATASETS
+    assert "toy_mlp" not in registry._REGISTRY and "largest" not in pruners.PRUNERS
+    assert "input_magnitude" not in attributions.ATTRIBUTIONS and "bright_dark" not in datasets.DATASETS
 
 
 def test_the_readme_quotes_these_registrations():
     """Each ``# --- README: <kind> ---`` block above appears verbatim in the README's "Extend it" section."""
     root = Path(__file__).resolve().parents[1]
     blocks = re.findall(r"# --- README: (.*?) ---\n(.*?)\n *# ---\n", Path(__file__).read_text(), re.S)
-    assert [kind for kind, _ in blocks] == ["a model", "a pruning method", "an attribution method", "a dataset"]
+    assert [kind for kind, _ in blocks] == ["a model", "a pruner", "an attribution", "a dataset"]
     readme = (root / "README.md").read_text()
     section = readme[readme.index("### Extend it"):]
     section = section[:section.index("\n## ")]

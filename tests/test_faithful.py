@@ -53,7 +53,7 @@ def _untouched(model, reference, patterns=STUDY_B_EXCLUDE):
 
 def test_study_b_structured_equals_ln_structured_per_layer(googlenet):
     model, reference = copy_model(googlenet), copy_model(googlenet)
-    plan = PruningPlan(schedule="oneshot", method="filters", scope="layer", targets=(0.4,), layers=("conv",),
+    plan = PruningPlan(schedule="oneshot", pruner="filters", scope="layer", targets=(0.4,), layers=("conv",),
                        exclude=STUDY_B_EXCLUDE, filter_companions=False)
     params = plan.prunable(model, "torchvision/googlenet")
     assert not any(p.name.startswith(("conv1.", "conv2.", "conv3.", "aux")) for p in params)
@@ -75,7 +75,7 @@ def test_study_b_structured_keeps_batch_norm_by_default_companions():
     """The repository's default masks the filter's batch-norm channel too (its output is then exactly zero)."""
     torch.manual_seed(0)
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, num_classes=10)
-    plan = PruningPlan(schedule="oneshot", method="filters", scope="layer", targets=(0.4,), layers=("conv",),
+    plan = PruningPlan(schedule="oneshot", pruner="filters", scope="layer", targets=(0.4,), layers=("conv",),
                        exclude=("conv1", "conv2", "conv3"))
     plan.method_for(1).prune(model, plan.prunable(model, "torchvision/googlenet"), 0.4, X)
     assert any(key.endswith("bn.weight") for key in current_masks(model))
@@ -83,7 +83,7 @@ def test_study_b_structured_keeps_batch_norm_by_default_companions():
 
 def test_study_b_global_unstructured_with_biases_equals_torch(googlenet):
     model, reference = copy_model(googlenet), copy_model(googlenet)
-    plan = PruningPlan(schedule="oneshot", method="unstructured", scope="global", targets=(0.6,),
+    plan = PruningPlan(schedule="oneshot", pruner="unstructured", scope="global", targets=(0.6,),
                        layers=("conv", "linear"), exclude=STUDY_B_EXCLUDE, exclude_classifier=False, include_bias=True)
     params = plan.prunable(model, "torchvision/googlenet")
     assert "fc.bias" in {p.key for p in params} and "fc.weight" in {p.key for p in params}
@@ -101,13 +101,13 @@ def test_study_b_global_unstructured_with_biases_equals_torch(googlenet):
 
 def test_include_bias_is_for_unstructured_only():
     with pytest.raises(ValueError, match="include_bias"):
-        PruningPlan(schedule="oneshot", method="filters", targets=(0.5,), include_bias=True)
+        PruningPlan(schedule="oneshot", pruner="filters", targets=(0.5,), include_bias=True)
 
 
 @pytest.mark.parametrize("rate", [0.2, 0.4, 0.6, 0.8])
 def test_study_b_connection_sparsity_counts_int_rate_channels_in_every_layer(googlenet, rate):
     model = copy_model(googlenet)
-    plan = PruningPlan(schedule="oneshot", method="connections", selection="random", scope="layer", targets=(rate,),
+    plan = PruningPlan(schedule="oneshot", pruner="connections", selection="random", scope="layer", targets=(rate,),
                        layers=("conv",), exclude=STUDY_B_EXCLUDE, masking="regrowing", rounding="floor")
     params = plan.prunable(model, "torchvision/googlenet")
     plan.method_for(1).prune(model, params, rate, X)
@@ -123,7 +123,7 @@ def test_study_b_connection_sparsity_counts_int_rate_channels_in_every_layer(goo
 def test_regrowing_connections_grow_back_after_a_training_step_persistent_ones_do_not(masking):
     torch.manual_seed(0)
     model = create_model("cifar_resnet20", 10)
-    plan = PruningPlan(schedule="oneshot", method="connections", selection="random", scope="layer", targets=(0.4,),
+    plan = PruningPlan(schedule="oneshot", pruner="connections", selection="random", scope="layer", targets=(0.4,),
                        layers=("conv",), exclude=("conv1",), masking=masking, rounding="floor")
     params = plan.prunable(model, "cifar_resnet20")
     assert "conv1" not in {p.name for p in params}  # the stem stays dense
@@ -151,7 +151,7 @@ def _tiny_torchvision_vit():
 def test_study_a_keeps_qkv_dense_torchvision_vit():
     torch.manual_seed(0)
     model = _tiny_torchvision_vit()
-    plan = PruningPlan(schedule="lrr", method="unstructured", layers=("conv", "linear"), exclude_classifier=False,
+    plan = PruningPlan(schedule="lrr", pruner="unstructured", layers=("conv", "linear"), exclude_classifier=False,
                        attention_qkv=False)
     params = plan.prunable(model, "torchvision/vit_b_32")
     assert not any(isinstance(p.module, nn.MultiheadAttention) for p in params)
@@ -162,7 +162,7 @@ def test_study_a_keeps_qkv_dense_torchvision_vit():
         assert (block.self_attention.in_proj_weight != 0).all()
         assert (block.self_attention.out_proj.weight == 0).any()
     # the repository's default prunes the packed projection too
-    default = PruningPlan(schedule="lrr", method="unstructured", exclude_classifier=False)
+    default = PruningPlan(schedule="lrr", pruner="unstructured", exclude_classifier=False)
     assert any(isinstance(p.module, nn.MultiheadAttention) for p in default.prunable(model, "torchvision/vit_b_32"))
 
 
@@ -226,11 +226,11 @@ def test_red_channel_mask_mode_of_the_voc_loader(tmp_path):
     _palette_png(voc / "SegmentationClass" / "a.png", ids)
     Image.fromarray(np.full((40, 40, 3), 100, np.uint8)).save(voc / "JPEGImages" / "a.jpg")
     (voc / "ImageSets/Segmentation/val.txt").write_text("a\n")
-    foreground = load_ground_truth("voc", voc, image_size=40, mask="foreground")["masks"][0]
-    red = load_ground_truth("voc", voc, image_size=40, mask="red_channel")["masks"][0]
+    foreground = load_ground_truth("voc12", voc, image_size=40, mask="foreground")["masks"][0]
+    red = load_ground_truth("voc12", voc, image_size=40, mask="red_channel")["masks"][0]
     assert np.array_equal(foreground, ids > 0) and np.array_equal(red, ids == 15)
     with pytest.raises(ValueError, match="mask"):
-        load_ground_truth("voc", voc, image_size=40, mask="green_channel")
+        load_ground_truth("voc12", voc, image_size=40, mask="green_channel")
 
 
 def test_exponential_lr_per_epoch_is_exponential_lr_stepped_each_epoch():

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from lib import io, stage
+from lib import stage, storage
 from lib.data import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +210,7 @@ def test_notebook_parameter_types_fail_before_a_kernel(in_root, no_kernel, capsy
 def test_declared_types_and_none_defaults_accept_what_they_should(in_root):
     stage.check_parameter_types(ROOT / "notebooks/04_discover.ipynb",
                                 {"n_images": None, "source": {"model": "x"}, "resize": 224})
-    stage.check_parameter_types(ROOT / "notebooks/03_interpret.ipynb", {"blur_sigma": 3.6, "methods": ["a"]})
+    stage.check_parameter_types(ROOT / "notebooks/03_interpret.ipynb", {"blur_sigma": 3.6, "attributions": ["a"]})
     stage.check_parameter_types(ROOT / TRAIN_NB, {"recipe": {"lr": 1, "weight_decay": 0}})  # an int is a number
 
 
@@ -338,13 +338,13 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_shapes):
     plan = {"schedule": "lrr", "threshold": 0.5}
     recipe = {"epochs": 1, "batch_size": 16}
     out = tmp_path / "prune"
-    with pytest.raises(io.CheckpointError, match=r"holds a small_vit model \(a vit\), but the stage was given arch='cnn'"):
+    with pytest.raises(storage.CheckpointError, match=r"holds a small_vit model \(a vit\), but the stage was given arch='cnn'"):
         run_pruning("cnn", "lrr", str(train_dir), plan, recipe, str(out), str(tiny_shapes), progress=False)
     assert not out.exists()
     labelled = _small_checkpoint(tmp_path / "labelled.pt", arch="cnn2")
-    with pytest.raises(io.CheckpointError, match="trained as arch 'cnn2'"):
+    with pytest.raises(storage.CheckpointError, match="trained as arch 'cnn2'"):
         check_arch(labelled, arch="cnn")
-    with pytest.raises(io.CheckpointError, match="given model='small_vit'"):
+    with pytest.raises(storage.CheckpointError, match="given model='small_vit'"):
         check_arch(labelled, model="small_vit")
     check_arch(labelled, arch="cnn2", model="small_cnn")
 
@@ -355,7 +355,7 @@ def test_corrupt_and_malicious_checkpoints_are_refused_and_never_run(tmp_path):
     good = _small_checkpoint(tmp_path / "good.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(io.CheckpointError, match="truncated.pt cannot be read"):
+    with pytest.raises(storage.CheckpointError, match="truncated.pt cannot be read"):
         load_checkpoint(truncated)
     witness = tmp_path / "pwned"
 
@@ -365,7 +365,7 @@ def test_corrupt_and_malicious_checkpoints_are_refused_and_never_run(tmp_path):
 
     evil = tmp_path / "evil.pt"
     torch.save({"format": "x", "state_dict": Payload()}, evil)
-    with pytest.raises(io.CheckpointError) as caught:
+    with pytest.raises(storage.CheckpointError) as caught:
         load_checkpoint(evil)
     message = str(caught.value)
     assert "evil.pt" in message and "weights_only" in message and len(message) > 400  # torch's whole message
@@ -425,7 +425,7 @@ def test_truncated_images_are_named_before_training(tmp_path):
     root = tmp_path / "imagenet"
     pngs = _images(root / "val" / "n01", 3) + _images(root / "val" / "n02", 3)
     _truncate(pngs[4])
-    with pytest.raises(io.ImageFileError, match=r"1 .* file\(s\) of 6 cannot be read.*n02/img1.png"):
+    with pytest.raises(storage.ImageFileError, match=r"1 .* file\(s\) of 6 cannot be read.*n02/img1.png"):
         imagenet.scan(root, "val")
     # a truncated JPEG passes verify() (headers only): decoding it names the file (mid-epoch, ImageNet loader)
     jpeg_root = tmp_path / "jpeg"
@@ -433,15 +433,15 @@ def test_truncated_images_are_named_before_training(tmp_path):
     _truncate(jpegs[1])
     found = imagenet.scan(jpeg_root, "val")
     data = imagenet.ImageFiles(found["files"], found["labels"], (0.5,) * 3, (0.5,) * 3, image_size=32, resize=36)
-    with pytest.raises(io.ImageFileError, match=r"image .*img1.jpeg cannot be read"):
+    with pytest.raises(storage.ImageFileError, match=r"image .*img1.jpeg cannot be read"):
         data[1]
     # the MIS pool and the model-vs-human loader
     pool = tmp_path / "pool"
     paths = _images(pool, 3)
     _truncate(paths[2])
-    with pytest.raises(io.ImageFileError, match=r"img2.png"):
+    with pytest.raises(storage.ImageFileError, match=r"img2.png"):
         image_pool.from_folder(pool, image_size=32)
-    with pytest.raises(io.ImageFileError, match=r"img1.jpeg"):
+    with pytest.raises(storage.ImageFileError, match=r"img1.jpeg"):
         modelvshuman.load_image(jpegs[1], 32)
 
 

@@ -1,5 +1,5 @@
 """Paper-scale training inputs: ImageNet's train/val splits with the training transform on the decoded image,
-a train stage that takes pretrained weights as they are, and per-architecture changes to a method's plan."""
+a train stage that takes pretrained weights as they are, and per-architecture changes to a plan."""
 
 import json
 
@@ -147,7 +147,7 @@ def test_plan_overrides_change_the_methods_plan_for_one_architecture(tiny_shapes
     manifest = json.loads((tmp_path / "prune" / "pruning.json").read_text())
     assert [round(r["sparsity"], 2) for r in results["rows"]] == [0.0, 0.2, 0.36]
     assert manifest["plan"]["threshold"] == 0.36 and manifest["plan"]["layers"] == ["conv"]
-    assert "fc" not in manifest["checkpoints"][-1]["accounting"]["per_layer"]  # the method's plan would prune it
+    assert "fc" not in manifest["checkpoints"][-1]["accounting"]["per_layer"]  # the plan would prune it
     with pytest.raises(ValueError, match="unknown pruning parameter"):
         run_pruning("cnn", "lrr", str(tmp_path / "train"), plan, recipe, str(tmp_path / "p2"), str(tiny_shapes),
                     plan_overrides={"treshold": 0.5}, progress=False)

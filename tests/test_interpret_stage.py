@@ -23,16 +23,16 @@ def source(pruned_source):
 
 def test_scores_every_checkpoint_and_image(tiny_shapes, source):
     data = load_ground_truth("shapes", tiny_shapes, limit=4)
-    scores = score_checkpoints(source, data, method_options=FAST, tolerance=2, perturbation_steps=4,
+    scores = score_checkpoints(source, data, attribution_options=FAST, tolerance=2, perturbation_steps=4,
                                blur_sigma=1.0, batch_size=3, gallery_size=2, progress=False)
     assert [r["step"] for r in scores.rows] == [0, 1]
     assert scores.rows[1]["sparsity"] == pytest.approx(0.5, abs=0.01)
-    assert scores.methods == ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"]
+    assert scores.attributions == ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"]
     for metric in ("rma", "rra", "pointing", "gini", "deletion", "insertion"):
-        for method in scores.methods:
-            values = scores.per_image[f"{metric}_{method}"]
+        for attribution in scores.attributions:
+            values = scores.per_image[f"{metric}_{attribution}"]
             assert values.between(0, 1).all()
-            assert scores.rows[0][f"{metric}_{method}"] == pytest.approx(values[:4].mean())
+            assert scores.rows[0][f"{metric}_{attribution}"] == pytest.approx(values[:4].mean())
     assert len(scores.per_image) == 8 and set(scores.per_image["step"]) == {0, 1}
     share = data["masks"].reshape(4, -1).mean(1).mean()
     assert scores.baseline["uniform_rma"] == pytest.approx(share)
@@ -44,7 +44,7 @@ def test_a_finished_run_is_kept_and_reused_only_with_the_same_settings(tiny_shap
     from lib.interpret import run
 
     data = load_ground_truth("shapes", tiny_shapes, limit=2)
-    options = dict(methods=["gradcam", "saliency"], perturbation_steps=2, progress=False)
+    options = dict(attributions=["gradcam", "saliency"], perturbation_steps=2, progress=False)
     first = score_checkpoints(source, data, state_dir=tmp_path, **options)
     assert sorted(p.name.split(".")[0] for p in tmp_path.iterdir()) == ["step_00", "step_01"]
 
@@ -60,15 +60,15 @@ def test_a_finished_run_is_kept_and_reused_only_with_the_same_settings(tiny_shap
 
 def test_bad_input_fails_before_any_compute(tiny_shapes, tmp_path, source):
     data = load_ground_truth("shapes", tiny_shapes, limit=2)
-    with pytest.raises(ValueError, match="unknown attribution method"):
-        score_checkpoints(source, data, methods=["gradcam", "lime"], progress=False)
+    with pytest.raises(ValueError, match="unknown attribution"):
+        score_checkpoints(source, data, attributions=["gradcam", "lime"], progress=False)
     with pytest.raises(FileNotFoundError, match="prune stage"):
         score_checkpoints(tmp_path, data, progress=False)
     empty = {**data, "masks": np.zeros_like(data["masks"])}
     with pytest.raises(ValueError, match="empty ground-truth"):
         score_checkpoints(source, empty, progress=False)
     with pytest.raises(ValueError, match="attention blocks"):
-        score_checkpoints(source, data, methods=["attention"], progress=False)
+        score_checkpoints(source, data, attributions=["attention"], progress=False)
 
 
 def test_stage_and_preset_parameters_are_the_notebooks():
@@ -92,7 +92,7 @@ def test_stage_and_preset_parameters_are_the_notebooks():
 def test_metrics_subset_skips_the_others_and_changes_nothing(tiny_shapes, pruned_source):
     data = load_ground_truth("shapes", tiny_shapes, limit=3)
     source = pruned_source("small_cnn", targets=(0.5,))
-    options = dict(methods=["gradcam", "saliency"], tolerance=2, perturbation_steps=4, batch_size=3, progress=False)
+    options = dict(attributions=["gradcam", "saliency"], tolerance=2, perturbation_steps=4, batch_size=3, progress=False)
     full = score_checkpoints(source, data, **options)
     cheap = score_checkpoints(source, data, metrics=["rma", "rra"], **options)
     columns = [c for c in cheap.per_image.columns if c.split("_")[0] in ("rma", "rra", "pointing", "gini",

@@ -96,10 +96,10 @@ def test_unknown_control_is_rejected(tiny_shapes, pruned_source):
 
 def test_stage_and_preset_parameters_are_known_to_the_notebook():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    check_parameters(NOTEBOOK, {**params["mis"], "arch": "cnn", "method": "lrr", "data_dir": "d", "source": "p",
+    check_parameters(NOTEBOOK, {**params["mis"], "arch": "cnn", "plan": "lrr", "data_dir": "d", "source": "p",
                                 "embeddings_dir": "e"})
     parameters = yaml.safe_load((ROOT / "presets" / "lite0.params.yaml").read_text())["mis"]  # the real-data study
-    check_parameters(NOTEBOOK, {**parameters, "arch": "lite0", "method": "oneshot", "source": "p", "embeddings_dir": "e"})
+    check_parameters(NOTEBOOK, {**parameters, "arch": "lite0", "plan": "oneshot", "source": "p", "embeddings_dir": "e"})
     for tasks in (notebook_parameters(NOTEBOOK)["tasks"], params["mis"]["tasks"], parameters["tasks"]):
         TaskConfig.from_dict(tasks)  # valid counts everywhere
 

@@ -1,5 +1,5 @@
 """Study A's architectures through every analysis: timm ViTs (attention maps, any input size) and torchvision's
-Swin (feature maps laid out (N, H, W, C)), the methods that apply to each model, and fast checkpoint loading."""
+Swin (feature maps laid out (N, H, W, C)), the attributions that apply to each model, and fast checkpoint loading."""
 
 import numpy as np
 import pandas as pd
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib.interpret.methods import Attributor, create_method, default_methods
+from lib.interpret.methods import Attributor, create_attribution, default_attributions
 from lib.interpret.metrics import relevance_map
 from lib.data.image_pool import ImagePool
 from lib.data.transforms import normalize, to_tensor
@@ -44,20 +44,20 @@ def test_specs_name_layers_that_exist(swin, vit):
     assert not get_spec("torchvision/resnet50").nhwc_modules
 
 
-def test_default_methods_are_those_that_apply(swin, vit):
+def test_default_attributions_are_those_that_apply(swin, vit):
     resnet = create_model("torchvision/resnet18", num_classes=10)
     googlenet = create_model("torchvision/googlenet", num_classes=10, aux_logits=False, init_weights=False)
     tv_vit = create_model("torchvision/vit_b_32", num_classes=10)
-    assert default_methods(resnet, get_spec("torchvision/resnet18")) == [
+    assert default_attributions(resnet, get_spec("torchvision/resnet18")) == [
         "gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"]
-    assert default_methods(vit, get_spec(VIT)) == ["gradcam", "ig_smoothgrad", "saliency", "attention", "rollout"]
+    assert default_attributions(vit, get_spec(VIT)) == ["gradcam", "ig_smoothgrad", "saliency", "attention", "rollout"]
     # Swin V2 has a ReLU, in its position-bias MLP, off the path through the image: no guided backprop
     assert any(isinstance(m, nn.ReLU) for m in swin.modules())
-    assert default_methods(swin, get_spec(SWIN)) == ["gradcam", "ig_smoothgrad", "saliency"]
-    assert default_methods(googlenet, get_spec("torchvision/googlenet")) == ["gradcam", "ig_smoothgrad", "saliency"]
-    assert default_methods(tv_vit, get_spec("torchvision/vit_b_32")) == ["gradcam", "ig_smoothgrad", "saliency"]
-    with pytest.raises(ValueError, match="drop it from the methods"):
-        create_method("guided_gradcam", swin, get_spec(SWIN))
+    assert default_attributions(swin, get_spec(SWIN)) == ["gradcam", "ig_smoothgrad", "saliency"]
+    assert default_attributions(googlenet, get_spec("torchvision/googlenet")) == ["gradcam", "ig_smoothgrad", "saliency"]
+    assert default_attributions(tv_vit, get_spec("torchvision/vit_b_32")) == ["gradcam", "ig_smoothgrad", "saliency"]
+    with pytest.raises(ValueError, match="drop it from the attributions"):
+        create_attribution("guided_gradcam", swin, get_spec(SWIN))
 
 
 def test_swin_gradcam_matches_pytorch_grad_cam_on_its_last_stage(swin):
@@ -65,7 +65,7 @@ def test_swin_gradcam_matches_pytorch_grad_cam_on_its_last_stage(swin):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    raw = create_method("gradcam", swin, get_spec(SWIN)).attribute(x)
+    raw = create_attribution("gradcam", swin, get_spec(SWIN)).attribute(x)
     assert raw.shape == (2, 2, 2)  # the stride-32 map of the last stage
     ours = relevance_map(raw, "cam", size=(64, 64))
     target = swin(x).argmax(1)
@@ -76,9 +76,9 @@ def test_swin_gradcam_matches_pytorch_grad_cam_on_its_last_stage(swin):
 
 def test_timm_vit_maps_follow_the_input_size(vit):
     spec = get_spec(VIT)
-    methods = [create_method(name, vit, spec) for name in ("gradcam", "attention", "rollout")]
+    attributions = [create_attribution(name, vit, spec) for name in ("gradcam", "attention", "rollout")]
     for size in (64, 96):
-        _, maps = Attributor(methods).attribute(torch.randn(2, 3, size, size))
+        _, maps = Attributor(attributions).attribute(torch.randn(2, 3, size, size))
         assert {name: tuple(m.shape) for name, m in maps.items()} == {
             name: (2, size // 16, size // 16) for name in ("gradcam", "attention", "rollout")}
 
@@ -154,13 +154,13 @@ def test_report_skips_a_metric_undefined_on_the_dense_model(tmp_path):
     from lib.results import save_stage_metrics
 
     rows = [{"step": s, "sparsity": s * 0.2, "test_acc": 0.5} for s in range(3)]
-    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", method="m")
+    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", plan="m")
     per_image = pd.DataFrame({"step": np.repeat([0, 1, 2], 4), "image": np.tile(list("wxyz"), 3),
                               "rma_gradcam": np.linspace(0.2, 0.8, 12),
                               "rma_guided_gradcam": [np.nan] * 4 + list(np.linspace(0.3, 0.6, 8))})
     save_stage_metrics(tmp_path / "interpret" / "a" / "m",
                        [{**r, "rma_gradcam": 0.5, "rma_guided_gradcam": None if r["step"] == 0 else 0.4} for r in rows],
-                       plot="scores", per_image=per_image, arch="a", method="m")
+                       plot="scores", per_image=per_image, arch="a", plan="m")
     frame, columns = load_dimensions(tmp_path)
     spots = sweet_spot_table(tmp_path, frame, columns, n_resamples=50).set_index("metric")
     assert spots["p_value"].dropna().index.tolist() == ["rma_gradcam"]  # no dense reference for the guided maps

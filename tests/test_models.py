@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lib import io
+from lib import storage
 from lib.models import create_model, get_layer, get_spec, load_checkpoint, save_checkpoint
 
 
@@ -44,12 +44,12 @@ def test_corrupted_or_foreign_checkpoints_are_explained(tmp_path):
     save_checkpoint(tmp_path / "m.pt", model, "small_cnn", 10)
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(io.CheckpointError, match="corrupted"):
+    with pytest.raises(storage.CheckpointError, match="corrupted"):
         load_checkpoint(tmp_path / "truncated.pt")
     torch.save(model.state_dict(), tmp_path / "plain.pt")
-    with pytest.raises(io.CheckpointError, match="not a checkpoint of this library"):
+    with pytest.raises(storage.CheckpointError, match="not a checkpoint of this library"):
         load_checkpoint(tmp_path / "plain.pt")
-    with pytest.raises(io.CheckpointError, match="does not exist"):
+    with pytest.raises(storage.CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
 
 

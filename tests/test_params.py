@@ -32,3 +32,21 @@ def test_recipe_and_plan_use_it():
         Recipe.from_dict({"epoch": 1})
     with pytest.raises(ValueError, match="unknown pruning parameter"):
         PruningPlan.from_dict({"rates": 0.2})
+
+
+@pytest.mark.parametrize("notebook, old, new", [
+    ("notebooks/02_prune.ipynb", "method", "plan_name"), ("notebooks/03_interpret.ipynb", "method", "plan"),
+    ("notebooks/03_interpret.ipynb", "methods", "attributions"), ("notebooks/04_discover.ipynb", "methods", "algorithms")])
+def test_an_old_parameter_name_fails_naming_its_replacement(notebook, old, new):
+    from pathlib import Path
+
+    from lib.stage import ParameterError, check_parameters
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(ParameterError, match=rf"no parameter\(s\) \['{old}'\] \({old}: renamed to {new}\)"):
+        check_parameters(root / notebook, {old: None})
+
+
+def test_a_plan_with_the_old_method_key_fails_naming_pruner():
+    with pytest.raises(ValueError, match=r"\['method'\] \(method: renamed to pruner\)"):
+        PruningPlan.from_dict({"schedule": "oneshot", "method": "filters", "targets": [0.5]})

@@ -111,11 +111,11 @@ def test_dvc_commands_run_the_declared_notebook_and_sections(name):
         assert str(pipeline.twin(declared.notebook)) in stage["deps"] and declared.notebook not in stage["deps"]
     sections = words[words.index("--params") + 1:] if "--params" in words else []
     sections = sections[:next((i for i, w in enumerate(sections) if w.startswith("--")), len(sections))]
-    placeholders = {"${item.arch}": "{arch}", "${item.method}": "{method}", "${item.variant}": "{variant}"}
+    placeholders = {"${item.arch}": "{arch}", "${item.plan}": "{plan}", "${item.variant}": "{variant}"}
     for old, new in placeholders.items():
         sections = [s.replace(old, new) for s in sections]
     assert tuple(sections) == declared.params
-    tracked = [p.replace("${item.arch}", "{arch}").replace("${item.method}", "{method}").replace("${item.variant}", "{variant}")
+    tracked = [p.replace("${item.arch}", "{arch}").replace("${item.plan}", "{plan}").replace("${item.variant}", "{variant}")
                for p in stage.get("params", [])]
     assert tracked == [s.split(".")[0] if s.startswith("mis") and name == "mis_embeddings" else s
                        for s in declared.params] or name == "mis_embeddings"
@@ -148,13 +148,13 @@ def test_the_report_shows_every_metric_a_stage_declares(tmp_path):
     from lib.results import save_stage_metrics
 
     rows = [{"step": s, "sparsity": s * 0.2, "test_acc": 0.5} for s in range(3)]
-    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", method="m")
+    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", plan="m")
     declared = {}
     for name in pipeline.ANALYSES:
         columns = [m.name.replace("*", "x") for m in STAGES[name].metrics]
         declared[name] = {m.name for m in STAGES[name].metrics}
         save_stage_metrics(tmp_path / name / "a" / "m", [{**r, **dict.fromkeys(columns, 0.5)} for r in rows],
-                           arch="a", method="m")
+                           arch="a", plan="m")
     frame, columns = load_dimensions(tmp_path)
     shown = {}
     for stage, metric, _ in panels(columns):

@@ -20,12 +20,12 @@ ATTRIBUTION = ("gradcam", "guided_gradcam", "ig_smoothgrad", "saliency")
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def _dimensions(methods=("lrr",), steps=5):
+def _dimensions(plans=("lrr",), steps=5):
     rng = np.random.default_rng(0)
     rows = []
-    for method in methods:
+    for plan in plans:
         for step in range(steps):
-            row = {"arch": "cnn", "method": method, "step": step, "sparsity": 1 - 0.8 ** step,
+            row = {"arch": "cnn", "plan": plan, "step": step, "sparsity": 1 - 0.8 ** step,
                    "test_acc": 0.95 + 0.03 * rng.random(), "ood_acc": 0.2 + 0.02 * rng.random(), "mis": rng.random()}
             row.update({f"rma_{m}": rng.random() for m in ATTRIBUTION})
             row.update({f"corloc_{m}": rng.random() for m in ("lost", "tokencut")})
@@ -53,7 +53,7 @@ def test_colour_is_one_per_name_and_distinct_within_a_kind():
         assert len({plots.colour(n) for n in kind}) == len(kind)
     # a schedule is a lighter shade of its criterion, distinct from the one-shot colour
     assert plots.colour("filters-iterative") != plots.colour("filters-oneshot") == plots.colour("filters")
-    assert plots.colour("a method nobody listed") == plots.colour("a method nobody listed") in plots.FALLBACK
+    assert plots.colour("a name nobody listed") == plots.colour("a name nobody listed") in plots.FALLBACK
 
 
 def test_two_figures_give_a_method_the_same_colour():
@@ -64,11 +64,11 @@ def test_two_figures_give_a_method_the_same_colour():
     report = _line_colours(plot_dimensions(frame, columns, "cnn"))
     rq1 = _line_colours(plot_scores(frame, ["rma"], ATTRIBUTION))
     rq2 = _line_colours(plot_corloc(frame.to_dict("records"), ["lost", "tokencut"]).figure)
-    for method in ATTRIBUTION:
-        assert rq1[method] == report[method] == plots.colour(method)
-    for method in ("lost", "tokencut"):
-        assert rq2[method] == report[method] == plots.colour(method)
-    assert report["pruning: lrr"] == plots.colour("lrr")  # metrics without variants: the pruning method's colour
+    for attribution in ATTRIBUTION:
+        assert rq1[attribution] == report[attribution] == plots.colour(attribution)
+    for algorithm in ("lost", "tokencut"):
+        assert rq2[algorithm] == report[algorithm] == plots.colour(algorithm)
+    assert report["pruning: lrr"] == plots.colour("lrr")  # metrics without variants: the pruner's colour
     plt.close("all")
 
 
@@ -79,7 +79,7 @@ def _overlaps(fig, legend) -> list:
 
 
 def test_report_legend_is_one_per_figure_outside_the_panels_and_text_is_legible():
-    frame, columns = _dimensions(methods=("lrr", "filters"))
+    frame, columns = _dimensions(plans=("lrr", "filters"))
     fig = plot_dimensions(frame, columns, "cnn", chance={"test_acc": 0.1})
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
     assert _overlaps(fig, fig.legends[0]) == []
@@ -105,7 +105,7 @@ def test_alignment_figure_has_one_legend_below_and_no_placeholders():
     from lib.align import plots as align
 
     frame = pd.DataFrame({"step": [0, 1], "sparsity": [0.0, 0.5], "acc/edge": [0.5, 0.3], "acc/silhouette": [0.6, 0.2],
-                          "arch": "cnn", "method": "lrr"})
+                          "arch": "cnn", "plan": "lrr"})
     humans = {"edge": {"accuracy": 0.9, "accuracy_min": 0.6, "accuracy_max": 0.95}}
     fig = align.plot_metric_per_dataset(frame, "acc", ["edge", "silhouette"], humans, "accuracy", chance=1 / 16)
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
@@ -175,7 +175,7 @@ def test_learning_curves_show_chance():
 def test_chance_of_a_pruning_stage_folder(tmp_path):
     import torch
 
-    from lib.io import save_json
+    from lib.storage import save_json
     from lib.models.registry import save_checkpoint
     from lib.results import MANIFEST
 

@@ -9,21 +9,21 @@ from pathlib import Path
 
 import jupytext
 
-from lib import io, stage
+from lib import stage, storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_headless_bars_are_plain_periodic_lines(monkeypatch, capsys):
-    monkeypatch.setenv(io.HEADLESS_ENV, "1")
-    monkeypatch.setenv(io.PROGRESS_INTERVAL_ENV, "0")
-    bar = io.progress_bar(range(4), desc="epochs")
+    monkeypatch.setenv(storage.HEADLESS_ENV, "1")
+    monkeypatch.setenv(storage.PROGRESS_INTERVAL_ENV, "0")
+    bar = storage.progress_bar(range(4), desc="epochs")
     for _ in bar:
         bar.set_postfix(loss="0.1")
-    for _ in io.progress_bar(iter(range(2)), desc="images"):
+    for _ in storage.progress_bar(iter(range(2)), desc="images"):
         pass
     lines = capsys.readouterr().err.splitlines()
-    assert all(line.startswith(io.PROGRESS_PREFIX) for line in lines)
+    assert all(line.startswith(storage.PROGRESS_PREFIX) for line in lines)
     assert lines[-4].startswith("[progress] epochs: 4/4 (100%)") and "loss=0.1" in lines[-4]
     assert lines[-1] == "[progress] images: 2, 00:00 elapsed"
     assert len(lines) == len(set(lines)), "a finished bar is not printed twice"
@@ -32,8 +32,8 @@ def test_headless_bars_are_plain_periodic_lines(monkeypatch, capsys):
 def test_interactive_bars_stay_tqdm_auto(monkeypatch):
     from tqdm.auto import tqdm
 
-    monkeypatch.delenv(io.HEADLESS_ENV, raising=False)
-    assert type(io.progress_bar(range(1), disable=True)) is tqdm
+    monkeypatch.delenv(storage.HEADLESS_ENV, raising=False)
+    assert type(storage.progress_bar(range(1), disable=True)) is tqdm
 
 
 def test_relay_labels_progress_and_notices(capsys):
@@ -51,7 +51,7 @@ n = 3
 # %%
 import os
 from pathlib import Path
-from lib.io import progress_bar
+from lib.storage import progress_bar
 for i in progress_bar(range(n), desc="rounds"):
     pass
 Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -66,8 +66,8 @@ def test_stage_run_relays_progress_and_keeps_finished_bars(tmp_path):
     (tmp_path / "nb").mkdir()
     (tmp_path / "nb/t.py").write_text(NOTEBOOK)
     jupytext.write(jupytext.reads(NOTEBOOK, fmt="py:percent"), tmp_path / "nb/t.ipynb")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), io.PROGRESS_INTERVAL_ENV: "0"}
-    env.pop(io.HEADLESS_ENV, None)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), storage.PROGRESS_INTERVAL_ENV: "0"}
+    env.pop(storage.HEADLESS_ENV, None)
     result = subprocess.run([sys.executable, "-m", "lib.stage", "nb/t.ipynb", "out", "--set", "n=4"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""Every method on every architecture of the issue: exact share of exactly the eligible weights, a pruned
+"""Every pruner on every architecture of the issue: exact share of exactly the eligible weights, a pruned
 model still trains (forward and backward, removed weights get no gradient), masks survive save/load.
 
 GoogLeNet keeps its auxiliary heads (training mode). torchvision's ViT and Swin are their own classes at
@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 
 from lib.models import load_checkpoint, register_model, save_checkpoint
 from lib.models.registry import _REGISTRY, create_model
-from lib.prune import apply_masks, current_masks, fold_masks, get_method, prunable_parameters, sparsity_report
+from lib.prune import apply_masks, current_masks, fold_masks, get_pruner, prunable_parameters, sparsity_report
 from lib.prune.graph import flatten_outputs
 from lib.prune.masks import copy_model
 
@@ -57,17 +57,17 @@ def built(request):
     return request.param, name, kwargs, model, classifier, size
 
 
-@pytest.mark.parametrize("method", ["unstructured", "filters", "connections"])
-def test_method_on_architecture(built, method, tmp_path):
+@pytest.mark.parametrize("pruner", ["unstructured", "filters", "connections"])
+def test_pruner_on_architecture(built, pruner, tmp_path):
     arch, name, kwargs, base, classifier, size = built
     model = copy_model(base)
     x = torch.randn(2, 3, size, size)
     params = prunable_parameters(model, exclude=(classifier,))
-    get_method(method).prune(model, params, 0.5, x)
+    get_pruner(pruner).prune(model, params, 0.5, x)
 
     # exact share of the prunable weights (structured: to within half of the largest channel)
     report = sparsity_report(model, params)
-    dim = {"filters": 0, "connections": 1}.get(method)
+    dim = {"filters": 0, "connections": 1}.get(pruner)
     tolerance = 0.5 if dim is None else max(p.weight.numel() // p.weight.shape[dim] for p in params) / 2 + 1
     assert abs(report["prunable_zeros"] - 0.5 * report["prunable_params"]) <= tolerance
 
@@ -78,7 +78,7 @@ def test_method_on_architecture(built, method, tmp_path):
     modules = dict(model.named_modules())
     for key in set(masks) - eligible:
         owner, _, param = key.rpartition(".")
-        assert method == "filters", key
+        assert pruner == "filters", key
         assert param in ("bias", "in_proj_bias") or isinstance(modules[owner], nn.BatchNorm2d), key
     assert not any(k.startswith(classifier + ".") for k in masks)
 
@@ -96,7 +96,7 @@ def test_method_on_architecture(built, method, tmp_path):
     with torch.no_grad():
         assert model(x).shape == (2, NUM_CLASSES)
 
-    if method == "filters":  # masks survive a checkpoint (once per architecture: the files are large)
+    if pruner == "filters":  # masks survive a checkpoint (once per architecture: the files are large)
         folded = copy_model(model)
         fold_masks(folded)
         save_checkpoint(tmp_path / "c.pt", folded, name, NUM_CLASSES, kwargs, masks=masks)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lib.models import create_model
-from lib.prune import (CompactionError, accounting, compact, fold_masks, get_method, layer_macs, load_compacted,
+from lib.prune import (CompactionError, accounting, compact, fold_masks, get_pruner, layer_macs, load_compacted,
                        prunable_parameters, save_compacted)
 from lib.prune.masks import apply_masks, copy_model
 
@@ -57,7 +57,7 @@ def test_accounting_of_filter_pruning():
     model = randomise_batch_norms(create_model("small_cnn", 10))
     x = torch.zeros(2, 3, 64, 64)
     params = prunable_parameters(model, exclude=("fc",))
-    get_method("filters", scope="layer").prune(model, params, 0.5, x)
+    get_pruner("filters", scope="layer").prune(model, params, 0.5, x)
     fold_masks(model)
     acct = accounting(model, params, x)
     assert [v["filters_removed"] for v in acct["per_layer"].values()] == [8, 16, 32, 32, 64, 64]
@@ -67,15 +67,15 @@ def test_accounting_of_filter_pruning():
     assert acct["removed_share"] == pytest.approx(1 - acct["compacted_params"] / acct["params"])
 
 
-@pytest.mark.parametrize("method", ["filters", "connections"])
-def test_small_cnn_compacts_every_emptied_channel(method):
+@pytest.mark.parametrize("pruner", ["filters", "connections"])
+def test_small_cnn_compacts_every_emptied_channel(pruner):
     model = randomise_batch_norms(create_model("small_cnn", 10))
     x = torch.zeros(2, 3, 64, 64)
-    get_method(method, scope="layer").prune(model, prunable_parameters(model, exclude=("fc",)), 0.5, x)
+    get_pruner(pruner, scope="layer").prune(model, prunable_parameters(model, exclude=("fc",)), 0.5, x)
     small = compact(model, x)
     assert_same_function(model, small, 64)
     convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
-    if method == "filters":
+    if pruner == "filters":
         assert [c.out_channels for c in convs] == [8, 16, 32, 32, 64, 64]
     else:  # a conv that lost half its inputs takes the producing filters with it
         assert [c.in_channels for c in convs] == [3, 8, 16, 32, 32, 64]
@@ -109,11 +109,11 @@ def test_residual_channel_goes_only_when_every_producer_lost_it(tmp_path):
     torch.load(tmp_path / "small.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("method", ["filters", "connections"])
-def test_resnet20_compaction_across_stages(method):
+@pytest.mark.parametrize("pruner", ["filters", "connections"])
+def test_resnet20_compaction_across_stages(pruner):
     model = randomise_batch_norms(create_model("cifar_resnet20", 10))
     x = torch.zeros(2, 3, 32, 32)
-    get_method(method).prune(model, prunable_parameters(model, exclude=("linear",)), 0.6, x)
+    get_pruner(pruner).prune(model, prunable_parameters(model, exclude=("linear",)), 0.6, x)
     small = compact(model, x)
     assert_same_function(model, small, 32)
     assert n_params(small) < 0.8 * n_params(model)
@@ -124,7 +124,7 @@ def test_googlenet_with_auxiliary_heads(tmp_path):
         warnings.simplefilter("ignore")
         model = randomise_batch_norms(create_model("torchvision/googlenet", 5, init_weights=True))
     x = torch.zeros(2, 3, 64, 64)
-    get_method("filters").prune(model, prunable_parameters(model, exclude=("fc",)), 0.5, x)
+    get_pruner("filters").prune(model, prunable_parameters(model, exclude=("fc",)), 0.5, x)
     small = compact(model, x)
     assert_same_function(model, small, 64)
     assert n_params(small) < 0.5 * n_params(model)
@@ -141,7 +141,7 @@ def test_torchvision_resnet_and_vit_mlp():
     for name, size, classifier in [("torchvision/resnet18", 64, "fc"), ("small_vit", 64, "head")]:
         model = randomise_batch_norms(create_model(name, 5))
         x = torch.zeros(2, 3, size, size)
-        get_method("filters").prune(model, prunable_parameters(model, exclude=(classifier,)), 0.5, x)
+        get_pruner("filters").prune(model, prunable_parameters(model, exclude=(classifier,)), 0.5, x)
         small = compact(model, x)
         assert_same_function(model, small, size)
         assert n_params(small) < n_params(model)
@@ -151,7 +151,7 @@ def test_compaction_refuses_what_it_cannot_do_exactly():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Sigmoid(), nn.Conv2d(8, 4, 3),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
     x = torch.zeros(2, 3, 16, 16)
-    get_method("filters", scope="layer").prune(model, prunable_parameters(model, ("conv",)), 0.5, x)
+    get_pruner("filters", scope="layer").prune(model, prunable_parameters(model, ("conv",)), 0.5, x)
     with pytest.raises(CompactionError, match="does not map zero to zero"):  # sigmoid(0) = 0.5
         compact(model, x)
     from torchvision.models.swin_transformer import SwinTransformer

@@ -7,7 +7,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from lib.data import cifar10, imagenet
-from lib.io import load_torch
+from lib.storage import load_torch
 from lib.models import create_model, get_spec
 from lib.models.cifar_resnet import PadShortcut
 from lib.train import evaluate

@@ -1,4 +1,4 @@
-"""Study B's pruning methods: exact shares, exactly the eligible weights, references, masks that persist."""
+"""Study B's pruners: exact shares, exactly the eligible weights, references, masks that persist."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from lib.models import create_model, load_checkpoint, save_checkpoint
-from lib.prune import (Connections, Filters, Unstructured, apply_masks, current_masks, fold_masks, get_method,
+from lib.prune import (Connections, Filters, Unstructured, apply_masks, current_masks, fold_masks, get_pruner,
                        prunable_parameters, prune_step, sparsity_report)
 from lib.prune.masks import copy_model, get_mask
 
@@ -61,8 +61,8 @@ def test_structured_per_layer_equals_torch_ln_structured(dim):
     model = create_model("small_cnn", 10, widths=(8, 16), convs=(1, 1))
     reference = copy_model(model)
     params = prunable_parameters(model, ("conv",))
-    method = Filters(scope="layer") if dim == 0 else Connections(scope="layer")
-    method.prune(model, params, 0.5, torch.zeros(2, 3, 16, 16))
+    pruner = Filters(scope="layer") if dim == 0 else Connections(scope="layer")
+    pruner.prune(model, params, 0.5, torch.zeros(2, 3, 16, 16))
     for name, module in prunable_parameters(reference, ("conv",)):
         torch_prune.ln_structured(module, "weight", amount=0.5, n=1, dim=dim)
         assert torch.equal(module.weight_mask.bool(), current_masks(model)[f"{name}.weight"]), name
@@ -96,7 +96,7 @@ def test_exact_share_of_exactly_the_eligible_weights(name, scope, selection):
     model = create_model("small_cnn", 10)
     params = prunable_parameters(model, ("conv", "linear"), exclude=("features.4", "fc"))  # a block and the classifier
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    get_method(name, selection, scope).prune(model, params, 0.7, X64)
+    get_pruner(name, selection, scope).prune(model, params, 0.7, X64)
     report = sparsity_report(model, params)
     total = report["prunable_params"]
     if name == "unstructured" or scope == "layer":
@@ -125,10 +125,10 @@ def test_exact_share_of_exactly_the_eligible_weights(name, scope, selection):
 def test_random_selection_is_seeded_and_differs_from_l1():
     model = create_model("small_cnn", 10)
     masks = {}
-    for key, method in {"l1": Filters(), "r0": Filters("random", seed=0), "r0b": Filters("random", seed=0),
+    for key, pruner in {"l1": Filters(), "r0": Filters("random", seed=0), "r0b": Filters("random", seed=0),
                         "r1": Filters("random", seed=1)}.items():
         m = copy_model(model)
-        method.prune(m, prunable_parameters(m, ("conv",)), 0.5, X64)
+        pruner.prune(m, prunable_parameters(m, ("conv",)), 0.5, X64)
         masks[key] = current_masks(m)["features.6.0.weight"]
     assert torch.equal(masks["r0"], masks["r0b"])
     assert not torch.equal(masks["r0"], masks["r1"]) and not torch.equal(masks["r0"], masks["l1"])
@@ -180,8 +180,8 @@ def test_copy_model_leaves_the_original_masked():
 
 def test_bad_input_fails_before_any_work():
     model = create_model("small_cnn", 10)
-    with pytest.raises(ValueError, match="unknown pruning method"):
-        get_method("channels")
+    with pytest.raises(ValueError, match="unknown pruner"):
+        get_pruner("channels")
     with pytest.raises(ValueError, match="unknown scope"):
         Filters(scope="network")
     with pytest.raises(ValueError, match="example_input"):

@@ -27,7 +27,7 @@ def test_preset_parameters_are_known_and_valid(name):
     assert set(params["dataset"]) - {"name"} <= DATASETS[params["dataset"]["name"]].keys
     assert all(set(source) <= PRETRAINED_KEYS for source in params["models"].values())
     plans = {k: PruningPlan.from_dict(v) for k, v in params["plans"].items()}
-    assert {(p.method, p.schedule) for p in plans.values()} == {
+    assert {(p.pruner, p.schedule) for p in plans.values()} == {
         (m, s) for m in ("unstructured", "filters", "connections") for s in ("oneshot", "iterative")}
     Recipe.from_dict(params["recipe"])
 
@@ -49,7 +49,7 @@ def test_studyB_preset_on_a_tiny_imagenet_stand_in(tmp_path):
                    tmp_path / "googlenet.pth")
     params["dataset"].update(root=str(tmp_path / "imagenet"), n_val=3, image_size=64, resize=72)
     params["models"]["googlenet"]["weights"] = str(tmp_path / "googlenet.pth")
-    # every method and both schedules, each to one target (iterative in two steps)
+    # every pruner and both schedules, each to one target (iterative in two steps)
     keep = ("unstructured-oneshot", "filters-iterative", "connections-oneshot")
     params["plans"] = {name: {**params["plans"][name], "targets": [0.5], "steps": 2} for name in keep}
     params["recipe"].update(epochs=1, batch_size=6)

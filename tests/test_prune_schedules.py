@@ -20,7 +20,7 @@ def test_plan_sparsities():
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"method": "channels"}, "unknown method"), ({"selection": "taylor"}, "unknown selection"),
+    ({"pruner": "channels"}, "unknown pruner"), ({"selection": "taylor"}, "unknown selection"),
     ({"scope": "net"}, "unknown scope"), ({"schedule": "oneshot"}, "needs at least one target"),
     ({"schedule": "oneshot", "targets": [1.2]}, "target sparsities"), ({"step": 3}, "unknown pruning parameter")])
 def test_plan_rejects_bad_parameters(bad, message):
@@ -38,7 +38,7 @@ def dense(tmp_path_factory):
 
 
 def test_oneshot_filters(dense, tiny_shapes, tmp_path):
-    plan = PruningPlan(schedule="oneshot", method="filters", scope="layer", targets=(0.5,))
+    plan = PruningPlan(schedule="oneshot", pruner="filters", scope="layer", targets=(0.5,))
     records = run_schedule(dense, plan, RECIPE, tiny_shapes, tmp_path, progress=False)
     assert [r["step"] for r in records] == [0, 1] and records[1]["parent"] == 0
     assert records[1]["sparsity"] == pytest.approx(0.5)
@@ -59,7 +59,7 @@ def test_accuracy_before_retraining_is_the_pruned_dense_model_s(dense, tiny_shap
     from lib.models import get_spec
     from lib.train import evaluate
 
-    plan = PruningPlan(schedule="oneshot", method="unstructured", targets=(0.5,))
+    plan = PruningPlan(schedule="oneshot", pruner="unstructured", targets=(0.5,))
     recipe = Recipe(epochs=4, batch_size=32, lr=0.2, augment=(), seed=0)  # enough to move the accuracy
     records = run_schedule(dense, plan, recipe, tiny_shapes, tmp_path, progress=False)
     assert records[0]["pruned_acc"] == records[0]["test_acc"]  # the dense model is not pruned
@@ -73,7 +73,7 @@ def test_accuracy_before_retraining_is_the_pruned_dense_model_s(dense, tiny_shap
 
 
 def test_iterative_connections_grow_masks_along_the_chain(dense, tiny_shapes, tmp_path):
-    plan = PruningPlan(schedule="iterative", method="connections", targets=(0.4, 0.6), steps=2, selection="random")
+    plan = PruningPlan(schedule="iterative", pruner="connections", targets=(0.4, 0.6), steps=2, selection="random")
     records = run_schedule(dense, plan, RECIPE, tiny_shapes, tmp_path, progress=False)
     assert [r["parent"] for r in records] == [None, 0, 1, 2]
     assert [round(r["target"], 3) for r in records] == [0.0, 0.2, 0.4, 0.6]
@@ -104,7 +104,7 @@ def test_accuracy_figure_is_against_the_target_with_before_retraining_dashed():
     from lib.prune.runs import plot_accuracy
 
     # a regrowing run: measured sparsity near 0 after retraining, its target is what it was pruned to
-    frame = pd.DataFrame({"arch": "r20", "method": ["a", "a", "b", "b"], "target": [0.0, 0.5, 0.0, 0.5],
+    frame = pd.DataFrame({"arch": "r20", "plan": ["a", "a", "b", "b"], "target": [0.0, 0.5, 0.0, 0.5],
                           "sparsity": [0.0, 0.01, 0.0, 0.5], "test_acc": [0.9, 0.8, 0.9, 0.6],
                           "pruned_acc": [0.9, 0.3, 0.9, 0.2]})
     lines = plot_accuracy(frame).axes[0].get_lines()

@@ -67,7 +67,7 @@ def test_sweet_spot_table_decides_over_all_metrics(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     steps, images = range(12), 16
     rows = [{"step": s, "sparsity": round(1 - 0.8 ** s, 3), "test_acc": 0.5} for s in steps]
-    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", method="m")
+    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", plan="m")
     shared = rng.normal(size=images)
     per_image = pd.DataFrame([{"step": s, "image": i, "rma_gain": shared[i] + rng.normal(0, 0.3) + (s == 4),
                                "rma_noise": shared[i] + rng.normal(0, 0.3),
@@ -75,7 +75,7 @@ def test_sweet_spot_table_decides_over_all_metrics(tmp_path, monkeypatch):
                               for s in steps for i in range(images)])
     save_stage_metrics(tmp_path / "interpret" / "a" / "m",
                        [{**r, "rma_gain": 0.5, "rma_noise": 0.5, "deletion_drop": 0.5} for r in rows],
-                       plot="scores", per_image=per_image, arch="a", method="m")
+                       plot="scores", per_image=per_image, arch="a", plan="m")
     frame, columns = load_dimensions(tmp_path)
     spots = sweet_spot_table(tmp_path, frame, columns, n_resamples=400).set_index("metric")
     assert spots.loc["rma_gain", "beats_dense"] and spots.loc["rma_gain", "step"] == 4
@@ -96,7 +96,7 @@ def test_sweet_spot_needs_the_dense_checkpoint():
 
 def test_metrics_round_trip_and_tables(tmp_path):
     rows = [{"step": 0, "sparsity": 0.0, "test_acc": 0.9, "rma": 0.4}, {"step": 1, "sparsity": 0.2, "test_acc": 0.8, "rma": 0.5}]
-    save_stage_metrics(tmp_path / "interpret" / "cnn" / "lrr", rows, plot="rma", arch="cnn", method="lrr")
+    save_stage_metrics(tmp_path / "interpret" / "cnn" / "lrr", rows, plot="rma", arch="cnn", plan="lrr")
     frame = collect(tmp_path, "interpret")
     assert list(frame["rma"]) == [0.4, 0.5] and set(frame["arch"]) == {"cnn"}
     table = sparsity_table(frame, "rma")

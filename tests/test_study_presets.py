@@ -41,7 +41,7 @@ SIZE_KEYS = {"n_train", "n_val", "n_test", "n_eval", "image_size", "resize", "ep
              "test_per_class", "n_images", "perturbation_steps", "pointing_tolerance", "gallery_size", "limit",
              "n_explanations", "n_queries", "n_tasks", "per_task"}
 
-A_ARCHS, B_METHODS = ("resnet18", "resnet50", "vit_b32", "swin_v2_t"), (
+A_ARCHS, B_PLANS = ("resnet18", "resnet50", "vit_b32", "swin_v2_t"), (
     "unstructured-oneshot", "unstructured-iterative", "filters-oneshot", "filters-iterative", "connections-oneshot",
     "connections-iterative")
 COMMON_SIZES = {
@@ -74,8 +74,8 @@ SIZES = {
     "study_b": {
         **COMMON_SIZES, **_data_sizes(("googlenet",)),  # Study B retrains on ImageNet train, tests on val
         "retrain.googlenet.recipe.epochs": 1, "retrain.googlenet.recipe.batch_size": 6,
-        **{f"prune.{m}.plan.targets": [0.5] for m in B_METHODS},
-        **{f"prune.{m}.plan.steps": 2 for m in B_METHODS if m.endswith("iterative")},
+        **{f"prune.{m}.plan.targets": [0.5] for m in B_PLANS},
+        **{f"prune.{m}.plan.steps": 2 for m in B_PLANS if m.endswith("iterative")},
     },
 }
 SIZES["lite0"] = {
@@ -115,7 +115,7 @@ def test_dry_run_overrides_touch_only_sizes(name):
 def test_every_stage_resolves_and_checks(name):
     stages = experiment.resolve(PRESETS[name], ROOT)
     params = load(name)
-    items = {f"{a}-{m}" for a in params["archs"] for m in params["methods"]}
+    items = {f"{a}-{m}" for a in params["archs"] for m in params["plans"]}
     assert {s.name.split("@")[1] for s in stages if s.name.startswith("prune@")} == items
     for stage in ("interpret", "discover", "align", "mis"):
         assert {s.name for s in stages if s.name.startswith(stage + "@")} == {f"{stage}@{i}" for i in items}
@@ -148,8 +148,8 @@ def test_study_b_protocol():
     params = load("study_b")
     from lib.prune.schedules import PruningPlan
 
-    plans = {m: PruningPlan.from_dict(params["prune"][m]["plan"]) for m in params["methods"]}
-    assert {(p.method, p.schedule) for p in plans.values()} == {
+    plans = {m: PruningPlan.from_dict(params["prune"][m]["plan"]) for m in params["plans"]}
+    assert {(p.pruner, p.schedule) for p in plans.values()} == {
         (m, s) for m in ("unstructured", "filters", "connections") for s in ("oneshot", "iterative")}
     recipe = params["retrain"]["googlenet"]["recipe"]
     assert (recipe["optimizer"], recipe["schedule"], recipe["lr"], recipe["epochs"]) == ("sgd", "exponential", 0.01, 50)
@@ -161,7 +161,7 @@ def test_study_b_protocol():
     assert params["retrain"]["googlenet"]["dataset"]["train_split"] == "train"
     for plan in plans.values():
         assert set(plan.exclude) == {"conv1", "conv2", "conv3", "aux*"}
-        assert plan.scope == ("global" if plan.method == "unstructured" else "layer")
+        assert plan.scope == ("global" if plan.pruner == "unstructured" else "layer")
     assert plans["unstructured-oneshot"].include_bias and not plans["unstructured-oneshot"].exclude_classifier
     assert plans["connections-oneshot"].masking == "regrowing" and plans["connections-oneshot"].selection == "random"
     assert not plans["filters-oneshot"].filter_companions
@@ -395,13 +395,13 @@ def figure_placeholder(fig, out_dir, name):
     rendered one goes."""
     import matplotlib.pyplot as plt
 
-    from lib import io
+    from lib import storage
 
     assert fig.axes, f"figure {name} has no axes"
     plt.close(fig)
     buffer = BytesIO()
     Image.new("RGB", (1, 1)).save(buffer, format="png")
-    return io.write_bytes(Path(out_dir) / "plots" / f"{name}.png", buffer.getvalue())
+    return storage.write_bytes(Path(out_dir) / "plots" / f"{name}.png", buffer.getvalue())
 
 
 def dry_run(project: Path, monkeypatch) -> list:
@@ -439,8 +439,8 @@ def test_study_a_dry_run(tmp_path, monkeypatch):
         assert sparsities == ([0.0, 0.2, 0.36] if arch.startswith("resnet") else [0.0, 0.2]), arch
         assert manifest["plan"]["exclude_classifier"] is False
         assert manifest["plan"]["layers"] == (["conv"] if arch == "resnet18" else ["conv", "linear"])
-    methods = {arch: read(project, "data", "interpret", arch, "lrr", "metrics.json")["methods"] for arch in A_ARCHS}
-    assert methods == {"resnet18": ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"],
+    attributions = {arch: read(project, "data", "interpret", arch, "lrr", "metrics.json")["attributions"] for arch in A_ARCHS}
+    assert attributions == {"resnet18": ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"],
                        "resnet50": ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"],
                        "vit_b32": ["gradcam", "ig_smoothgrad", "saliency", "attention", "rollout"],
                        "swin_v2_t": ["gradcam", "ig_smoothgrad", "saliency"]}
@@ -460,15 +460,15 @@ def test_study_b_dry_run(tmp_path, monkeypatch):
     dry_run(project, monkeypatch)
     train = read(project, "data", "train", "googlenet", "metrics.json")
     assert train["epochs"] == 0 and train["recorded_acc"] == pytest.approx(0.6978)
-    for method in B_METHODS:
-        manifest = read(project, "data", "prune", "googlenet", method, "pruning.json")
+    for plan in B_PLANS:
+        manifest = read(project, "data", "prune", "googlenet", plan, "pruning.json")
         targets = [c["target"] for c in manifest["checkpoints"]]
-        assert targets == ([0.0, 0.25, 0.5] if method.endswith("iterative") else [0.0, 0.5]), method
+        assert targets == ([0.0, 0.25, 0.5] if plan.endswith("iterative") else [0.0, 0.5]), plan
         assert manifest["recipe"]["schedule"] == "exponential" and manifest["recipe"]["lr"] == 0.01
     mis = read(project, "data", "mis", "googlenet", "connections-iterative", "metrics.json")
     assert len(mis["checkpoints"]) == 3 and all("mis" in row for row in mis["checkpoints"].values())
     report = read(project, "data", "report", "metrics.json")
-    assert {key.split("/")[1] for key in report["accuracy"]} == set(B_METHODS)
+    assert {key.split("/")[1] for key in report["accuracy"]} == set(B_PLANS)
 
 
 # ----------------------------------------------------------------------------- the real-data Lite0 study
@@ -479,13 +479,13 @@ def test_lite0_study_protocol():
     assert params["models"]["lite0"] == {"model": "efficientnet_lite0", "model_kwargs": {"pretrained": True}}
     assert params["train"]["lite0"]["recipe"]["epochs"] == 0 and params["retrain"]["lite0"]["recipe"]["epochs"] == 0
     plan = params["prune"]["oneshot"]["plan"]
-    assert plan["schedule"] == "oneshot" and plan["method"] == "unstructured" and plan["scope"] == "global"
+    assert plan["schedule"] == "oneshot" and plan["pruner"] == "unstructured" and plan["scope"] == "global"
     assert plan["targets"] == [0.3, 0.5, 0.7]
     assert (params["interpret"]["mask"], params["variants"]["interpret"]["red_channel"]["mask"]) == (
         "foreground", "red_channel")
     assert params["align"]["accuracy_over"] == "ood_conditions"  # Study A's all-images value is in every row
     assert params["variants"]["align"] == {}  # ... so no second RQ3 run of the same decisions
-    assert params["discover"]["common"]["dataset"]["name"] == "coco128"
+    assert params["discover"]["common"]["dataset"]["name"] == "coco"
     assert params["variants"]["discover"]["tiny_imagenet"]["dataset"]["name"] == "tiny_imagenet"
     names = {s.name for s in experiment.resolve(PRESETS["lite0"], ROOT)}
     assert {"interpret_variant@lite0-oneshot-red_channel", "discover_variant@lite0-oneshot-tiny_imagenet",
@@ -519,9 +519,9 @@ def test_lite0_dry_run(tmp_path, monkeypatch, shared_data):
     assert manifest["recipe"]["epochs"] == 0
     interpret = read(project, "data", "interpret", "lite0", "oneshot", "metrics.json")
     red = read(project, "data", "interpret_variant", "lite0", "oneshot", "red_channel", "metrics.json")
-    assert interpret["methods"] == red["methods"] == ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"]
+    assert interpret["attributions"] == red["attributions"] == ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"]
     assert interpret["checkpoints"]["step_00"]["rma_gradcam"] != red["checkpoints"]["step_00"]["rma_gradcam"]
-    assert read(project, "data", "discover", "lite0", "oneshot", "metrics.json")["dataset"].startswith("coco128")
+    assert read(project, "data", "discover", "lite0", "oneshot", "metrics.json")["dataset"].startswith("coco/")
     tiny = read(project, "data", "discover_variant", "lite0", "oneshot", "tiny_imagenet", "metrics.json")
     assert tiny["dataset"].startswith("tiny_imagenet") and len(tiny["checkpoints"]) == 2
     align = read(project, "data", "align", "lite0", "oneshot", "metrics.json")
@@ -530,3 +530,12 @@ def test_lite0_dry_run(tmp_path, monkeypatch, shared_data):
     mis = read(project, "data", "mis", "lite0", "oneshot", "metrics.json")
     assert len(mis["checkpoints"]) == 2
     assert read(project, "metrics", "interpret_variant", "lite0-oneshot-red_channel.json")  # the flat summary
+
+
+def test_an_old_name_fails_naming_its_replacement(tmp_path):
+    """One word per concept: `methods` (the matrix) became `plans`; the old name is refused, the error says so."""
+    params = load("study_b")
+    params["methods"] = params.pop("plans")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(experiment.PresetError, match=r"unknown \['methods'\] \(methods: renamed to plans\)"):
+        experiment.resolve(tmp_path / "p.yaml", ROOT)

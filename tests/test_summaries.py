@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib import io, stage
+from lib import stage, storage
 from lib.pipeline import STAGES
 from lib.results import experiments_table, summarize, write_summary
 
@@ -33,8 +33,8 @@ def test_summary_follows_the_declared_direction_and_training_values():
 
 
 def test_experiments_table_reads_the_summaries(tmp_path):
-    io.save_json(tmp_path / "metrics/train/cnn.json", {"test_acc": 0.95})
-    io.save_json(tmp_path / "metrics/interpret/cnn-lrr.json", summarize("interpret", _rows()))
+    storage.save_json(tmp_path / "metrics/train/cnn.json", {"test_acc": 0.95})
+    storage.save_json(tmp_path / "metrics/interpret/cnn-lrr.json", summarize("interpret", _rows()))
     table = experiments_table(tmp_path)
     row = table[(table.stage == "interpret") & (table.metric == "rma_x")].iloc[0]
     assert (row["item"], row.dense, row.best, row["last"]) == ("cnn-lrr", 0.5, 0.7, 0.6)
@@ -45,12 +45,12 @@ def test_cli_writes_the_summary_after_the_run(tmp_path, monkeypatch):
     out = tmp_path / "out"
 
     def fake_run(notebook, out_dir, parameters, validate=None):
-        io.save_json(Path(out_dir) / "metrics.json", _rows())
+        storage.save_json(Path(out_dir) / "metrics.json", _rows())
 
     monkeypatch.setattr(stage, "run_notebook", fake_run)
     summary = tmp_path / "metrics/prune/cnn-lrr.json"
     assert stage.main(["notebooks/02_prune.ipynb", str(out), "--summary", str(summary)]) == 0
-    assert io.load_json(summary)["test_acc_best"] == 0.9
+    assert storage.load_json(summary)["test_acc_best"] == 0.9
 
 
 def _dvc_stages():
@@ -70,5 +70,5 @@ def test_dvc_metrics_are_the_tracked_flat_summaries(name):
     words = entry["cmd"].split()
     assert words[words.index("--summary") + 1] == metrics[0]
     ignored = subprocess.run(["git", "check-ignore", "-q", metrics[0].replace("${item.arch}", "cnn")
-                              .replace("${item.method}", "lrr")], cwd=ROOT)
+                              .replace("${item.plan}", "lrr")], cwd=ROOT)
     assert ignored.returncode == 1, f"{metrics[0]} is git-ignored: dvc exp show could not compare it"

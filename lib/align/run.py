@@ -90,7 +90,7 @@ def prepare_embedded(data_dir, distortions: dict, n_images: int, datasets=tuple(
                      progress: bool = True) -> EvaluationSet:
     """The embedded default: its cue-conflict/edge/silhouette splits (the first ``n_split`` images) and the
     distortions of the first ``n_images`` of ``source_split``."""
-    from lib.io import progress_bar as tqdm
+    from lib.storage import progress_bar as tqdm
 
     from lib.data import shapes
 

@@ -9,7 +9,7 @@ dataset's convention), so a box covering a whole W x H image is ``[0, 0, W, H]``
   VOC coordinates are 1-based and inclusive, so ``xmin=1, xmax=W`` becomes ``[0, W)``: x0 = xmin - 1,
   x1 = xmax (what LOST does). ``remove_hards`` drops truncated and difficult objects and then the
   images left with none (LOST's ``--no_hard`` setting). ``download=True`` fetches VOC first.
-- ``coco128``: YOLO txt labels (``class cx cy w h``, normalised to the image size), the layout of
+- ``coco``: YOLO txt labels (``class cx cy w h``, normalised to the image size), the layout of
   ``lightly-ai/coco128_yolo``: ``images/<split>``, ``object_detection/labels/<split>``.
 - ``tiny_imagenet``: Tiny ImageNet's ``val/val_annotations.txt`` (file, wnid, x0, y0, x1, y1), whose
   coordinates are 0-based and inclusive (the largest is 63 in 64-px images): x1 = x1 + 1.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS = ("shapes", "voc07", "voc12", "coco128", "tiny_imagenet")
+DATASETS = ("shapes", "voc07", "voc12", "coco", "tiny_imagenet")  # lib.data.masks: the same names
 VOC_SPLITS = ("train", "val", "trainval", "test")
 
 
@@ -193,15 +193,15 @@ def load_yolo(images_dir: str | Path, labels_dir: str | Path, names: dict | list
     return BoxDataset(name, [p.stem for p in paths], boxes, classes, paths=paths)
 
 
-def load_coco128(root: str | Path, split: str = "val2017") -> BoxDataset:
-    """COCO128 in the ``lightly-ai/coco128_yolo`` layout (``../shared/data/coco128``)."""
+def load_coco(root: str | Path, split: str = "val2017") -> BoxDataset:
+    """COCO in the ``lightly-ai/coco128_yolo`` layout (e.g. COCO128: ``../shared/data/coco128``)."""
     import yaml
 
     root = Path(root)
     config = root / "object_detection" / "config.yaml"
     names = yaml.safe_load(config.read_text())["names"] if config.is_file() else None
     return load_yolo(root / "images" / split, root / "object_detection" / "labels" / split, names,
-                     name=f"coco128/{split}")
+                     name=f"coco/{split}")
 
 
 # ----------------------------------------------------------------------------- Tiny ImageNet
@@ -228,12 +228,12 @@ def load_tiny_imagenet_val(root: str | Path) -> BoxDataset:
 
 def load_boxes(name: str, root: str | Path, **kwargs) -> BoxDataset:
     """Any supported dataset by name: shapes (split=), voc07/voc12 (split=, remove_hards=, download=),
-    coco128 (split=), tiny_imagenet."""
+    coco (split=), tiny_imagenet."""
     loaders = {
         "shapes": load_shapes,
         "voc07": lambda root, **kw: load_voc(root, "2007", **kw),
         "voc12": lambda root, **kw: load_voc(root, "2012", **kw),
-        "coco128": load_coco128,
+        "coco": load_coco,
         "tiny_imagenet": load_tiny_imagenet_val,
     }
     if name not in loaders:

@@ -73,7 +73,7 @@ def file_md5(path: Path, chunk: int = 1 << 20) -> str:
 
 def fetch(url: str, path: Path, chunk: int = 1 << 20) -> Path:
     """Stream ``url`` to ``path`` (written as ``path.part`` and renamed when complete), with a progress bar."""
-    from lib.io import progress_bar as tqdm
+    from lib.storage import progress_bar as tqdm
 
     partial = path.with_name(path.name + ".part")
     with urllib.request.urlopen(url) as response, open(partial, "wb") as out:

@@ -103,9 +103,9 @@ def from_folder(folder: str | Path, image_size: int = 224, crop: float = 0.875, 
     else:
         all_labels = np.arange(len(paths), dtype=np.int64) if labels == "order" else None
     keep = _subset(len(paths), limit, seed)
-    from lib import io
+    from lib import storage
 
-    io.verify_images([paths[i] for i in keep], f"pool {folder}")
+    storage.verify_images([paths[i] for i in keep], f"pool {folder}")
     resize = round(image_size / crop)
     images = np.stack([_load_square(paths[i], resize, image_size, Image) for i in keep])
     return ImagePool(images, [paths[i].relative_to(folder).as_posix() for i in keep],
@@ -143,9 +143,9 @@ def _load_square(path: Path, resize: int, size: int, Image) -> np.ndarray:
     try:
         return _decode_square(path, resize, size, Image)
     except OSError as error:  # truncated or corrupt: name the file
-        from lib import io
+        from lib import storage
 
-        raise io.image_error(path, error) from error
+        raise storage.image_error(path, error) from error
 
 
 def _decode_square(path: Path, resize: int, size: int, Image) -> np.ndarray:

@@ -29,7 +29,7 @@ EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 def scan(root: str | Path, split: str = "val", verify: bool = True) -> dict:
     """``files`` (paths), ``labels`` and ``classes`` of one split of an ImageFolder-style tree; ``verify``: open
-    every file first (:func:`lib.io.verify_images`), so a corrupt one is named before training, not mid-epoch."""
+    every file first (:func:`lib.storage.verify_images`), so a corrupt one is named before training, not mid-epoch."""
     folder = Path(root) / split
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist: `root` must hold <split>/<wnid>/<image> "
@@ -43,9 +43,9 @@ def scan(root: str | Path, split: str = "val", verify: bool = True) -> dict:
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(EXTENSIONS)}) under {folder}/<class>/")
     if verify:
-        from lib import io
+        from lib import storage
 
-        io.verify_images(files, f"{folder}")
+        storage.verify_images(files, f"{folder}")
     return {"files": files, "labels": np.array(labels, dtype=np.int64), "classes": classes}
 
 
@@ -96,9 +96,9 @@ class ImageFiles(torch.utils.data.Dataset):
             with Image.open(self.files[index]) as image:
                 return self.transform(image.convert("RGB")), self.labels[index]
         except OSError as error:  # truncated or corrupt (verify() checks headers only for JPEG): name the file
-            from lib import io
+            from lib import storage
 
-            raise io.image_error(self.files[index], error) from error
+            raise storage.image_error(self.files[index], error) from error
 
 
 def datasets(root: str | Path, mean, std, split_name: str = "val", retrain_per_class: int | None = None,
@@ -152,9 +152,9 @@ def sample_datasets(root: str | Path, mean, std, n_val: int = 100, image_size: i
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(EXTENSIONS)}) in {folder}")
-    from lib import io
+    from lib import storage
 
-    io.verify_images(files, str(folder))
+    storage.verify_images(files, str(folder))
     labels = np.arange(len(files), dtype=np.int64)
     rng = np.random.default_rng(seed)
     test = np.arange(len(files)) if limit is None else np.sort(rng.permutation(len(files))[:limit])

@@ -99,7 +99,7 @@ def load_pairs(pairs, foreground, image_size: int, limit: int | None = None, pro
     """Images and binary masks from (id, image path, mask path) triples, resized and cropped to ``image_size``.
 
     ``read``: the mask file's reader (class ids by default), ``foreground``: its array -> binary mask."""
-    from lib.io import progress_bar as tqdm
+    from lib.storage import progress_bar as tqdm
 
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
@@ -174,12 +174,12 @@ def load_shapes_masks(root: str | Path, split: str = "test", limit: int | None =
             "ids": np.array([f"{split}_{i:05d}" for i in range(len(arrays["labels"]))])[keep]}
 
 
-DATASETS = ("shapes", "voc", "coco")
+DATASETS = ("shapes", "voc12", "coco")  # the names lib.data.boxes gives the same data
 
 
 def load_ground_truth(dataset: str, root: str | Path, split: str | None = None, limit: int | None = None,
                       image_size: int = 224, progress: bool = False, mask: str = "foreground") -> dict:
-    """Dispatch: ``shapes`` (embedded, split "test"), ``voc`` (a VOC<year> dir, split "val") or ``coco`` ("val2017").
+    """Dispatch: ``shapes`` (embedded, split "test"), ``voc12`` (the VOC2012 dir, split "val") or ``coco`` ("val2017").
 
     ``image_size`` applies to the real datasets (the embedded images keep their size). ``mask``: ``foreground``,
     or for VOC and COCO ``red_channel`` (Study A's reading of the mask file; see the module docstring).
@@ -188,12 +188,12 @@ def load_ground_truth(dataset: str, root: str | Path, split: str | None = None, 
         raise ValueError(f"limit must be a positive number of images, got {limit}")
     if mask not in MASK_MODES:
         raise ValueError(f"unknown mask mode {mask!r}; choose one of {MASK_MODES}")
-    if mask != "foreground" and dataset not in ("voc", "coco"):
-        raise ValueError(f"mask {mask!r} reads a mask file's colours as Study A's code does (voc, coco); dataset "
+    if mask != "foreground" and dataset not in ("voc12", "coco"):
+        raise ValueError(f"mask {mask!r} reads a mask file's colours as Study A's code does (voc12, coco); dataset "
                          f"{dataset!r} has exact masks: use mask 'foreground'")
     if dataset == "shapes":
         return load_shapes_masks(root, split or "test", limit)
-    if dataset == "voc":
+    if dataset == "voc12":
         return load_voc_segmentation(root, split or "val", image_size, limit, progress, mask)
     if dataset == "coco":
         return load_coco_semantic(root, split or "val2017", image_size, limit, progress, mask)

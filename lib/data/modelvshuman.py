@@ -98,9 +98,9 @@ def load_image(path: str | Path, size: int = 224) -> np.ndarray:
         with Image.open(path) as image:
             return _load_rgb(image, size, Image)
     except OSError as error:  # truncated or corrupt: name the file
-        from lib import io
+        from lib import storage
 
-        raise io.image_error(path, error) from error
+        raise storage.image_error(path, error) from error
 
 
 def _load_rgb(image, size: int, Image) -> np.ndarray:
@@ -118,7 +118,7 @@ def _load_rgb(image, size: int, Image) -> np.ndarray:
 
 def load_images(root: str | Path, name: str, size: int = 224, progress: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
     """All images of a dataset as uint8 (N, size, size, 3) and their table (``list_images``)."""
-    from lib.io import progress_bar as tqdm
+    from lib.storage import progress_bar as tqdm
 
     table = list_images(root, name)
     images = np.stack([load_image(p, size) for p in tqdm(table["path"], desc=name, disable=not progress)])

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lib import io
+from lib import storage
 
 SPLITS = ("train", "val", "test", "cue_conflict", "edge", "silhouette")
 EVAL_SPLITS = ("cue_conflict", "edge", "silhouette")
@@ -262,21 +262,21 @@ def generate(config: ShapesConfig, out_dir: str | Path, progress: bool = True) -
     """Write every split and ``meta.json`` to ``out_dir`` (each file atomically)."""
     import io as _io
 
-    from lib.io import progress_bar as tqdm
+    from lib.storage import progress_bar as tqdm
 
     out_dir = Path(out_dir)
     for split in tqdm(SPLITS, desc="shapes splits", disable=not progress):
         arrays = generate_split(config, split)
         buffer = _io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        io.write_bytes(out_dir / f"{split}.npz", buffer.getvalue())
-    io.save_json(out_dir / "meta.json", {
+        storage.write_bytes(out_dir / f"{split}.npz", buffer.getvalue())
+    storage.save_json(out_dir / "meta.json", {
         "dataset": "shapes",
         "classes": class_names(config.num_classes),
         "config": asdict(config),
         "splits": {s: config.size_of(s) for s in SPLITS},
     })
-    io.save_json(out_dir / FINGERPRINT, compute_fingerprint(out_dir))
+    storage.save_json(out_dir / FINGERPRINT, compute_fingerprint(out_dir))
     return out_dir
 
 
@@ -320,7 +320,7 @@ def fingerprint(root: str | Path) -> str:
     stored = root / FINGERPRINT
     if stored.is_file():
         try:
-            record = io.load_json(stored)
+            record = storage.load_json(stored)
             current = {p.name: {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
                        for p in _fingerprinted_files(root) if p.is_file()}
             if record.get("files") == current and record.get("sha256"):
@@ -350,7 +350,7 @@ def load_meta(root: str | Path) -> dict:
         raise FileNotFoundError(
             f"{path} is missing: generate the embedded dataset first (dvc repro data, or run notebooks/00_data.ipynb)."
         )
-    return io.load_json(path)
+    return storage.load_json(path)
 
 
 def datasets(root: str | Path, splits=("train", "val", "test"), mean=None, std=None) -> dict:

@@ -8,7 +8,7 @@
 """
 
 from lib.discover.features import PatchFeatures, dilate_last_stages  # noqa: F401
-from lib.discover.methods import LOST, METHODS, Discovery, TokenCut, build_methods, grid_box_to_pixels  # noqa: F401
+from lib.discover.methods import LOST, ALGORITHMS, Discovery, TokenCut, build_algorithms, grid_box_to_pixels  # noqa: F401
 from lib.discover.metrics import CorLoc, box_iou, centred_baseline, centred_box  # noqa: F401
 from lib.discover.plots import gallery_steps, plot_corloc, plot_gallery  # noqa: F401
 from lib.discover.run import InputImages, diagnose_features, discover  # noqa: F401

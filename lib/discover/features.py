@@ -13,7 +13,7 @@
 channel's mean over the patches). Correlations then measure how patches differ within the image. The
 small models of the embedded default need it: their last maps are dominated by a component that every
 patch of an image shares, so with LOST's features ~90% of patch pairs correlate positively, the
-degree does not tell object from background and both methods return about the whole image (see
+degree does not tell object from background and both algorithms return about the whole image (see
 notebook 04).
 
 The forward pass stops as soon as the features are captured (what follows is never needed).

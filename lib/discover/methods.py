@@ -37,7 +37,7 @@ import torch.nn.functional as F
 @dataclass
 class Discovery:
     """One image's discovered object: its box on the patch grid ``[x0, y0, x1, y1)`` (None: none found),
-    the seed patch, the component the box encloses, and method-specific details."""
+    the seed patch, the component the box encloses, and algorithm-specific details."""
 
     seed: int
     box: tuple[int, int, int, int] | None
@@ -186,12 +186,12 @@ class TokenCut:
         return out
 
 
-METHODS = {"lost": LOST, "tokencut": TokenCut}
+ALGORITHMS = {"lost": LOST, "tokencut": TokenCut}
 
 
-def build_methods(config: dict[str, dict]) -> dict:
-    """``{"lost": {"k_patches": 100}, "tokencut": {"tau": 0.2}}`` -> the method objects, by name."""
-    unknown = sorted(set(config) - set(METHODS))
+def build_algorithms(config: dict[str, dict]) -> dict:
+    """``{"lost": {"k_patches": 100}, "tokencut": {"tau": 0.2}}`` -> the algorithm objects, by name."""
+    unknown = sorted(set(config) - set(ALGORITHMS))
     if unknown or not config:
-        raise ValueError(f"unknown discovery method(s) {unknown}; choose from {sorted(METHODS)}")
-    return {name: METHODS[name](**(kwargs or {})) for name, kwargs in config.items()}
+        raise ValueError(f"unknown discovery algorithm(s) {unknown}; choose from {sorted(ALGORITHMS)}")
+    return {name: ALGORITHMS[name](**(kwargs or {})) for name, kwargs in config.items()}

@@ -28,7 +28,7 @@ def box_iou(box, boxes) -> np.ndarray:
 class CorLoc:
     """``CorLoc()(predictions, ground_truths)`` -> per-image best IoU and hit (IoU >= threshold).
 
-    predictions: one box (4,) per image, or None / NaNs where a method found nothing.
+    predictions: one box (4,) per image, or None / NaNs where an algorithm found nothing.
     ground_truths: one (n_i, 4) array of boxes per image (n_i >= 1).
     """
 

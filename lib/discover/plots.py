@@ -9,9 +9,9 @@ from lib.data.boxes import BoxDataset
 from lib.discover.run import BOX_COLUMNS
 
 
-def plot_corloc(rows, methods=("lost", "tokencut"), baseline: float | None = None, ax=None, title: str | None = None,
+def plot_corloc(rows, algorithms=("lost", "tokencut"), baseline: float | None = None, ax=None, title: str | None = None,
                 baseline_label: str = "centred box", chance: float | None = None):
-    """CorLoc of each method (its colour in every figure) against sparsity; test accuracy (where known) on a
+    """CorLoc of each algorithm (its colour in every figure) against sparsity; test accuracy (where known) on a
     second axis from 0 with ``chance`` dashed; one legend below the axes."""
     import matplotlib.pyplot as plt
 
@@ -22,7 +22,7 @@ def plot_corloc(rows, methods=("lost", "tokencut"), baseline: float | None = Non
         if ax is None:
             _, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
         x = frame["sparsity"] * 100
-        for name in methods:
+        for name in algorithms:
             ax.plot(x, frame[f"corloc_{name}"] * 100, marker="o", ms=3, color=colour(name), label=f"CorLoc {name}")
         if baseline is not None:
             ax.axhline(baseline * 100, color=colour("centred box"), ls="-.", lw=1.2, label=baseline_label)
@@ -50,15 +50,15 @@ def gallery_steps(rows, count: int = 3) -> list[int]:
 
 
 def plot_gallery(dataset: BoxDataset, per_image: pd.DataFrame, steps, n_images: int = 6,
-                 methods=("lost", "tokencut")):
-    """Predicted (one colour per method) and true (yellow) boxes on the first images, one row per checkpoint."""
+                 algorithms=("lost", "tokencut")):
+    """Predicted (one colour per algorithm) and true (yellow) boxes on the first images, one row per checkpoint."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
     from lib.plots import colour
 
-    colours = {m: colour(m) for m in methods}
-    styles = dict(zip(methods, ("--", ":", "-.", "--")))
+    colours = {m: colour(m) for m in algorithms}
+    styles = dict(zip(algorithms, ("--", ":", "-.", "--")))
     n_images = min(n_images, len(dataset))
     fig, axes = plt.subplots(len(steps), n_images, figsize=(1.7 * n_images, 1.9 * len(steps)), squeeze=False)
     for row, step in enumerate(steps):
@@ -69,14 +69,14 @@ def plot_gallery(dataset: BoxDataset, per_image: pd.DataFrame, steps, n_images: 
             ax.set_xticks([]), ax.set_yticks([])
             for x0, y0, x1, y1 in dataset.boxes[col]:
                 ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="yellow", lw=1.2))
-            for name in methods:
+            for name in algorithms:
                 x0, y0, x1, y1 = (part.loc[col, f"{name}_{c}"] for c in BOX_COLUMNS)
                 if not np.isnan(x0):
                     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colours[name],
                                            lw=2.0, ls=styles[name]))
         axes[row, 0].set_ylabel(f"{part.loc[0, 'sparsity'] * 100:.0f}% sparse", fontsize=9)
     handles = [Rectangle((0, 0), 1, 1, fill=False, color="yellow", label="ground truth")]
-    handles += [Rectangle((0, 0), 1, 1, fill=False, color=colours[m], ls=styles[m], label=m) for m in methods]
+    handles += [Rectangle((0, 0), 1, 1, fill=False, color=colours[m], ls=styles[m], label=m) for m in algorithms]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig

@@ -1,8 +1,8 @@
-"""Object discovery on every checkpoint of a pruning run: one forward pass per image batch, every method, CorLoc.
+"""Object discovery on every checkpoint of a pruning run: one forward pass per image batch, every algorithm, CorLoc.
 
 What does not depend on the checkpoint (decoding, resizing and grouping the images) is done once;
 each checkpoint then costs one batched forward pass per group of equally sized images, plus the
-methods themselves. The checkpoint loop is the analyses' one (``lib.analysis``): with ``state_dir`` an
+algorithms themselves. The checkpoint loop is the analyses' one (``lib.analysis``): with ``state_dir`` an
 interrupted run resumes.
 """
 
@@ -22,7 +22,7 @@ from lib.data.boxes import BoxDataset
 from lib.data.transforms import normalize, to_tensor
 from lib.discover.metrics import CorLoc
 from lib.discover.features import PatchFeatures
-from lib.discover.methods import build_methods, grid_box_to_pixels
+from lib.discover.methods import build_algorithms, grid_box_to_pixels
 from lib.models import get_spec
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
@@ -84,7 +84,7 @@ def check_stage(p: dict) -> list[tuple]:
     dataset = dict(p["dataset"])
     if dataset.get("name") not in DATASETS:
         raise ValueError(f"unknown box dataset {dataset.get('name')!r}; choose one of {DATASETS}")
-    build_methods(p["methods"])
+    build_algorithms(p["algorithms"])
     for key in ("features", "compare_features"):
         check_options(p[key], keys_of(PatchFeatures.__init__, ("self", "model", "name")), key)
     if dataset["name"] in ("voc07", "voc12") and Path(dataset["root"]).exists():
@@ -96,17 +96,17 @@ def check_stage(p: dict) -> list[tuple]:
     return [] if dataset["name"] == "shapes" else [("dataset.root", dataset["root"], kind)]
 
 
-def predict_boxes(extractor: PatchFeatures, images: InputImages, methods: dict, mean, std) -> dict[str, list]:
-    """Every method's box for every image (original pixels; None where a method found nothing)."""
+def predict_boxes(extractor: PatchFeatures, images: InputImages, algorithms: dict, mean, std) -> dict[str, list]:
+    """Every algorithm's box for every image (original pixels; None where a algorithm found nothing)."""
     n = len(images.images)
-    boxes = {name: [None] * n for name in methods}
+    boxes = {name: [None] * n for name in algorithms}
     grids = set()
     device = next(extractor.model.parameters()).device
     for indices, batch in images.batches(mean, std):
-        feats, grid = extractor(batch.to(device))  # the methods run where the features are
+        feats, grid = extractor(batch.to(device))  # the algorithms run where the features are
         grids.add(grid)
-        for name, method in methods.items():
-            for index, found in zip(indices, method(feats, grid)):
+        for name, algorithm in algorithms.items():
+            for index, found in zip(indices, algorithm(feats, grid)):
                 if found.box is not None:
                     pixels = grid_box_to_pixels(found.box, grid, batch.shape[-2:], images.size(index))
                     boxes[name][index] = images.to_original(index, pixels)
@@ -125,31 +125,31 @@ def _check_dataset(dataset: BoxDataset) -> None:
 
 def dataset_digest(dataset: BoxDataset) -> str:
     """What a dataset is, by content: its name, ids, boxes and images (in-memory arrays, or the files' SHA-256)."""
-    from lib import io
+    from lib import storage
 
-    images = dataset.arrays if dataset.arrays is not None else [io.file_sha256(p) for p in dataset.paths]
+    images = dataset.arrays if dataset.arrays is not None else [storage.file_sha256(p) for p in dataset.paths]
     return digest(dataset.name, list(map(str, dataset.ids)), *map(np.asarray, dataset.boxes), images)
 
 
-def discover(source, dataset: BoxDataset, methods: dict | None = None, features: dict | None = None,
+def discover(source, dataset: BoxDataset, algorithms: dict | None = None, features: dict | None = None,
              resize: int | None = None, batch_size: int = 32, threshold: float = 0.5, steps=None,
              progress: bool = True, device: str | torch.device = "cpu", state_dir=None) -> tuple[list[dict], pd.DataFrame]:
-    """Run every discovery method on every checkpoint of ``source`` (a prune stage's output).
+    """Run every discovery algorithm on every checkpoint of ``source`` (a prune stage's output).
 
-    methods: ``{"lost": {"k_patches": 100}, "tokencut": {"tau": 0.2, "eps": 1e-5}}`` (the default).
+    algorithms: ``{"lost": {"k_patches": 100}, "tokencut": {"tau": 0.2, "eps": 1e-5}}`` (the default).
     features: keyword arguments of :class:`PatchFeatures` (``which`` for ViTs, ``dilation`` for CNNs,
     ``centre``). steps: only these checkpoint steps (default: all). device: where the features and the
-    methods (LOST's affinities, TokenCut's batched eigenproblem) are computed. state_dir: where each
+    algorithms (LOST's affinities, TokenCut's batched eigenproblem) are computed. state_dir: where each
     finished checkpoint is kept, so that a rerun after an interruption resumes (``lib.analysis``).
-    Returns (one row per checkpoint: step, sparsity, test_acc, corloc_<method>, miou_<method>,
-    no_box_<method>; one row per (checkpoint, image): iou_, hit_ and the box of each method).
+    Returns (one row per checkpoint: step, sparsity, test_acc, corloc_<algorithm>, miou_<algorithm>,
+    no_box_<algorithm>; one row per (checkpoint, image): iou_, hit_ and the box of each algorithm).
     """
     validate_source(source)
-    options = methods if methods is not None else {"lost": {}, "tokencut": {}}
-    methods = build_methods(options)
+    options = algorithms if algorithms is not None else {"lost": {}, "tokencut": {}}
+    algorithms = build_algorithms(options)
     _check_dataset(dataset)
     metric, features = CorLoc(threshold), dict(features or {})
-    key = {"methods": options, "features": features, "resize": resize, "batch_size": batch_size,
+    key = {"algorithms": options, "features": features, "resize": resize, "batch_size": batch_size,
            "threshold": threshold, "dataset": dataset_digest(dataset)}
     inputs = []  # the same inputs serve every checkpoint: made at the first one (they need its patch size)
 
@@ -158,12 +158,12 @@ def discover(source, dataset: BoxDataset, methods: dict | None = None, features:
         extractor = PatchFeatures(model, record["model"], **features)
         if not inputs:
             inputs.append(InputImages(dataset, extractor.patch_size(), resize, batch_size))
-        boxes = predict_boxes(extractor, inputs[0], methods, spec.mean, spec.std)
+        boxes = predict_boxes(extractor, inputs[0], algorithms, spec.mean, spec.std)
         grids = boxes.pop("_grids")
         row = {"step": record["step"], "sparsity": record["sparsity"], "test_acc": record.get("test_acc"),
                "n_images": len(dataset), "grid": " ".join(f"{h}x{w}" for h, w in grids)}
         frame = pd.DataFrame({"step": record["step"], "sparsity": record["sparsity"], "image": dataset.ids})
-        for name in methods:
+        for name in algorithms:
             scores = metric(boxes[name], dataset.boxes)
             summary = metric.summary(scores)
             row.update({f"corloc_{name}": summary["corloc"], f"miou_{name}": summary["miou"],
@@ -178,16 +178,16 @@ def discover(source, dataset: BoxDataset, methods: dict | None = None, features:
     return done.rows, done.items
 
 
-def diagnose_features(source, dataset: BoxDataset, settings: dict[str, dict], methods: dict | None = None,
+def diagnose_features(source, dataset: BoxDataset, settings: dict[str, dict], algorithms: dict | None = None,
                       resize: int | None = None, batch_size: int = 32) -> pd.DataFrame:
     """Why LOST works or not, on the first (dense) checkpoint, for each named feature setting:
     the share of patch pairs that correlate positively (LOST's degree needs many negative pairs) and the
-    share of images whose LOST seed (with the ``lost`` entry of ``methods``) lies inside a ground-truth box."""
+    share of images whose LOST seed (with the ``lost`` entry of ``algorithms``) lies inside a ground-truth box."""
     from lib.discover.methods import LOST
 
     validate_source(source)
     _check_dataset(dataset)
-    lost = LOST(**((methods or {}).get("lost") or {}))
+    lost = LOST(**((algorithms or {}).get("lost") or {}))
     record, model = next(iter(iter_checkpoints(source)))
     spec, rows = get_spec(record["model"]), []
     for label, features in settings.items():

@@ -1,6 +1,6 @@
 """The interpret step (RQ1, interpretability): attribution maps of pruned checkpoints, scored against ground-truth object masks.
 
-- ``methods``  captum-style attribution methods (Grad-CAM, Guided Grad-CAM, IG in SmoothGrad, Saliency,
+- ``methods``  captum-style attributions (Grad-CAM, Guided Grad-CAM, IG in SmoothGrad, Saliency,
                ViT attention and rollout) and the ``Attributor`` that shares one forward pass between them
 - ``metrics``  relevance maps and their scores: RMA, RRA, pointing game, Gini, deletion/insertion AUC
 - ``run``      each checkpoint scored (``score_checkpoints``, on the loop of ``lib.analysis``)
@@ -9,11 +9,11 @@
 
 from lib.interpret.run import Scores, score_checkpoints, score_model  # noqa: F401
 from lib.interpret.methods import (  # noqa: F401
-    DEFAULT_METHODS,
-    METHODS,
+    DEFAULT_ATTRIBUTIONS,
+    ATTRIBUTIONS,
     Attributor,
     SharedPass,
-    create_method,
+    create_attribution,
 )
 from lib.interpret.metrics import (  # noqa: F401
     DeletionAUC,

@@ -1,17 +1,17 @@
-"""Attribution methods for the predicted class, captum style: one class per method, one ``attribute`` call.
+"""Attributions for the predicted class, captum style: one class per attribution, one ``attribute`` call.
 
-``method.attribute(inputs, target=None)`` returns raw attributions, as captum does:
+``attribution.attribute(inputs, target=None)`` returns raw attributions, as captum does:
 
-- pixel methods (``saliency``, ``ig_smoothgrad``, ``guided_gradcam``): a tensor shaped like the input, (N, C, H, W);
-- map methods (``gradcam``, ``attention``, ``rollout``): an (N, h, w) map at the resolution of the layer they read.
+- pixel attributions (``saliency``, ``ig_smoothgrad``, ``guided_gradcam``): a tensor shaped like the input, (N, C, H, W);
+- map attributions (``gradcam``, ``attention``, ``rollout``): an (N, h, w) map at the resolution of the layer they read.
 
 ``lib.interpret.metrics.relevance_map`` turns either into the non-negative (N, H, W) map that is scored.
 
-Work shared between methods. Grad-CAM, Guided Grad-CAM, Saliency and the attention maps all read one
+Work shared between attributions. Grad-CAM, Guided Grad-CAM, Saliency and the attention maps all read one
 forward pass of a batch (:class:`SharedPass`): the prediction, the activations of the Grad-CAM layer and
 the attention weights come from it, one ordinary backward pass gives both the Grad-CAM layer's gradient
 and the input gradient (Saliency), and one guided backward pass (rectifier gradients clamped at zero)
-gives guided backpropagation. :class:`Attributor` runs several methods on a batch that way; each method
+gives guided backpropagation. :class:`Attributor` runs several attributions on a batch that way; each attribution
 alone builds its own pass. Integrated Gradients in SmoothGrad is captum's ``IntegratedGradients``
 averaged over noisy copies (what ``NoiseTunnel`` computes), computed here as captum computes it but with
 (image x noise sample x step) rows batched ``internal_batch_size`` at a time, every chunk full
@@ -40,7 +40,7 @@ SMOOTH_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.ELU)
 
 def gauss_legendre(n: int) -> tuple[list[float], list[float]]:
     """(step sizes, alphas) of an n-point Gauss-Legendre rule on [0, 1], exactly captum's
-    ``approximation_parameters("gausslegendre")`` (IntegratedGradients' default method)."""
+    ``approximation_parameters("gausslegendre")`` (IntegratedGradients' default attribution)."""
     import numpy as np
 
     points, weights = np.polynomial.legendre.leggauss(n)
@@ -103,7 +103,7 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     modules = [getattr(b, "attn", None) for b in blocks] if blocks is not None else []
     if not modules or not all(hasattr(m, "qkv") and hasattr(m, "num_heads") for m in modules):
         raise ValueError(f"{type(model).__name__} has no timm-style attention blocks (model.blocks[i].attn.qkv); "
-                         "the attention methods need a timm VisionTransformer")
+                         "the attention attributions need a timm VisionTransformer")
     return modules
 
 
@@ -120,7 +120,7 @@ def attention_from_qkv(attn: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
 
 
 class SharedPass:
-    """One forward pass of a batch whose graph several methods read.
+    """One forward pass of a batch whose graph several attributions read.
 
     layers: dotted names whose outputs (activations) are kept; guided: hook the rectifiers so that the
     guided backward pass can clamp their gradients; attention: keep every block's attention weights.
@@ -190,9 +190,9 @@ class SharedPass:
         return grad
 
 
-class Method:
+class Attribution:
     """Base class. ``pooling`` says how raw attributions become a relevance map:
-    "square" (sum of squares over channels; pixel methods) or "cam" (min-max normalised map)."""
+    "square" (sum of squares over channels; pixel attributions) or "cam" (min-max normalised map)."""
 
     name = ""
     pooling = "square"
@@ -202,7 +202,7 @@ class Method:
         self.model = model
 
     def requirements(self) -> dict:
-        """What the shared pass must record for this method: layers, guided, attention."""
+        """What the shared pass must record for this attribution: layers, guided, attention."""
         return {}
 
     def attribute(self, inputs: torch.Tensor, target: torch.Tensor | None = None, shared: SharedPass | None = None):
@@ -215,7 +215,7 @@ class Method:
         raise NotImplementedError
 
 
-class GradCAM(Method):
+class GradCAM(Attribution):
     """Grad-CAM (Selvaraju et al. 2017) on ``layer``: ReLU(sum_c mean_xy(dy/dA_c) A_c), as captum's LayerGradCam.
 
     A ViT layer's tokens are laid out on the patch grid first (class/register tokens dropped).
@@ -261,7 +261,7 @@ class GuidedGradCAM(GradCAM):
         return (shared.guided_gradient * cam).detach()
 
 
-class Saliency(Method):
+class Saliency(Attribution):
     """Saliency (Simonyan et al. 2014): |d y_target / d x|, as captum's Saliency(abs=True)."""
 
     name = "saliency"
@@ -270,7 +270,7 @@ class Saliency(Method):
         return shared.gradients["input"].abs().detach()
 
 
-class SmoothIntegratedGradients(Method):
+class SmoothIntegratedGradients(Attribution):
     """Integrated Gradients inside SmoothGrad: the mean of captum's IntegratedGradients over noisy copies.
 
     Study A: ``samples`` = 2 noisy copies, zero baseline, ``steps`` = 50; the noise is Gaussian with
@@ -314,7 +314,7 @@ class SmoothIntegratedGradients(Method):
 
     def integrated_gradients(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """captum's ``IntegratedGradients(model).attribute(inputs, baselines=0.0, target=target, n_steps=steps)``
-        (method "gausslegendre"), computed the same way but batched by rows rather than by whole steps.
+        (attribution "gausslegendre"), computed the same way but batched by rows rather than by whole steps.
 
         The (row x step) scaled inputs ``alpha_s * x`` go through the model ``internal_batch_size`` at a time
         (every chunk full, whatever the number of rows per step), one forward and one backward per chunk; each
@@ -358,7 +358,7 @@ class SmoothIntegratedGradients(Method):
         return self.model(inputs).argmax(1)
 
 
-class CLSAttention(Method):
+class CLSAttention(Attribution):
     """The last block's attention from the class token to every patch, summed over heads (Study A's ViT map)."""
 
     name, pooling = "attention", "cam"
@@ -402,34 +402,34 @@ class AttentionRollout(CLSAttention):
         return self._patch_map(rollout[:, 0], shared)
 
 
-METHODS = {cls.name: cls for cls in (GradCAM, GuidedGradCAM, Saliency, SmoothIntegratedGradients, CLSAttention,
+ATTRIBUTIONS = {cls.name: cls for cls in (GradCAM, GuidedGradCAM, Saliency, SmoothIntegratedGradients, CLSAttention,
                                      AttentionRollout)}
 
 
-def register_attribution_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: add a :class:`Method` subclass to :data:`METHODS` under its ``name``, so that the
-    attribution stage's ``methods`` (params.yaml ``interpret.methods``) accept it."""
-    if not (isinstance(cls, type) and issubclass(cls, Method)) or not cls.name:
-        raise TypeError(f"register_attribution_method takes a Method subclass with a `name`, got {cls!r}")
-    if cls.name in METHODS:
-        raise ValueError(f"attribution method {cls.name!r} is already registered; give the class another `name`")
-    METHODS[cls.name] = cls
+def register_attribution(cls: type[Attribution]) -> type[Attribution]:
+    """Class decorator: add a :class:`Attribution` subclass to :data:`ATTRIBUTIONS` under its ``name``, so that the
+    interpret stage's ``attributions`` (params.yaml ``interpret.attributions``) accept it."""
+    if not (isinstance(cls, type) and issubclass(cls, Attribution)) or not cls.name:
+        raise TypeError(f"register_attribution takes a Attribution subclass with a `name`, got {cls!r}")
+    if cls.name in ATTRIBUTIONS:
+        raise ValueError(f"attribution {cls.name!r} is already registered; give the class another `name`")
+    ATTRIBUTIONS[cls.name] = cls
     return cls
 
 
-DEFAULT_METHODS = {"cnn": ("gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"),
+DEFAULT_ATTRIBUTIONS = {"cnn": ("gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"),
                    "vit": ("gradcam", "ig_smoothgrad", "saliency", "attention", "rollout")}
 
 
-def default_methods(model: nn.Module, spec) -> list[str]:
-    """The model family's default methods (``DEFAULT_METHODS``) that apply to this model: Guided Grad-CAM
+def default_attributions(model: nn.Module, spec) -> list[str]:
+    """The model family's default attributions (``DEFAULT_ATTRIBUTIONS``) that apply to this model: Guided Grad-CAM
     needs a rectifier network (:func:`rectifier_network`: not GELU transformers, not GoogLeNet, whose ReLUs are
     functions), the attention maps need timm ViT blocks (torchvision's ViT and Swin have none)."""
     names = []
-    for name in DEFAULT_METHODS[spec.family]:
+    for name in DEFAULT_ATTRIBUTIONS[spec.family]:
         if name == "guided_gradcam" and not rectifier_network(model):
             continue
-        if issubclass(METHODS[name], CLSAttention):
+        if issubclass(ATTRIBUTIONS[name], CLSAttention):
             try:
                 attention_modules(model)
             except ValueError:
@@ -438,10 +438,10 @@ def default_methods(model: nn.Module, spec) -> list[str]:
     return names
 
 
-def check_method_names(names) -> None:
-    unknown = sorted(set(names) - set(METHODS))
+def check_attribution_names(names) -> None:
+    unknown = sorted(set(names) - set(ATTRIBUTIONS))
     if unknown:
-        raise ValueError(f"unknown attribution method(s) {unknown}; available: {sorted(METHODS)}")
+        raise ValueError(f"unknown attribution(s) {unknown}; available: {sorted(ATTRIBUTIONS)}")
 
 
 def default_cam_layer(model: nn.Module, spec) -> str:
@@ -458,35 +458,35 @@ def default_cam_layer(model: nn.Module, spec) -> str:
     return spec.cam_layer
 
 
-def create_method(name: str, model: nn.Module, spec=None, cam_layer: str | None = None, **options) -> Method:
-    """``create_method("gradcam", model, spec)``: a method with its options (unknown options are an error)."""
-    check_method_names([name])
-    cls = METHODS[name]
+def create_attribution(name: str, model: nn.Module, spec=None, cam_layer: str | None = None, **options) -> Attribution:
+    """``create_attribution("gradcam", model, spec)``: a attribution with its options (unknown options are an error)."""
+    check_attribution_names([name])
+    cls = ATTRIBUTIONS[name]
     if issubclass(cls, GradCAM):
         layer = cam_layer or (default_cam_layer(model, spec) if spec is not None else None)
         if layer is None:
             raise ValueError(f"{name} needs a layer: pass cam_layer or the model's spec")
-        method = cls(model, layer, **options)
+        attribution = cls(model, layer, **options)
     else:
-        method = cls(model, **options)
-    if isinstance(method, GuidedGradCAM) and not rectifier_network(model):
+        attribution = cls(model, **options)
+    if isinstance(attribution, GuidedGradCAM) and not rectifier_network(model):
         raise ValueError(f"guided_gradcam needs a network of ReLU/ReLU6 modules and {type(model).__name__} is not one "
-                         "(e.g. a ViT uses GELU, GoogLeNet calls relu as a function); drop it from the methods")
-    return method
+                         "(e.g. a ViT uses GELU, GoogLeNet calls relu as a function); drop it from the attributions")
+    return attribution
 
 
 class Attributor:
-    """Several methods on one batch, sharing the prediction forward pass, the activations and the backward passes.
+    """Several attributions on one batch, sharing the prediction forward pass, the activations and the backward passes.
 
-    ``attribute(inputs)`` -> (predicted class, {method name: raw attributions}).
+    ``attribute(inputs)`` -> (predicted class, {attribution name: raw attributions}).
     """
 
-    def __init__(self, methods: list[Method]):
-        if not methods:
-            raise ValueError("no attribution methods given")
-        self.methods = {m.name: m for m in methods}
-        self.model = methods[0].model
-        needs = [m.requirements() for m in methods]
+    def __init__(self, attributions: list[Attribution]):
+        if not attributions:
+            raise ValueError("no attributions given")
+        self.attributions = {m.name: m for m in attributions}
+        self.model = attributions[0].model
+        needs = [m.requirements() for m in attributions]
         self.requirements = {
             "layers": tuple(dict.fromkeys(layer for n in needs for layer in n.get("layers", ()))),
             "guided": any(n.get("guided") for n in needs),
@@ -496,5 +496,5 @@ class Attributor:
     def attribute(self, inputs: torch.Tensor, target: torch.Tensor | None = None):
         with frozen(self.model):
             shared = SharedPass(self.model, inputs, target, **self.requirements)
-            maps = {name: method.attribute(inputs, shared.target, shared) for name, method in self.methods.items()}
+            maps = {name: attribution.attribute(inputs, shared.target, shared) for name, attribution in self.attributions.items()}
             return shared.target, maps

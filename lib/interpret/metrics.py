@@ -2,7 +2,7 @@
 
 Relevance maps (:func:`relevance_map`), as Study A builds them: pixel attributions (Integrated Gradients
 in SmoothGrad, Saliency, Guided Grad-CAM) are pooled over the colour channels as the **sum of squares**
-(the CLEVR-XAI "l2-norm,sq" pooling); map methods (Grad-CAM, attention) are upsampled bilinearly to the
+(the CLEVR-XAI "l2-norm,sq" pooling); map attributions (Grad-CAM, attention) are upsampled bilinearly to the
 image and **min-max normalised**. Every map is non-negative and at the mask's resolution.
 
 Localisation, per image (each a small class: ``metric(relevance, truth) -> (N,)``):

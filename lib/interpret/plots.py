@@ -14,13 +14,13 @@ LABELS = {"rma": "relevance mass accuracy", "rra": "relevance rank accuracy", "p
 
 
 @styled
-def plot_scores(rows: list[dict] | pd.DataFrame, metrics, methods, baseline: dict | None = None, title: str = "",
+def plot_scores(rows: list[dict] | pd.DataFrame, metrics, attributions, baseline: dict | None = None, title: str = "",
                 chance: float | None = None):
-    """One panel per metric: a line per attribution method (its colour in every figure) against sparsity, the
+    """One panel per metric: a line per attribution (its colour in every figure) against sparsity, the
     uniform map's score dotted, and (where the checkpoints have one) test accuracy on a second axis from 0 with
     ``chance`` dashed; one legend below the panels."""
     frame = pd.DataFrame(rows).sort_values("sparsity")
-    metrics = [m for m in metrics if any(f"{m}_{x}" in frame for x in methods)]
+    metrics = [m for m in metrics if any(f"{m}_{x}" in frame for x in attributions)]
     cols = min(len(metrics), 2)  # two panels a row: legible at the README's width
     nrows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.3 * nrows), squeeze=False, layout="constrained")
@@ -29,9 +29,9 @@ def plot_scores(rows: list[dict] | pd.DataFrame, metrics, methods, baseline: dic
     for ax in axes.flat[len(metrics):]:
         ax.axis("off")
     for ax, metric in zip(axes.flat, metrics):
-        for method in methods:
-            if f"{metric}_{method}" in frame:
-                ax.plot(sparsity, frame[f"{metric}_{method}"], marker="o", ms=3, color=colour(method), label=method)
+        for attribution in attributions:
+            if f"{metric}_{attribution}" in frame:
+                ax.plot(sparsity, frame[f"{metric}_{attribution}"], marker="o", ms=3, color=colour(attribution), label=attribution)
         if baseline and f"uniform_{metric}" in baseline:
             ax.axhline(baseline[f"uniform_{metric}"], color=colour("uniform map"), ls=":", lw=1, label="uniform map")
         ax.set_xlabel("sparsity of prunable weights (%)")
@@ -57,21 +57,21 @@ def gallery_steps(sparsity: dict, columns: int) -> list:
     return [steps[i] for i in np.unique(np.linspace(0, len(steps) - 1, columns).round().astype(int))]
 
 
-def plot_gallery(gallery: dict, methods, columns: int = 6):
-    """The same images' relevance maps across sparsities: a row per (image, method), a column per checkpoint;
+def plot_gallery(gallery: dict, attributions, columns: int = 6):
+    """The same images' relevance maps across sparsities: a row per (image, attribution), a column per checkpoint;
     the first column shows the image with its ground-truth mask outlined."""
     steps = gallery_steps(gallery["sparsity"], columns)
     images, masks = gallery["images"], gallery["masks"]
-    rows = [(i, m) for i in range(len(images)) for m in methods if m in gallery["maps"][steps[0]]]
+    rows = [(i, m) for i in range(len(images)) for m in attributions if m in gallery["maps"][steps[0]]]
     size = (1.5 * (len(steps) + 1), 1.5 * len(rows))
     fig, axes = plt.subplots(len(rows), len(steps) + 1, figsize=size, squeeze=False)
-    for r, (i, method) in enumerate(rows):
+    for r, (i, attribution) in enumerate(rows):
         axes[r, 0].imshow(images[i])
         axes[r, 0].contour(masks[i], levels=[0.5], colors="yellow", linewidths=0.8)
-        axes[r, 0].set_ylabel(method, fontsize=8, color=colour(method))  # the method's colour in every figure
+        axes[r, 0].set_ylabel(attribution, fontsize=8, color=colour(attribution))  # the attribution's colour in every figure
         for c, step in enumerate(steps, start=1):
             axes[r, c].imshow(images[i].mean(-1), cmap="gray", alpha=1.0)
-            heat = gallery["maps"][step][method][i]
+            heat = gallery["maps"][step][attribution][i]
             # Pixel maps are heavy-tailed: clip at the 99th percentile so more than a few pixels show.
             axes[r, c].imshow(heat, cmap="jet", alpha=0.55, vmin=0, vmax=max(float(np.percentile(heat, 99)), 1e-12))
             if r == 0:

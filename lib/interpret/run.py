@@ -2,7 +2,7 @@
 
 ``score_checkpoints(source, data, ...)`` runs the analyses' checkpoint loop (``lib.analysis``) over a
 prune stage's checkpoints and, for each checkpoint, attributes the
-predicted class of every image in batches (all methods of a batch share one forward pass, see
+predicted class of every image in batches (all attributions of a batch share one forward pass, see
 ``lib.interpret.methods.Attributor``), turns the attributions into relevance maps at the mask's
 resolution and scores them. Everything that does not depend on the checkpoint (the ground truth and its
 distance transform, the uniform-map baseline, the normalised inputs) is computed once, before the loop.
@@ -22,7 +22,7 @@ import torch
 
 from lib import analysis
 from lib.analysis import Scored, digest
-from lib.interpret.methods import Attributor, check_method_names, create_method, default_methods
+from lib.interpret.methods import Attributor, check_attribution_names, create_attribution, default_attributions
 from lib.interpret.metrics import FAITHFULNESS, LOCALISATION, GroundTruth, relevance_map, uniform_scores
 from lib.checkpoints import validate_source
 from lib.data.transforms import normalize, to_tensor
@@ -36,35 +36,35 @@ class Scores:
     """What a run produced.
 
     rows: one dict per checkpoint (step, sparsity, test_acc, accuracy on the scored images where labels are
-    known, wall and CPU seconds, and ``<metric>_<method>`` means); per_image: one row per (checkpoint, image);
+    known, wall and CPU seconds, and ``<metric>_<attribution>`` means); per_image: one row per (checkpoint, image);
     baseline: mean scores of a uniform map (``uniform_<metric>``); gallery: the maps of the first images.
     """
 
     rows: list[dict]
     per_image: pd.DataFrame
-    methods: list[str]
+    attributions: list[str]
     baseline: dict[str, float]
     gallery: dict = field(default_factory=dict)
 
 
 def check_stage(p: dict) -> list[tuple]:
     """The attribution stage's parameters, checked before any compute; returns the input paths it reads."""
-    from lib.interpret.methods import METHODS
+    from lib.interpret.methods import ATTRIBUTIONS
     from lib.data.masks import DATASETS
     from lib.params import check_options, keys_of
 
     if p["dataset"] not in DATASETS:
         raise ValueError(f"unknown ground-truth dataset {p['dataset']!r}; choose one of {DATASETS}")
-    if p["methods"] is not None:
-        check_method_names(p["methods"])
+    if p["attributions"] is not None:
+        check_attribution_names(p["attributions"])
     if p.get("metrics") is not None:
         try:
             check_metrics(p["metrics"])
         except ValueError as error:
             raise ValueError(f"metrics: {error}") from None
-    for method in ("ig_smoothgrad", "rollout"):
-        check_options(p[method], keys_of(METHODS[method].__init__, ("self", "model")), method)
-    if p["dataset"] == "voc":
+    for attribution in ("ig_smoothgrad", "rollout"):
+        check_options(p[attribution], keys_of(ATTRIBUTIONS[attribution].__init__, ("self", "model")), attribution)
+    if p["dataset"] == "voc12":
         return [("data_dir", Path(p["data_dir"]) / "ImageSets" / "Segmentation" / f"{p['split'] or 'val'}.txt", "voc")]
     return [("data_dir", p["data_dir"], "coco")] if p["dataset"] == "coco" else []
 
@@ -77,10 +77,10 @@ def check_data(data: dict) -> None:
         raise ValueError(f"data['masks'] {masks.shape} must match the images' (N, H, W) {images.shape[:3]}")
 
 
-def check_options(method_options: dict | None) -> dict:
-    method_options = dict(method_options or {})
-    check_method_names(method_options)
-    return method_options
+def check_options(attribution_options: dict | None) -> dict:
+    attribution_options = dict(attribution_options or {})
+    check_attribution_names(attribution_options)
+    return attribution_options
 
 
 def check_metrics(metrics) -> tuple[str, ...]:
@@ -94,19 +94,19 @@ def check_metrics(metrics) -> tuple[str, ...]:
     return metrics
 
 
-def score_model(model, methods: list, inputs: torch.Tensor, truth: GroundTruth, batch_size: int,
+def score_model(model, attributions: list, inputs: torch.Tensor, truth: GroundTruth, batch_size: int,
                 faithfulness=(), keep: int = 0, progress: bool = False,
                 metrics=None) -> tuple[pd.DataFrame, dict]:
     """Scores of one model on every image (a row per image) and the relevance maps of the first ``keep`` images.
     ``metrics``: the localisation metrics to compute (names; None: all); ``faithfulness``: the metric objects."""
-    from lib.io import progress_bar as tqdm
+    from lib.storage import progress_bar as tqdm
 
     device = next(model.parameters()).device
     wanted = check_metrics(metrics)
-    attributor, localisation = Attributor(methods), [cls() for cls in LOCALISATION if cls.name in wanted]
-    pooling = {m.name: m.pooling for m in methods}
+    attributor, localisation = Attributor(attributions), [cls() for cls in LOCALISATION if cls.name in wanted]
+    pooling = {m.name: m.pooling for m in attributions}
     columns: dict[str, list] = {"prediction": []}
-    kept: dict[str, list] = {m.name: [] for m in methods}
+    kept: dict[str, list] = {m.name: [] for m in attributions}
     for lo in tqdm(range(0, len(inputs), batch_size), desc="batches", leave=False, disable=not progress):
         x, part = inputs[lo:lo + batch_size].to(device), truth[lo:lo + batch_size]
         target, raw = attributor.attribute(x)
@@ -123,15 +123,15 @@ def score_model(model, methods: list, inputs: torch.Tensor, truth: GroundTruth, 
     return frame, {k: np.concatenate(v) for k, v in kept.items() if v}
 
 
-def score_checkpoints(source, data: dict, methods: list[str] | None = None, method_options: dict | None = None,
+def score_checkpoints(source, data: dict, attributions: list[str] | None = None, attribution_options: dict | None = None,
                       cam_layer: str | None = None, tolerance: float = 15.0, perturbation_steps: int = 16,
                       blur_sigma: float = 5.0, batch_size: int = 16, eval_batch_size: int = 128, gallery_size: int = 4,
                       device: str | None = "cpu", state_dir=None, progress: bool = True, metrics=None) -> Scores:
     """Attribute and score every checkpoint of ``source`` on ``data`` (a ``lib.data.masks`` dict).
 
-    methods: names from ``lib.interpret.METHODS`` (default: every method of the model family that applies
-    to the model, ``lib.interpret.methods.default_methods``);
-    method_options: {method: {option: value}} (e.g. ``{"ig_smoothgrad": {"steps": 50, "samples": 2}}``);
+    attributions: names from ``lib.interpret.ATTRIBUTIONS`` (default: every attribution of the model family that applies
+    to the model, ``lib.interpret.methods.default_attributions``);
+    attribution_options: {attribution: {option: value}} (e.g. ``{"ig_smoothgrad": {"steps": 50, "samples": 2}}``);
     tolerance: the pointing game's, in pixels; perturbation_steps, blur_sigma: deletion/insertion curves;
     batch_size: images per attribution call; eval_batch_size: images per forward pass of the perturbation curves;
     state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes
@@ -139,7 +139,7 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     device: where the models run (None: the GPU when there is one, see ``lib.distributed.default_device``);
     metrics: the scores to compute, names of ``METRICS`` (None: all). ``["rma", "rra"]`` skips the pointing
     game, Gini and the deletion/insertion curves (the curves cost ``2 x perturbation_steps`` forward passes
-    per image and method).
+    per image and attribution).
     """
     from lib.distributed import default_device
 
@@ -147,16 +147,16 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     # Everything that can be wrong is checked before the first forward pass.
     validate_source(source)
     check_data(data)
-    if methods is not None:
-        check_method_names(methods)
-    method_options = check_options(method_options)
+    if attributions is not None:
+        check_attribution_names(attributions)
+    attribution_options = check_options(attribution_options)
     metrics = check_metrics(metrics)
     if batch_size < 1 or gallery_size < 0:
         raise ValueError(f"batch_size must be >= 1 and gallery_size >= 0, got {batch_size}, {gallery_size}")
     truth = GroundTruth(torch.from_numpy(np.asarray(data["masks"])), tolerance)
     faithfulness = [cls(perturbation_steps, eval_batch_size, blur_sigma) for cls in FAITHFULNESS if cls.name in metrics]
     baseline = {f"uniform_{k}": float(v.mean()) for k, v in uniform_scores(truth).items() if k in metrics}
-    key = {"metrics": list(metrics), "methods": methods, "options": method_options, "cam_layer": cam_layer,
+    key = {"metrics": list(metrics), "attributions": attributions, "options": attribution_options, "cam_layer": cam_layer,
            "tolerance": tolerance, "perturbation_steps": perturbation_steps, "blur_sigma": blur_sigma,
            "batch_size": batch_size, "eval_batch_size": eval_batch_size, "gallery_size": gallery_size,
            "data": digest(*(data.get(k) for k in ("images", "masks", "labels", "ids")))}
@@ -166,8 +166,8 @@ def score_checkpoints(source, data: dict, methods: list[str] | None = None, meth
     def score(record: dict, model) -> Scored:
         started, cpu_started = time.perf_counter(), time.process_time()
         spec = get_spec(record["model"])
-        names = list(methods or default_methods(model, spec))
-        chosen = [create_method(n, model, spec, cam_layer=cam_layer, **method_options.get(n, {})) for n in names]
+        names = list(attributions or default_attributions(model, spec))
+        chosen = [create_attribution(n, model, spec, cam_layer=cam_layer, **attribution_options.get(n, {})) for n in names]
         # channels_last: oneDNN's convolutions run about 1.4x faster in it on CPU (benchmarks/interpret.py).
         layout = torch.channels_last if spec.family == "cnn" else torch.contiguous_format
         norm = (spec.mean, spec.std, layout)

@@ -18,7 +18,7 @@ import warnings
 
 import torch
 from torch import nn
-from lib.io import progress_bar as tqdm
+from lib.storage import progress_bar as tqdm
 
 from lib.data.image_pool import ImagePool
 from lib.models import get_layer, get_spec

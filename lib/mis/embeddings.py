@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lib import io
+from lib import storage
 from lib.data.image_pool import ImagePool, load_pool
 from lib.mis.similarity import SimilarityBackend, create_backend
 
@@ -35,12 +35,12 @@ def cached_embeddings(pool: ImagePool, backend: SimilarityBackend, cache_dir: st
     """The pool's embeddings under ``backend``: read from ``cache_dir`` when there, else computed and written."""
     path = cache_path(cache_dir, pool, backend) if cache_dir is not None else None
     if path is not None and path.is_file():
-        payload = io.load_torch(path)
+        payload = storage.load_torch(path)
         if payload.get("pool") == pool.fingerprint() and payload.get("backend") == backend.config():
             return payload["embeddings"]
     embeddings = backend.embed(pool, progress=progress)
     if path is not None:
-        io.save_torch(path, {"pool": pool.fingerprint(), "backend": backend.config(), "source": pool.source,
+        storage.save_torch(path, {"pool": pool.fingerprint(), "backend": backend.config(), "source": pool.source,
                              "names": pool.names, "embeddings": embeddings})
     return embeddings
 

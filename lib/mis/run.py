@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lib import analysis, io
+from lib import analysis, storage
 from lib.analysis import Scored, digest
 from lib.checkpoints import iter_checkpoints, prune_global_magnitude, validate_source
 from lib.data.image_pool import ImagePool
@@ -225,7 +225,7 @@ def save_tables(out_dir, run: MISRun, controls: MISRun | None = None) -> None:
     for path, name in tables.items():
         frames = [getattr(r, name) for r in (run, controls) if r is not None and not getattr(r, name).empty]
         if frames:
-            io.write_bytes(out_dir / path, pd.concat(frames, ignore_index=True).to_csv(index=False).encode())
+            storage.write_bytes(out_dir / path, pd.concat(frames, ignore_index=True).to_csv(index=False).encode())
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 import torch
-from lib.io import progress_bar as tqdm
+from lib.storage import progress_bar as tqdm
 
 from lib.data.image_pool import ImagePool
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib import io
+from lib import storage
 from lib.models.registry import create_model, get_spec
 
 PRETRAINED_KEYS = {"model", "weights", "num_classes", "model_kwargs", "drop_keys", "recorded_acc"}
@@ -31,7 +31,7 @@ def load_pretrained(source: dict):
     """The model of a pretrained source, its weights loaded from the local file (none: a fresh model)."""
     model = create_model(source["model"], num_classes=source.get("num_classes", 1000), **source.get("model_kwargs", {}))
     if source.get("weights"):
-        state = io.load_torch(source["weights"])
+        state = storage.load_torch(source["weights"])
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         drop = tuple(source.get("drop_keys", ()))
         state = {k.removeprefix("module."): v for k, v in state.items()}

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lib import io
+from lib import storage
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT_FORMAT = "pruning-beyond-accuracy/checkpoint-v1"
@@ -149,7 +149,7 @@ def create_model(name: str, num_classes: int = 1000, weights: str | Path | None 
     spec = get_spec(name)
     model = spec.builder(num_classes=num_classes, **{**spec.defaults, **kwargs})
     if weights is not None:
-        state = io.load_torch(weights)
+        state = storage.load_torch(weights)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -172,7 +172,7 @@ def save_checkpoint(path, model: nn.Module, name: str, num_classes: int, model_k
         "masks": {k: v.detach().cpu().bool() for k, v in (masks or {}).items()},
         "meta": meta,
     }
-    return io.save_torch(path, payload)
+    return storage.save_torch(path, payload)
 
 
 def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
@@ -180,9 +180,9 @@ def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
 
     Returns (model in eval mode, payload without the state dict).
     """
-    payload = io.load_torch(path, map_location=map_location)
+    payload = storage.load_torch(path, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise io.CheckpointError(
+        raise storage.CheckpointError(
             f"{path} is not a checkpoint of this library (format {CHECKPOINT_FORMAT}); "
             "rerun the stage that writes it, or load plain weights with create_model(..., weights=path)."
         )
@@ -194,7 +194,7 @@ def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
         try:
             model.load_state_dict(payload["state_dict"])
         except RuntimeError as error:
-            raise io.CheckpointError(f"{path} does not match model {info['name']}: {error}") from error
+            raise storage.CheckpointError(f"{path} does not match model {info['name']}: {error}") from error
     model.eval()
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
 
@@ -224,22 +224,22 @@ def check_arch(path, arch: str | None = None, model: str | None = None, info: di
     stored model's family. ``info``: the payload without weights, if already loaded. Returns the payload's info.
     """
     if info is None:
-        payload = io.load_torch(path)
+        payload = storage.load_torch(path)
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-            raise io.CheckpointError(f"{path} is not a checkpoint of this library (format {CHECKPOINT_FORMAT})")
+            raise storage.CheckpointError(f"{path} is not a checkpoint of this library (format {CHECKPOINT_FORMAT})")
         info = {k: v for k, v in payload.items() if k != "state_dict"}
     stored = info["model"]["name"]
     stored_arch = (info.get("meta") or {}).get("arch")
     if model is not None and model != stored:
-        raise io.CheckpointError(f"{path} holds a {stored} model, but the stage was given model={model!r}; "
+        raise storage.CheckpointError(f"{path} holds a {stored} model, but the stage was given model={model!r}; "
                                  "point it at that model's checkpoint, or fix the model parameter")
     if arch is not None:
         if stored_arch is not None and stored_arch != arch:
-            raise io.CheckpointError(f"{path} was trained as arch {stored_arch!r} ({stored}), but the stage was given "
+            raise storage.CheckpointError(f"{path} was trained as arch {stored_arch!r} ({stored}), but the stage was given "
                                      f"arch={arch!r}; point it at the checkpoint of {arch!r} (e.g. data/train/{arch})")
         if stored_arch is None and arch in ("cnn", "vit"):
             family = get_spec(stored).family
             if family != arch:
-                raise io.CheckpointError(f"{path} holds a {stored} model (a {family}), but the stage was given "
+                raise storage.CheckpointError(f"{path} holds a {stored} model (a {family}), but the stage was given "
                                          f"arch={arch!r}; point it at the checkpoint of {arch!r}")
     return info

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib import io
+from lib import storage
 from lib.prune.graph import output_modules, training_trace
 from lib.prune.masks import copy_model, fold_masks
 
@@ -217,7 +217,7 @@ def save_compacted(path: str | Path, model: nn.Module, name: str, num_classes: i
                "model": {"name": name, "num_classes": int(num_classes), "kwargs": dict(model_kwargs or {})},
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                **shape_record(model), "meta": meta}
-    return io.save_torch(path, payload)
+    return storage.save_torch(path, payload)
 
 
 def shrink(model: nn.Module, state_dict: dict, shapes: dict, buffers: dict) -> nn.Module:
@@ -225,7 +225,7 @@ def shrink(model: nn.Module, state_dict: dict, shapes: dict, buffers: dict) -> n
     modules = dict(model.named_modules())
     for name, attrs in shapes.items():
         if name not in modules:
-            raise io.CheckpointError(f"module {name!r} of the compacted model is not in {type(model).__name__}")
+            raise storage.CheckpointError(f"module {name!r} of the compacted model is not in {type(model).__name__}")
         for attr, value in attrs.items():
             setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
     for key, tensor in {**state_dict, **buffers}.items():
@@ -245,13 +245,13 @@ def load_compacted(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild a model written by :func:`save_compacted` (``weights_only=True``): (model, info)."""
     from lib.models import create_model
 
-    payload = io.load_torch(path)
+    payload = storage.load_torch(path)
     if not isinstance(payload, dict) or payload.get("format") != COMPACT_FORMAT:
-        raise io.CheckpointError(f"{path} is not a compacted model of this library (format {COMPACT_FORMAT})")
+        raise storage.CheckpointError(f"{path} is not a compacted model of this library (format {COMPACT_FORMAT})")
     info = payload["model"]
     model = create_model(info["name"], num_classes=info["num_classes"], **info["kwargs"])
     try:
         shrink(model, payload["state_dict"], payload["shapes"], payload["buffers"])
     except (RuntimeError, KeyError) as error:
-        raise io.CheckpointError(f"{path} does not fit model {info['name']}: {error}") from error
+        raise storage.CheckpointError(f"{path} does not fit model {info['name']}: {error}") from error
     return model, {k: v for k, v in payload.items() if k not in ("state_dict", "buffers")}

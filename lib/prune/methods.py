@@ -1,4 +1,4 @@
-"""Study B's three pruning methods, one class each, with one call: ``method.prune(model, params, target)``.
+"""Study B's three pruners, one class each, with one call: ``method.prune(model, params, target)``.
 
 - :class:`Unstructured`: single weights;
 - :class:`Filters` (structured): whole output channels (filters of a convolution, rows of a
@@ -43,7 +43,7 @@ SCOPES = ("global", "layer")
 ROUNDINGS = ("nearest", "floor")
 
 
-class PruningMethod:
+class Pruner:
     name: str = ""
 
     def __init__(self, selection: str = "l1", scope: str = "global", seed: int = 0, persistent: bool = True,
@@ -94,7 +94,7 @@ class PruningMethod:
         return values
 
 
-class Unstructured(PruningMethod):
+class Unstructured(Pruner):
     """Single weights with the smallest magnitude (or random ones)."""
 
     name = "unstructured"
@@ -125,7 +125,7 @@ def zero_once(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         tensor.mul_(keep.to(device=tensor.device, dtype=tensor.dtype))
 
 
-class _Channels(PruningMethod):
+class _Channels(Pruner):
     """Whole slices along ``dim`` of every prunable weight (0: filters, 1: input channels)."""
 
     dim = 0
@@ -232,25 +232,25 @@ class Connections(_Channels):
     dim = 1
 
 
-METHODS = {cls.name: cls for cls in (Unstructured, Filters, Connections)}
+PRUNERS = {cls.name: cls for cls in (Unstructured, Filters, Connections)}
 
 
-def register_pruning_method(cls: type[PruningMethod]) -> type[PruningMethod]:
-    """Class decorator: add a :class:`PruningMethod` subclass to :data:`METHODS` under its ``name``, so that
-    a plan's ``method`` (params.yaml ``prune.<plan>.plan.method``) accepts it."""
-    if not (isinstance(cls, type) and issubclass(cls, PruningMethod)) or not cls.name:
-        raise TypeError(f"register_pruning_method takes a PruningMethod subclass with a `name`, got {cls!r}")
-    if cls.name in METHODS:
-        raise ValueError(f"pruning method {cls.name!r} is already registered; give the class another `name`")
-    METHODS[cls.name] = cls
+def register_pruner(cls: type[Pruner]) -> type[Pruner]:
+    """Class decorator: add a :class:`Pruner` subclass to :data:`PRUNERS` under its ``name``, so that
+    a plan's ``method`` (params.yaml ``prune.<plan>.plan.pruner``) accepts it."""
+    if not (isinstance(cls, type) and issubclass(cls, Pruner)) or not cls.name:
+        raise TypeError(f"register_pruner takes a Pruner subclass with a `name`, got {cls!r}")
+    if cls.name in PRUNERS:
+        raise ValueError(f"pruner {cls.name!r} is already registered; give the class another `name`")
+    PRUNERS[cls.name] = cls
     return cls
 
 
-def get_method(name: str, selection: str = "l1", scope: str = "global", seed: int = 0, **options) -> PruningMethod:
-    """``options``: ``persistent``, ``rounding``, ``companions`` (see :class:`PruningMethod`)."""
-    if name not in METHODS:
-        raise ValueError(f"unknown pruning method {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[name](selection=selection, scope=scope, seed=seed, **options)
+def get_pruner(name: str, selection: str = "l1", scope: str = "global", seed: int = 0, **options) -> Pruner:
+    """``options``: ``persistent``, ``rounding``, ``companions`` (see :class:`Pruner`)."""
+    if name not in PRUNERS:
+        raise ValueError(f"unknown pruner {name!r}; choose one of {sorted(PRUNERS)}")
+    return PRUNERS[name](selection=selection, scope=scope, seed=seed, **options)
 
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)

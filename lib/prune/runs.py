@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import io
+from lib import storage
 from lib.data.datasets import check_dataset, check_training_data, classification_data
 from lib.models import check_pretrained, get_spec, load_pretrained, save_checkpoint
 from lib.plots import accuracy_axis, legend_beside, plot_against_sparsity, styled
@@ -73,10 +73,10 @@ def dense_checkpoint(arch: str, source: dict, out_dir: str | Path) -> Path:
     return path
 
 
-def summary_row(record: dict, arch: str, method: str, plan: PruningPlan) -> dict:
+def summary_row(record: dict, arch: str, plan_name: str, plan: PruningPlan) -> dict:
     """One flat row per checkpoint: the metrics contract's step/sparsity/test_acc plus the accounting."""
     acct = record["accounting"]
-    row = {"arch": arch, "method": method, "pruning": plan.method, "schedule": plan.schedule,
+    row = {"arch": arch, "plan": plan_name, "pruner": plan.pruner, "schedule": plan.schedule,
            "selection": plan.selection, "scope": plan.scope,
            **{k: record[k] for k in ("step", "parent", "target", "sparsity", "test_acc", "val_acc")},
            "pruned_acc": record.get("pruned_acc")}  # absent in manifests written before it was recorded
@@ -88,13 +88,13 @@ def summary_row(record: dict, arch: str, method: str, plan: PruningPlan) -> dict
     return row
 
 
-def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict, out_dir: str, data_dir: str,
+def run_pruning(arch: str, plan_name: str, train_dir: str, plan: dict, recipe: dict, out_dir: str, data_dir: str,
                 dataset: dict | None = None, models: dict | None = None, plans: dict | None = None,
                 plan_overrides: dict | None = None, progress: bool = True) -> dict:
     """Run one pruning schedule, or a grid of them (see the module docstring).
 
     ``plan_overrides``: fields that replace the plan's for this architecture (the pipeline's plans belong to
-    methods, shared by every architecture; e.g. Study A prunes ResNets further: ``{"threshold": 0.997}``).
+    plans, shared by every architecture; e.g. Study A prunes ResNets further: ``{"threshold": 0.997}``).
 
     Returns ``{"rows": [...], "dense": {arch: {...}}, "records": {(arch, name): [...]}, "grid": bool}``.
     """
@@ -103,7 +103,7 @@ def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict
     dataset = dict(dataset or {"name": "shapes"})
     if dataset.get("name", "shapes") == "shapes":
         dataset.setdefault("root", data_dir)
-    plans = {name: {**p, **(plan_overrides or {})} for name, p in (plans or {method: plan}).items()}
+    plans = {name: {**p, **(plan_overrides or {})} for name, p in (plans or {plan_name: plan}).items()}
     plans, recipe = validate(dataset, models, plans, recipe)
     if not grid:  # the stage's arch against the one the checkpoint was trained as (not labelled silently)
         from lib.models.registry import check_arch
@@ -112,7 +112,7 @@ def run_pruning(arch: str, method: str, train_dir: str, plan: dict, recipe: dict
     rows, dense, records, cache = [], {}, {}, {}
     for model_arch, source in models.items():
         checkpoint = dense_checkpoint(model_arch, source, out_dir)
-        payload = io.load_torch(checkpoint)
+        payload = storage.load_torch(checkpoint)
         model_info, recorded_acc = payload["model"], source.get("recorded_acc", payload["meta"].get("recorded_acc"))
         spec = get_spec(model_info["name"])
         key = (spec.mean, spec.std)
@@ -146,16 +146,16 @@ def dense_scores(checkpoint: Path, data: dict, recorded_acc: float | None = None
 
 
 def accuracy_table(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """``metric`` per (arch, method) and target sparsity (%, columns); 0 is the dense model."""
+    """``metric`` per (arch, plan) and target sparsity (%, columns); 0 is the dense model."""
     frame = frame.assign(target_pct=(frame["target"] * 100).round(1))
-    return frame.pivot_table(index=["arch", "method"], columns="target_pct", values=metric, aggfunc="first")
+    return frame.pivot_table(index=["arch", "plan"], columns="target_pct", values=metric, aggfunc="first")
 
 
 @styled
 def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "test accuracy",
                   chance: float | None = None):
     """One panel per architecture: ``metric`` against the target sparsity (a regrowing run's measured sparsity
-    is near 0 after retraining), one line per method (its colour in every figure); dashed, in the same colour:
+    is near 0 after retraining), one line per plan (its colour in every figure); dashed, in the same colour:
     before retraining (``pruned_acc``), where recorded; chance dashed (``chance``: 1 / classes; unknown, the
     axis still starts at 0 and says so); one legend beside the panels."""
     import matplotlib.pyplot as plt
@@ -164,10 +164,10 @@ def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "
     fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6), squeeze=False, layout="constrained")
     for ax, arch in zip(axes[0], archs):
         part = frame[frame["arch"] == arch]
-        plot_against_sparsity(part, metric, ax=ax, label_by=("method",), ylabel=ylabel, title=arch, legend=False,
+        plot_against_sparsity(part, metric, ax=ax, label_by=("plan",), ylabel=ylabel, title=arch, legend=False,
                               x="target")
         if "pruned_acc" in part and part["pruned_acc"].notna().any():
-            for line, (_, run) in zip(ax.get_lines(), part.groupby("method", sort=True)):
+            for line, (_, run) in zip(ax.get_lines(), part.groupby("plan", sort=True)):
                 run = run.dropna(subset=["pruned_acc"]).sort_values("target")
                 ax.plot(run["target"] * 100, run["pruned_acc"], ls="--", marker="x", ms=3, color=line.get_color())
             ax.plot([], [], ls="--", color="grey", label="before retraining (dashed)")
@@ -176,7 +176,7 @@ def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "
     return fig
 
 
-def save_results(out_dir: str | Path, results: dict, arch: str, method: str) -> Path:
+def save_results(out_dir: str | Path, results: dict, arch: str, plan_name: str) -> Path:
     """Metrics files: a run's ``metrics.json`` (the stage contract) in every run directory; for a grid,
     also ``out_dir/metrics.json`` with the dense accuracies and the accuracy table, and
     ``out_dir/plots/accuracy.csv`` with every checkpoint of every run."""
@@ -184,23 +184,23 @@ def save_results(out_dir: str | Path, results: dict, arch: str, method: str) -> 
 
     frame = pd.DataFrame(results["rows"])
     if not results["grid"]:
-        return save_stage_metrics(out_dir, results["rows"], plot="accuracy", arch=arch, method=method)
-    for (run_arch, name), part in frame.groupby(["arch", "method"], sort=False):
+        return save_stage_metrics(out_dir, results["rows"], plot="accuracy", arch=arch, plan=plan_name)
+    for (run_arch, name), part in frame.groupby(["arch", "plan"], sort=False):
         save_stage_metrics(Path(out_dir) / run_arch / name, part.to_dict("records"), plot="accuracy",
-                           arch=run_arch, method=name)
+                           arch=run_arch, plan=name)
     table = accuracy_table(frame)
-    io.save_json(Path(out_dir) / "metrics.json", {
+    storage.save_json(Path(out_dir) / "metrics.json", {
         "dense": results["dense"],
         "test_acc": by_run(table),
         "pruned_acc": by_run(accuracy_table(frame, "pruned_acc")),  # before retraining
         "runs": sorted({f"{a}/{m}" for a, m in results["records"]}),
     })
-    io.write_bytes(Path(out_dir) / "plots" / "accuracy.csv", frame.to_csv(index=False).encode())
+    storage.write_bytes(Path(out_dir) / "plots" / "accuracy.csv", frame.to_csv(index=False).encode())
     return Path(out_dir) / "metrics.json"
 
 
 def by_run(table: pd.DataFrame) -> dict:
-    """An accuracy table as ``{"arch/method": {"target %": value}}`` (the grid's metrics.json)."""
+    """An accuracy table as ``{"arch/plan": {"target %": value}}`` (the grid's metrics.json)."""
     return {f"{a}/{m}": {f"{t:g}": v for t, v in row.dropna().items()} for (a, m), row in table.iterrows()}
 
 

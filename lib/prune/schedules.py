@@ -1,6 +1,6 @@
 """Pruning schedules and their checkpoints.
 
-A :class:`PruningPlan` names a method (what is removed: ``unstructured`` weights, ``filters`` or
+A :class:`PruningPlan` names a pruner (what is removed: ``unstructured`` weights, ``filters`` or
 ``connections``, selected by ``l1`` norm or at ``random``, over all layers or per ``layer``; see
 ``lib.prune.methods``) and a schedule (when):
 
@@ -38,16 +38,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from lib.io import progress_bar as tqdm
+from lib.storage import progress_bar as tqdm
 
 from lib import distributed as dd
-from lib import io
+from lib import storage
 from lib.data.datasets import shapes_data
 from lib.params import dataclass_from_params
 from lib.models import get_spec, load_checkpoint, save_checkpoint
 from lib.prune.accounting import accounting
 from lib.prune.masks import apply_masks, current_masks, fold_masks, prunable_parameters
-from lib.prune.methods import METHODS, ROUNDINGS, SCOPES, SELECTIONS, get_method
+from lib.prune.methods import PRUNERS, ROUNDINGS, SCOPES, SELECTIONS, get_pruner
 from lib.results import MANIFEST, list_checkpoints  # noqa: F401  (the manifest's format)
 from lib.train import Recipe, data_identity, evaluate, fit
 
@@ -58,7 +58,7 @@ MASKINGS = ("persistent", "regrowing")
 @dataclass(frozen=True)
 class PruningPlan:
     schedule: str = "lrr"                 # lrr | iterative | oneshot
-    method: str = "unstructured"          # unstructured | filters | connections
+    pruner: str = "unstructured"          # unstructured | filters | connections
     selection: str = "l1"                 # l1 | random (the control)
     scope: str = "global"                 # global | layer (allocation of the sparsity over layers)
     rate: float = 0.2                     # lrr: share of the remaining weights removed per round
@@ -76,7 +76,7 @@ class PruningPlan:
     filter_companions: bool = True        # filters: also the filter's bias and batch-norm channel
 
     def __post_init__(self):
-        choices = {"schedule": SCHEDULES, "method": tuple(METHODS), "selection": SELECTIONS, "scope": SCOPES,
+        choices = {"schedule": SCHEDULES, "pruner": tuple(PRUNERS), "selection": SELECTIONS, "scope": SCOPES,
                    "masking": MASKINGS, "rounding": ROUNDINGS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -92,8 +92,8 @@ class PruningPlan:
             raise ValueError(f"schedule {self.schedule!r} needs at least one target sparsity in `targets`")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.include_bias and self.method != "unstructured":
-            raise ValueError(f"include_bias applies to unstructured pruning; {self.method} removes whole channels "
+        if self.include_bias and self.pruner != "unstructured":
+            raise ValueError(f"include_bias applies to unstructured pruning; {self.pruner} removes whole channels "
                              "(filters take their bias with them: filter_companions)")
 
     @classmethod
@@ -127,7 +127,7 @@ class PruningPlan:
         return (self.layers, self.exclude, self.exclude_classifier, self.include_bias, self.attention_qkv)
 
     def method_for(self, step: int):
-        return get_method(self.method, self.selection, self.scope, seed=self.seed + step,
+        return get_pruner(self.pruner, self.selection, self.scope, seed=self.seed + step,
                           persistent=self.masking == "persistent", rounding=self.rounding,
                           companions=self.filter_companions)
 
@@ -154,7 +154,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
         raise ValueError(f"pruning data lacks {sorted(missing)}")
     example_input = torch.zeros(2, 3, data["image_size"], data["image_size"])
     # resume key by content: the dense checkpoint's bytes and the data's fingerprint, not their paths
-    identity = {"plan": asdict(plan), "recipe": recipe.identity(), "dense": io.file_sha256(dense_checkpoint)[:16],
+    identity = {"plan": asdict(plan), "recipe": recipe.identity(), "dense": storage.file_sha256(dense_checkpoint)[:16],
                 "data": data_identity(data),
                 "dense_test_acc": info["meta"].get("test_acc")}
 
@@ -175,20 +175,20 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
 
     existing = {}
     if (out_dir / MANIFEST).is_file():
-        manifest = io.load_json(out_dir / MANIFEST)
+        manifest = storage.load_json(out_dir / MANIFEST)
         if manifest.get("identity") == json.loads(json.dumps(identity)):  # tuples read back as lists
             existing = {r["step"]: r for r in manifest["checkpoints"]}
             if existing and dd.is_main():
-                io.notice(f"resuming {out_dir}: step(s) {sorted(existing)} of the same run are kept")
+                storage.notice(f"resuming {out_dir}: step(s) {sorted(existing)} of the same run are kept")
         elif dd.is_main():
-            io.notice(f"ignoring the checkpoints in {out_dir}: they were made with other parameters, data or "
+            storage.notice(f"ignoring the checkpoints in {out_dir}: they were made with other parameters, data or "
                       "dense model; pruning from the start")
 
     records = {}
 
     def write_manifest():
         if dd.is_main():
-            io.save_json(out_dir / MANIFEST, {"identity": identity, "plan": asdict(plan), "recipe": recipe.identity(),
+            storage.save_json(out_dir / MANIFEST, {"identity": identity, "plan": asdict(plan), "recipe": recipe.identity(),
                                               "checkpoints": [records[k] for k in sorted(records)]})
 
     steps = [(0.0, None)] + plan.sparsities()
@@ -199,8 +199,8 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
                 load_checkpoint(path)
                 records[step] = existing[step]
                 continue
-            except io.CheckpointError as error:
-                io.notice(f"redoing step {step}: {error}")
+            except storage.CheckpointError as error:
+                storage.notice(f"redoing step {step}: {error}")
         if step == 0:
             rec = record(0, dense, None, 0.0, dense_eval)
             save(dense, {}, rec)

@@ -3,19 +3,19 @@ import math
 
 import pytest
 
-from lib import io
+from lib import storage
 
 
 def test_save_json_is_atomic_and_strict_json(tmp_path, monkeypatch):
     path = tmp_path / "m.json"
-    io.save_json(path, {"a": 1})
-    monkeypatch.setattr(io.json, "dumps", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    storage.save_json(path, {"a": 1})
+    monkeypatch.setattr(storage.json, "dumps", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
-        io.save_json(path, {"a": 2})
+        storage.save_json(path, {"a": 2})
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"a": 1}  # the old file survives a failed write
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    io.save_json(path, {"nan": math.nan, "inf": math.inf})
+    storage.save_json(path, {"nan": math.nan, "inf": math.inf})
     assert json.loads(path.read_text()) == {"nan": None, "inf": None}
 
 
@@ -25,5 +25,5 @@ def test_interrupted_binary_write_leaves_nothing(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        io._atomic_replace(tmp_path / "x.pt", broken)
+        storage._atomic_replace(tmp_path / "x.pt", broken)
     assert list(tmp_path.iterdir()) == []
