@@ -200,7 +200,7 @@ def test_training_parameter_types_fail_before_a_kernel(in_root, no_kernel, capsy
     (PRUNE_NB, ["plan={threshold: '0.5'}"], "plan.threshold must be a number"),
     (PRUNE_NB, ["plan={layers: conv}"], "plan.layers must be a list"),
     ("notebooks/04_discover.ipynb", ["n_images=many"], "n_images must be an integer or null"),
-    ("notebooks/05_align.ipynb", ["source=3"], "source must be a string or a mapping"),
+    ("notebooks/05_align.ipynb", ["source=3"], "source must be a string"),
 ])
 def test_notebook_parameter_types_fail_before_a_kernel(in_root, no_kernel, capsys, tmp_path, notebook, sets, message):
     code, err = run_main(capsys, notebook, str(tmp_path / "out"), "--set", *sets)
@@ -209,7 +209,7 @@ def test_notebook_parameter_types_fail_before_a_kernel(in_root, no_kernel, capsy
 
 def test_declared_types_and_none_defaults_accept_what_they_should(in_root):
     stage.check_parameter_types(ROOT / "notebooks/04_discover.ipynb",
-                                {"n_images": None, "source": {"model": "x"}, "resize": 224})
+                                {"n_images": None, "source": "data/prune/cnn/lrr", "resize": 224})
     stage.check_parameter_types(ROOT / "notebooks/03_interpret.ipynb", {"blur_sigma": 3.6, "attributions": ["a"]})
     stage.check_parameter_types(ROOT / TRAIN_NB, {"recipe": {"lr": 1, "weight_decay": 0}})  # an int is a number
 
