@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib import io
+from lib import storage
 from lib.pipeline import ANALYSES, STAGES
 from lib.report import KEYS
 from lib.results import MANIFEST, save_stage_metrics
@@ -80,11 +80,11 @@ def write_tree(root: Path, planted: set = frozenset(), seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     rows = [{"step": s, "sparsity": SPARSITY[s]} for s in STEPS]
     for arch in ARCHS:
-        io.save_json(root / "train" / arch / "metrics.json", {"arch": arch, "test_acc": 0.9})
+        storage.save_json(root / "train" / arch / "metrics.json", {"arch": arch, "test_acc": 0.9})
         prune = root / "prune" / arch / METHOD
         save_stage_metrics(prune, [{**r, "test_acc": 0.9 - r["sparsity"] / 10} for r in rows], plot="accuracy",
                            **_info(arch))
-        io.save_json(prune / MANIFEST, {"checkpoints": [{**r, "file": f"checkpoints/step_{r['step']:02d}.pt"}
+        storage.save_json(prune / MANIFEST, {"checkpoints": [{**r, "file": f"checkpoints/step_{r['step']:02d}.pt"}
                                                         for r in rows]})
         for stage in ANALYSES:
             declared = STAGES[stage]
