@@ -31,7 +31,7 @@ from pathlib import Path
 # One-way layers, lowest first: a module may import from its own layer and the layers before it.
 # lib.pipeline itself is core: it names the stages' code as strings and imports nothing of lib.
 LAYERS = (
-    ("core", ("lib", "lib.storage", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline")),
+    ("core", ("lib", "lib.storage", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline", "lib.registry")),
     ("data", ("lib.data",)),
     ("models", ("lib.models",)),
     ("train", ("lib.train",)),
@@ -166,6 +166,10 @@ HOW_TO_GET = {
 }
 
 ANALYSES = ("interpret", "discover", "align", "mis")
+
+# MIS scores the network's output layers apart from its hidden units: the stage's ``mis`` (and the report's test
+# of it) averages the hidden units only.
+MIS_OUTPUT_LAYERS = ("logits", "softmax")
 
 
 def stage_of(dvc_name: str) -> Stage:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lib.pipeline import ANALYSES, STAGES
+from lib.pipeline import ANALYSES, MIS_OUTPUT_LAYERS, STAGES
 from lib.plots import accuracy_axis, chance_of, colour, legend_below, styled
 
 
@@ -117,7 +117,7 @@ def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 
 
     A metric with variants (``rma_*``: one per attribution) has a line per variant in the variant's
     colour (:func:`lib.plots.colour`, the same as in the stages' own figures); a metric without variants is
-    drawn in its pruner's colour; one line style per pruner. One legend for the figure,
+    drawn in its plan's colour; one line style per plan. One legend for the figure,
     below the panels; the direction of each metric in its title. Accuracy panels (:data:`ACCURACY`) start at
     0 with chance dashed (``chance``: metric -> chance level; where it is not given the axis label says so).
     """
@@ -136,7 +136,7 @@ def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 
                 if group[column].notna().any():
                     name = _variant(metric, column) if "*" in metric else plan
                     ax.plot(group["sparsity"] * 100, group[column], marker="o", ms=3, color=colour(name),
-                            ls=styles[plan], label=name if "*" in metric else f"pruning: {plan}")
+                            ls=styles[plan], label=name if "*" in metric else f"plan: {plan}")
         better = "higher" if STAGES[stage].metric(cols[0]).higher_is_better else "lower"
         ax.set_title(f"{stage}: {metric}\n({better} is better)")
         ax.set_xlabel("sparsity (%)")
@@ -146,7 +146,7 @@ def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 
     for ax in list(axes.flat)[len(layout):]:
         ax.axis("off")
     fig.suptitle(arch)
-    extra = [(plt.Line2D([], [], color="0.3", ls=styles[m]), f"pruning: {m}") for m in plans] if len(plans) > 1 else []
+    extra = [(plt.Line2D([], [], color="0.3", ls=styles[m]), f"plan: {m}") for m in plans] if len(plans) > 1 else []
     legend_below(fig, ncol=5, extra=extra)
     return fig
 
@@ -161,8 +161,6 @@ def item_table(stage: str, path) -> pd.DataFrame:
     ``layer`` too (unit numbers repeat across layers). A table without those columns is read as the contract
     alone.
     """
-    from lib.mis.activations import OUTPUT_LAYERS
-
     declared = STAGES[stage]
     items = pd.read_csv(path)
     if stage == "mis":
@@ -173,7 +171,7 @@ def item_table(stage: str, path) -> pd.DataFrame:
         if "constant" in items:
             items = items[~items["constant"].astype(bool)]
         if "layer" in items:
-            items = items[~items["layer"].isin(OUTPUT_LAYERS)]
+            items = items[~items["layer"].isin(MIS_OUTPUT_LAYERS)]
             items = items.assign(unit=items["layer"].astype(str) + ":" + items["unit"].astype(str))
     return items.rename(columns={declared.item_id: "item"})
 

@@ -58,7 +58,7 @@ def test_study_b_structured_equals_ln_structured_per_layer(googlenet):
     params = plan.prunable(model, "torchvision/googlenet")
     assert not any(p.name.startswith(("conv1.", "conv2.", "conv3.", "aux")) for p in params)
     assert len(params) == 54  # the inception blocks' convolutions (9 blocks x 6) and nothing else
-    plan.method_for(1).prune(model, params, 0.4, X)
+    plan.pruner_for(1).prune(model, params, 0.4, X)
     masks = current_masks(model)
     assert set(masks) == {p.key for p in params}  # batch norm untouched, as Study B's code leaves it
     ref_modules = dict(reference.named_modules())
@@ -77,7 +77,7 @@ def test_study_b_structured_keeps_batch_norm_by_default_companions():
     model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, num_classes=10)
     plan = PruningPlan(schedule="oneshot", pruner="filters", scope="layer", targets=(0.4,), layers=("conv",),
                        exclude=("conv1", "conv2", "conv3"))
-    plan.method_for(1).prune(model, plan.prunable(model, "torchvision/googlenet"), 0.4, X)
+    plan.pruner_for(1).prune(model, plan.prunable(model, "torchvision/googlenet"), 0.4, X)
     assert any(key.endswith("bn.weight") for key in current_masks(model))
 
 
@@ -87,7 +87,7 @@ def test_study_b_global_unstructured_with_biases_equals_torch(googlenet):
                        layers=("conv", "linear"), exclude=STUDY_B_EXCLUDE, exclude_classifier=False, include_bias=True)
     params = plan.prunable(model, "torchvision/googlenet")
     assert "fc.bias" in {p.key for p in params} and "fc.weight" in {p.key for p in params}
-    plan.method_for(1).prune(model, params, 0.6, X)
+    plan.pruner_for(1).prune(model, params, 0.6, X)
     masks = current_masks(model)
     ref_modules = dict(reference.named_modules())
     pairs = [(ref_modules[p.name], p.param) for p in params]
@@ -110,7 +110,7 @@ def test_study_b_connection_sparsity_counts_int_rate_channels_in_every_layer(goo
     plan = PruningPlan(schedule="oneshot", pruner="connections", selection="random", scope="layer", targets=(rate,),
                        layers=("conv",), exclude=STUDY_B_EXCLUDE, masking="regrowing", rounding="floor")
     params = plan.prunable(model, "torchvision/googlenet")
-    plan.method_for(1).prune(model, params, rate, X)
+    plan.pruner_for(1).prune(model, params, rate, X)
     assert current_masks(model) == {}  # no mask: zeroed once
     for p in params:
         w = p.weight.detach()
@@ -127,7 +127,7 @@ def test_regrowing_connections_grow_back_after_a_training_step_persistent_ones_d
                        layers=("conv",), exclude=("conv1",), masking=masking, rounding="floor")
     params = plan.prunable(model, "cifar_resnet20")
     assert "conv1" not in {p.name for p in params}  # the stem stays dense
-    plan.method_for(1).prune(model, params, 0.4, torch.zeros(2, 3, 32, 32))
+    plan.pruner_for(1).prune(model, params, 0.4, torch.zeros(2, 3, 32, 32))
     zeroed = {p.name: (p.weight.detach().movedim(1, 0).reshape(p.weight.shape[1], -1) == 0).all(1) for p in params}
     assert all(z.sum() == int(0.4 * len(z)) for z in zeroed.values())
     model.train()
@@ -157,7 +157,7 @@ def test_study_a_keeps_qkv_dense_torchvision_vit():
     assert not any(isinstance(p.module, nn.MultiheadAttention) for p in params)
     assert any(p.name.endswith("self_attention.out_proj") for p in params)  # out projection and MLPs are pruned
     assert {p.name for p in params} >= {"heads.head", "conv_proj"}
-    plan.method_for(1).prune(model, params, 0.5)
+    plan.pruner_for(1).prune(model, params, 0.5)
     for block in model.encoder.layers:
         assert (block.self_attention.in_proj_weight != 0).all()
         assert (block.self_attention.out_proj.weight == 0).any()

@@ -68,7 +68,7 @@ def test_two_figures_give_a_method_the_same_colour():
         assert rq1[attribution] == report[attribution] == plots.colour(attribution)
     for algorithm in ("lost", "tokencut"):
         assert rq2[algorithm] == report[algorithm] == plots.colour(algorithm)
-    assert report["pruning: lrr"] == plots.colour("lrr")  # metrics without variants: the pruner's colour
+    assert report["plan: lrr"] == plots.colour("lrr")  # metrics without variants: the plan's colour
     plt.close("all")
 
 
@@ -84,7 +84,7 @@ def test_report_legend_is_one_per_figure_outside_the_panels_and_text_is_legible(
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
     assert _overlaps(fig, fig.legends[0]) == []
     labels = {t.get_text() for t in fig.legends[0].get_texts()}
-    assert set(ATTRIBUTION) | {"lost", "tokencut", "pruning: lrr", "pruning: filters", "chance (0.1)"} <= labels
+    assert set(ATTRIBUTION) | {"lost", "tokencut", "plan: lrr", "plan: filters", "chance (0.1)"} <= labels
     sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
     assert min(sizes) >= 9
     plt.close(fig)

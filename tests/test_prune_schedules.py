@@ -67,7 +67,7 @@ def test_accuracy_before_retraining_is_the_pruned_dense_model_s(dense, tiny_shap
     model, _ = load_checkpoint(dense)
     spec = get_spec("small_cnn")
     data = shapes_data(tiny_shapes, spec.mean, spec.std)
-    plan.method_for(1).prune(model, plan.prunable(model, "small_cnn"), 0.5, torch.zeros(2, 3, data["image_size"],
+    plan.pruner_for(1).prune(model, plan.prunable(model, "small_cnn"), 0.5, torch.zeros(2, 3, data["image_size"],
                                                                                          data["image_size"]))
     assert records[1]["pruned_acc"] == evaluate(model, data["test"])
 

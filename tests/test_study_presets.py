@@ -207,11 +207,16 @@ def test_bad_parameters_fail_before_any_compute(tmp_path, change, message):
         experiment.check(experiment.resolve(tmp_path / "p.yaml", ROOT), ROOT, paths=False)
 
 
-def test_schema_must_match_params_yaml(tmp_path):
+@pytest.mark.parametrize("section, renamed, message", [
+    ("mis", "extra", r"missing \['mis'\], unknown \['extra'\]"),  # the schema must match params.yaml's
+    # one word per concept: `methods` (the matrix) became `plans`; the old name is refused, the error says so
+    ("plans", "methods", r"unknown \['methods'\] \(methods: renamed to plans\)"),
+])
+def test_sections_must_match_params_yaml(tmp_path, section, renamed, message):
     params = load("study_b")
-    params["extra"] = params.pop("mis")
+    params[renamed] = params.pop(section)
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(experiment.PresetError, match=r"missing \['mis'\], unknown \['extra'\]"):
+    with pytest.raises(experiment.PresetError, match=message):
         experiment.resolve(tmp_path / "p.yaml", ROOT)
 
 
@@ -530,12 +535,3 @@ def test_lite0_dry_run(tmp_path, monkeypatch, shared_data):
     mis = read(project, "data", "mis", "lite0", "oneshot", "metrics.json")
     assert len(mis["checkpoints"]) == 2
     assert read(project, "metrics", "interpret_variant", "lite0-oneshot-red_channel.json")  # the flat summary
-
-
-def test_an_old_name_fails_naming_its_replacement(tmp_path):
-    """One word per concept: `methods` (the matrix) became `plans`; the old name is refused, the error says so."""
-    params = load("study_b")
-    params["methods"] = params.pop("plans")
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(experiment.PresetError, match=r"unknown \['methods'\] \(methods: renamed to plans\)"):
-        experiment.resolve(tmp_path / "p.yaml", ROOT)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from lib.registry import Registry
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -34,7 +36,7 @@ class DatasetSpec:
     load: Callable[..., dict]
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS = Registry("dataset")
 
 
 def register_dataset(name: str, keys=()):
@@ -45,9 +47,7 @@ def register_dataset(name: str, keys=()):
     dataset dict is (params.yaml ``train.dataset``, ``pruning.dataset``)."""
 
     def wrap(load):
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered; register the loader under another name")
-        DATASETS[name] = DatasetSpec(name, frozenset(keys) | {"root"}, load)
+        DATASETS.add(name, DatasetSpec(name, frozenset(keys) | {"root"}, load))
         return load
 
     return wrap

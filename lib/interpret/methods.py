@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.registry import Registry
 from lib.models import get_layer
 
 RECTIFIERS = (nn.ReLU, nn.ReLU6)
@@ -402,19 +403,15 @@ class AttentionRollout(CLSAttention):
         return self._patch_map(rollout[:, 0], shared)
 
 
-ATTRIBUTIONS = {cls.name: cls for cls in (GradCAM, GuidedGradCAM, Saliency, SmoothIntegratedGradients, CLSAttention,
-                                     AttentionRollout)}
+ATTRIBUTIONS = Registry("attribution", {cls.name: cls for cls in (GradCAM, GuidedGradCAM, Saliency,
+                                                                 SmoothIntegratedGradients, CLSAttention,
+                                                                 AttentionRollout)})
 
 
 def register_attribution(cls: type[Attribution]) -> type[Attribution]:
     """Class decorator: add a :class:`Attribution` subclass to :data:`ATTRIBUTIONS` under its ``name``, so that the
     interpret stage's ``attributions`` (params.yaml ``interpret.attributions``) accept it."""
-    if not (isinstance(cls, type) and issubclass(cls, Attribution)) or not cls.name:
-        raise TypeError(f"register_attribution takes a Attribution subclass with a `name`, got {cls!r}")
-    if cls.name in ATTRIBUTIONS:
-        raise ValueError(f"attribution {cls.name!r} is already registered; give the class another `name`")
-    ATTRIBUTIONS[cls.name] = cls
-    return cls
+    return ATTRIBUTIONS.add_class(cls, Attribution)
 
 
 DEFAULT_ATTRIBUTIONS = {"cnn": ("gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"),

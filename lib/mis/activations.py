@@ -18,12 +18,12 @@ import warnings
 
 import torch
 from torch import nn
-from lib.storage import progress_bar as tqdm
 
 from lib.data.image_pool import ImagePool
 from lib.models import get_layer, get_spec
+from lib.pipeline import MIS_OUTPUT_LAYERS as OUTPUT_LAYERS
+from lib.storage import progress_bar as tqdm
 
-OUTPUT_LAYERS = ("logits", "softmax")
 CONSTANT_RANGE = 1e-8  # units whose activation range over the pool is below this are constant (skipped)
 
 

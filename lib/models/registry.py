@@ -11,6 +11,7 @@ from torch import nn
 
 from lib import storage
 from lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lib.registry import Registry
 
 CHECKPOINT_FORMAT = "pruning-beyond-accuracy/checkpoint-v1"
 
@@ -53,7 +54,7 @@ class ModelSpec:
         return any(fnmatchcase(".".join(parts[:i]), a) for a in self.auxiliary for i in range(1, len(parts) + 1))
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+_REGISTRY = Registry("model")
 
 
 def register_model(name: str, family: str = "cnn", cam_layer=None, feature_layer=None, classifier=None,
@@ -61,10 +62,8 @@ def register_model(name: str, family: str = "cnn", cam_layer=None, feature_layer
     """Decorator: ``@register_model("small_cnn", cam_layer="features.-1")`` on a builder function."""
 
     def wrap(builder):
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, builder, family, cam_layer, feature_layer, classifier, dict(defaults),
-                                    tuple(mean), tuple(std))
+        _REGISTRY.add(name, ModelSpec(name, builder, family, cam_layer, feature_layer, classifier, dict(defaults),
+                                      tuple(mean), tuple(std)))
         return builder
 
     return wrap

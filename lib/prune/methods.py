@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from lib.registry import Registry
 from lib.prune.masks import Prunable, apply_masks, as_prunable, get_mask, remove_smallest
 
 SELECTIONS = ("l1", "random")
@@ -232,18 +233,13 @@ class Connections(_Channels):
     dim = 1
 
 
-PRUNERS = {cls.name: cls for cls in (Unstructured, Filters, Connections)}
+PRUNERS = Registry("pruner", {cls.name: cls for cls in (Unstructured, Filters, Connections)})
 
 
 def register_pruner(cls: type[Pruner]) -> type[Pruner]:
     """Class decorator: add a :class:`Pruner` subclass to :data:`PRUNERS` under its ``name``, so that
-    a plan's ``method`` (params.yaml ``prune.<plan>.plan.pruner``) accepts it."""
-    if not (isinstance(cls, type) and issubclass(cls, Pruner)) or not cls.name:
-        raise TypeError(f"register_pruner takes a Pruner subclass with a `name`, got {cls!r}")
-    if cls.name in PRUNERS:
-        raise ValueError(f"pruner {cls.name!r} is already registered; give the class another `name`")
-    PRUNERS[cls.name] = cls
-    return cls
+    a plan's ``pruner`` (params.yaml ``prune.<plan>.plan.pruner``) accepts it."""
+    return PRUNERS.add_class(cls, Pruner)
 
 
 def get_pruner(name: str, selection: str = "l1", scope: str = "global", seed: int = 0, **options) -> Pruner:

@@ -126,7 +126,8 @@ class PruningPlan:
         """What decides the prunable tensors (plans that share it share the dense model's accounting)."""
         return (self.layers, self.exclude, self.exclude_classifier, self.include_bias, self.attention_qkv)
 
-    def method_for(self, step: int):
+    def pruner_for(self, step: int):
+        """The pruner of one step (its random selection seeded by the step)."""
         return get_pruner(self.pruner, self.selection, self.scope, seed=self.seed + step,
                           persistent=self.masking == "persistent", rounding=self.rounding,
                           companions=self.filter_companions)
@@ -208,7 +209,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
             model, parent_info = load_checkpoint(out_dir / f"checkpoints/step_{parent:02d}.pt")
             if parent_info["masks"]:
                 apply_masks(model, parent_info["masks"])
-            plan.method_for(step).prune(model, plan.prunable(model, model_info["name"]), target, example_input)
+            plan.pruner_for(step).prune(model, plan.prunable(model, model_info["name"]), target, example_input)
             # Study B reports accuracy before retraining too: what pruning alone costs, what retraining recovers
             pruned_acc = evaluate(model, data["test"])
             if recipe.epochs:  # epochs 0: pruning without retraining, the pruned weights as they are
