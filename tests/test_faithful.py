@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from helpers import voc_palette
 from lib.models import create_model
 from lib.prune import PruningPlan, current_masks, prunable_parameters
 from lib.prune.masks import copy_model
@@ -177,21 +178,9 @@ def test_study_a_keeps_qkv_dense_timm_vit():
     assert "blocks.0.attn.qkv" in {p.name for p in prunable_parameters(model)}
 
 
-def _palette():
-    """VOC's colour map: class c gets the bits of c spread over the top bits of R, G, B."""
-    palette = []
-    for c in range(256):
-        r = g = b = 0
-        for j in range(8):
-            r, g, b = r | ((c >> 0) & 1) << (7 - j), g | ((c >> 1) & 1) << (7 - j), b | ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
-
-
 def _palette_png(path, ids):
     image = Image.fromarray(ids.astype(np.uint8), mode="P")
-    image.putpalette(_palette())
+    image.putpalette(voc_palette())
     image.save(path)
     return path
 
@@ -199,7 +188,7 @@ def _palette_png(path, ids):
 def test_red_channel_mask_drops_classes_whose_colour_has_no_red(tmp_path):
     from lib.data.masks import read_class_map, read_red_channel, voc_foreground, voc_red_channel
 
-    assert [tuple(_palette()[3 * c:3 * c + 3]) for c in (2, 4, 6)] == [(0, 128, 0), (0, 0, 128), (0, 128, 128)]
+    assert [tuple(voc_palette()[3 * c:3 * c + 3]) for c in (2, 4, 6)] == [(0, 128, 0), (0, 0, 128), (0, 128, 128)]
     ids = np.zeros((20, 30), np.uint8)
     ids[2:8, 2:10], ids[10:18, 5:15], ids[3:9, 18:28] = 2, 4, 6  # bicycle, boat, bus: red 0
     path = _palette_png(tmp_path / "no_red.png", ids)

@@ -8,21 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import voc_palette
 from lib.data import download, masks
-
-
-def voc_palette():
-    """PASCAL VOC's colour map (class c's colour from the bits of c), as in the devkit."""
-    palette = []
-    for c in range(256):
-        r = g = b = 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def write_voc(root, ids=("2007_000001", "2007_000002"), size=(80, 60)):

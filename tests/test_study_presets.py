@@ -29,6 +29,7 @@ from PIL import Image
 
 import lib.mis.embeddings
 import lib.stage
+from helpers import voc_palette
 from lib import experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,17 +260,6 @@ def write_imagenet(root: Path, per_split: dict) -> None:
                 name = f"ILSVRC2012_val_{i:08d}" if split == "val" else f"{wnid}_{i}"
                 Image.fromarray(rng.integers(0, 256, (70 + 4 * i, 90, 3), dtype=np.uint8)).save(
                     root / split / wnid / f"{name}.JPEG", quality=90)
-
-
-def voc_palette():
-    palette = []
-    for c in range(256):
-        r = g = b = 0
-        for j in range(8):
-            r, g, b = r | ((c >> 0) & 1) << (7 - j), g | ((c >> 1) & 1) << (7 - j), b | ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 VOC_XML = """<annotation><folder>VOC2012</folder><filename>{name}.jpg</filename>
