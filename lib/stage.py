@@ -33,6 +33,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import sys
@@ -402,6 +403,9 @@ def notice(message: str) -> None:
     print(f"lib.stage: {message}", file=sys.stderr, flush=True)
 
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 class _NoticeRelay:
     """A stream papermill writes the kernel's stdout/stderr into: lines of library notices
     (``lib.storage.NOTICE_PREFIX``) and of headless progress bars (``lib.storage.PROGRESS_PREFIX``: epochs, pruning
@@ -421,7 +425,10 @@ class _NoticeRelay:
             if line.startswith(NOTICE_PREFIX):
                 print(f"lib.stage: {line[len(NOTICE_PREFIX):]}", file=sys.stderr, flush=True)
             elif line.startswith(PROGRESS_PREFIX):
-                print(f"lib.stage: {self.label}{line[len(PROGRESS_PREFIX):]}", file=sys.stderr, flush=True)
+                # nested bars move the cursor up when they close: an escape code, no news
+                shown = _ANSI_ESCAPE.sub("", line[len(PROGRESS_PREFIX):]).strip()
+                if shown:
+                    print(f"lib.stage: {self.label}{shown}", file=sys.stderr, flush=True)
         self.buffer = self.buffer[-10_000:]
 
     def flush(self) -> None:

@@ -39,9 +39,9 @@ def test_interactive_bars_stay_tqdm_auto(monkeypatch):
 def test_relay_labels_progress_and_notices(capsys):
     relay = stage._NoticeRelay("02_prune")
     relay.write("noise\n[progress] pruning steps: 1/3 (33%)\r[notice] resum")
-    relay.write("ing\n")
+    relay.write("ing\n[progress] \x1b[A\n[progress] epochs: 2/2 \x1b[A\n")  # a nested bar closing
     assert capsys.readouterr().err.splitlines() == ["lib.stage: 02_prune: pruning steps: 1/3 (33%)",
-                                                     "lib.stage: resuming"]
+                                                     "lib.stage: resuming", "lib.stage: 02_prune: epochs: 2/2"]
 
 
 NOTEBOOK = '''# %% tags=["parameters"]
