@@ -1,9 +1,10 @@
 """Redraw a stage's figures from the tables it saved, without recomputing any model.
 
-    python -m lib.redraw results/rq3_mvh_lite0 [results/...]
+    python -m lib.redraw results/lite0/align/lite0/oneshot [results/...]
 
-A stage's folder (``results/NAME`` of a preset, or ``data/<stage>/<arch>/<plan>``) holds ``metrics.json``,
-``plots/*.csv`` and, where it has them, ``per_image.csv`` / ``per_unit.csv``. Which figures are redrawn
+A stage's folder (``results/NAME`` of a notebook preset, ``data/<stage>/<arch>/<plan>``, or such a folder
+collected into ``results/``) holds ``metrics.json``, ``plots/*.csv`` and, where it has them,
+``per_image.csv`` / ``per_unit.csv``. Which figures are redrawn
 follows from which of these tables are there; figures drawn from images or relevance maps (galleries,
 stimuli, MIS tasks) are not in the tables and are left as they are, except RQ2's boxes gallery where the
 preset's dataset is at hand (the boxes are in ``per_image.csv``). Chance levels come from the tables
@@ -169,7 +170,7 @@ def redraw(folder: str | Path) -> dict[str, Path | None]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", help="stage output folders, e.g. results/rq3_mvh_lite0")
+    parser.add_argument("folders", nargs="+", help="stage output folders, e.g. results/lite0/align/lite0/oneshot")
     for folder in parser.parse_args(argv).folders:
         written = redraw(folder)
         for name, path in written.items():
