@@ -122,6 +122,21 @@ def test_no_gradient_state_is_kept():
     assert [p.requires_grad for p in cnn.parameters()] == flags
 
 
+@pytest.mark.parametrize("guided", [False, True])
+def test_a_pass_and_its_graph_are_freed_after_use(cnn, guided):
+    """A hook that refers back to its pass closes a cycle through autograd's C++ graph that the garbage collector
+    cannot see: every call would keep its whole graph (measured: 14 MB per Guided Grad-CAM call on small_cnn)."""
+    import gc
+    import weakref
+
+    shared = SharedPass(cnn, _inputs(2), guided=guided, layers=("features.0",))
+    shared.guided_gradient if guided else shared.gradients
+    freed, graph = weakref.ref(shared), weakref.ref(shared.logits)
+    del shared
+    gc.collect()
+    assert freed() is None and graph() is None
+
+
 def test_integrated_gradients_completeness(cnn):
     """Without noise, IG's attributions sum to f(x) - f(baseline) for the target (Sundararajan et al.)."""
     x = _inputs(2)

@@ -133,7 +133,7 @@ class SharedPass:
         self.inputs = inputs.detach().clone().requires_grad_(True)
         self.activations: dict[str, torch.Tensor] = {}
         self.attention: list[torch.Tensor] = []
-        self._guiding = False
+        self._guiding = {"on": False}  # read by the rectifier hooks, which must not refer to this pass (_guide)
         hooks = [get_layer(model, name).register_forward_hook(self._keeper(name)) for name in layers]
         if guided:
             rectifiers = [m for m in model.modules() if isinstance(m, RECTIFIERS)]
@@ -159,9 +159,12 @@ class SharedPass:
 
     def _guide(self, module, args, output):
         # Clamping the gradient at a rectifier's output equals captum's clamping at its input: the
-        # rectifier's own backward only multiplies by its 0/1 derivative.
+        # rectifier's own backward only multiplies by its 0/1 derivative. The hook holds the switch, not the
+        # pass: the pass holds the graph and the graph its hooks, and a cycle through autograd's C++ nodes is
+        # never collected (every call would keep its whole graph).
         if output.requires_grad:
-            output.register_hook(lambda grad: grad.clamp(min=0) if self._guiding else None)
+            switch = self._guiding
+            output.register_hook(lambda grad: grad.clamp(min=0) if switch["on"] else None)
 
     def _attention_keeper(self, attn):
         def hook(module, args, output):
@@ -183,11 +186,11 @@ class SharedPass:
     @cached_property
     def guided_gradient(self) -> torch.Tensor:
         """Guided backpropagation (Springenberg et al.): gradient w.r.t. the input, rectifier gradients clamped at 0."""
-        self._guiding = True
+        self._guiding["on"] = True
         try:
             (grad,) = torch.autograd.grad(self.score, self.inputs, retain_graph=True)
         finally:
-            self._guiding = False
+            self._guiding["on"] = False
         return grad
 
 
