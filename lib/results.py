@@ -13,6 +13,7 @@ A prune stage writes ``pruning.json`` (:data:`MANIFEST`): its checkpoints, the a
 from __future__ import annotations
 
 import io as _io
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -56,10 +57,28 @@ def _save_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def save_figure(fig, out_dir: str | Path, name: str) -> Path:
-    """Save a matplotlib figure as plots/<name>.png atomically (declared as a DVC image plot)."""
+    """Save a matplotlib figure as plots/<name>.png atomically (declared as a DVC image plot).
+
+    In a notebook the cell shows that same image and the figure is closed: it is drawn and compressed once, not
+    a second time by the inline backend at the end of the cell (seconds for a figure of many panels)."""
     buffer = _io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return storage.write_bytes(Path(out_dir) / "plots" / f"{name}.png", buffer.getvalue())
+    # zlib level 3, not PIL's 6: a third of the time on the galleries' photographs, files about 10% larger
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight", pil_kwargs={"compress_level": 3})
+    path = storage.write_bytes(Path(out_dir) / "plots" / f"{name}.png", buffer.getvalue())
+    _show_in_notebook(fig, buffer.getvalue())
+    return path
+
+
+def _show_in_notebook(fig, png: bytes) -> None:
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if getattr(shell, "kernel", None) is None:  # not in a notebook's kernel (a script, the tests, lib.redraw)
+        return
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    plt.close(fig)
+    display(Image(data=png))
 
 
 def read_stage_metrics(path: str | Path) -> pd.DataFrame:

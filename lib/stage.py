@@ -455,10 +455,11 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
                  validate: Callable[[dict], None] | None = None) -> Path:
     """Execute ``notebook`` with ``parameters`` (plus ``out_dir``) and publish ``out_dir`` atomically.
 
-    Before a kernel starts: names and types against the notebook's parameters cell, the safety of OUT_DIR
+    Before any cell runs: names and types against the notebook's parameters cell, the safety of OUT_DIR
     (:func:`check_out_dir`), and ``validate`` (the stage's own check, :func:`stage_check`: called with the
     notebook's defaults updated by ``parameters``, ``out_dir`` the partial folder; it raises
-    ParameterError/ValueError/FileNotFoundError with a message naming the fix).
+    ParameterError/ValueError/FileNotFoundError with a message naming the fix). The kernel starts meanwhile
+    (:func:`start_kernel`); nothing is written before the checks pass.
     """
     import nbformat
     import papermill
@@ -475,39 +476,44 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
     check_parameters(notebook, parameters, known)
     effective = {**known, **parameters}
     rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
-        check_out_dir(out_dir, notebook, effective, root)
-    if validate is not None:
-        try:
-            validate(effective)
-        except ParameterError:
-            raise
-        except (ValueError, TypeError, KeyError, FileNotFoundError) as error:
-            raise ParameterError(str(error)) from error
-    partial = Path(partial_text)
-    source = read_notebook(notebook)  # the twin's code: exactly what DVC depends on
-    if rank > 0:  # under torchrun every rank executes the notebook; only rank 0 writes and publishes
-        import tempfile
+    kernel = start_kernel(notebook, root) if rank == 0 else None
+    try:
+        if rank == 0:
+            check_out_dir(out_dir, notebook, effective, root)
+        if validate is not None:
+            try:
+                validate(effective)
+            except ParameterError:
+                raise
+            except (ValueError, TypeError, KeyError, FileNotFoundError) as error:
+                raise ParameterError(str(error)) from error
+        partial = Path(partial_text)
+        source = read_notebook(notebook)  # the twin's code: exactly what DVC depends on
+        if rank > 0:  # under torchrun every rank executes the notebook; only rank 0 writes and publishes
+            import tempfile
 
-        with tempfile.TemporaryDirectory() as scratch, _headless_kernel():
-            papermill.execute_notebook(source, f"{scratch}/{notebook.name}", parameters=parameters,
-                                       cwd=str(root), progress_bar=False, kernel_name="python3")
-        return out_dir
-    if twin_differs(notebook):
-        from lib.pipeline import twin
+            with tempfile.TemporaryDirectory() as scratch, _headless_kernel():
+                papermill.execute_notebook(source, f"{scratch}/{notebook.name}", parameters=parameters,
+                                           cwd=str(root), progress_bar=False, kernel_name="python3")
+            return out_dir
+        if twin_differs(notebook):
+            from lib.pipeline import twin
 
-        notice(f"{notebook} and its twin {twin(notebook)} differ; running the twin (what DVC tracks). "
-               "Run `jupytext --sync notebooks/*.ipynb` (or open and save it in JupyterLab) to pair them again")
-    digest = parameters_hash(notebook, effective)
-    prepare_partial(partial, notebook, effective, digest)
-    relay = _NoticeRelay(notebook.stem)
-    executed = partial / notebook.name
-    nbformat.write(source, str(executed))  # the executed notebook's input: the twin's cells
-    started, cpu_before = time.perf_counter(), _children_cpu()
-    with _headless_kernel():
-        papermill.execute_notebook(str(executed), str(executed), parameters=parameters,
-                                   cwd=str(root), progress_bar=progress, kernel_name="python3",
-                                   stdout_file=relay, stderr_file=relay)
+            notice(f"{notebook} and its twin {twin(notebook)} differ; running the twin (what DVC tracks). "
+                   "Run `jupytext --sync notebooks/*.ipynb` (or open and save it in JupyterLab) to pair them again")
+        digest = parameters_hash(notebook, effective)
+        prepare_partial(partial, notebook, effective, digest)
+        relay = _NoticeRelay(notebook.stem)
+        executed = partial / notebook.name
+        nbformat.write(source, str(executed))  # the executed notebook's input: the twin's cells
+        started, cpu_before = time.perf_counter(), _children_cpu()
+        papermill.execute_notebook(str(executed), str(executed), parameters=parameters, cwd=str(root),
+                                   progress_bar=progress, kernel_name="python3", stdout_file=relay,
+                                   stderr_file=relay, **({"km": kernel} if kernel is not None else {}))
+    except BaseException:
+        stop_kernel(kernel, now=True)
+        raise
+    stop_kernel(kernel)
     # The kernel is a child process: its CPU time says what the stage costs on a machine it shares.
     notice(f"{notebook.stem} ran {time.perf_counter() - started:.0f} s "
            f"(kernel CPU {_children_cpu() - cpu_before:.0f} s)")
@@ -517,17 +523,45 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
     return out_dir
 
 
+def start_kernel(notebook: Path, root: Path):
+    """The notebook's kernel, started before the checks: while this process checks the parameters (a stage's
+    check imports torch, ~3 s a stage), the kernel starts and imports the library modules the notebook imports,
+    so the two overlap instead of following each other; papermill then runs the notebook in it. The imports
+    are the kernel's start-up lines (``IPKernelApp.exec_lines``): outside the notebook's cells, history and
+    execution count, and what the notebook's first cell would import anyway."""
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    from lib.pipeline import notebook_imports
+
+    manager = AsyncKernelManager(kernel_name="python3")
+    imports = ", ".join(sorted(notebook_imports(notebook)))
+    with _headless_kernel():  # the kernel inherits the environment it starts in
+        run_sync(manager.start_kernel)(cwd=str(root),
+                                       extra_arguments=[f"--IPKernelApp.exec_lines=import {imports}"] if imports else [])
+    return manager
+
+
+def stop_kernel(kernel, now: bool = False) -> None:
+    """Shut the kernel down: politely once the notebook has run, at once when a check or a cell failed."""
+    from jupyter_core.utils import run_sync
+
+    if kernel is not None:
+        run_sync(kernel.shutdown_kernel)(now=now)
+        run_sync(kernel.cleanup_resources)()  # its connection file
+
+
 def stage_check(notebook: str | Path) -> Callable[[dict], None] | None:
     """The declared stage's own check (``lib.pipeline``) for ``run_notebook``'s ``validate``: its parameters,
     then every input path it names that must already exist."""
     from lib.pipeline import HOW_TO_GET, stage_for_notebook
 
     stage = stage_for_notebook(notebook)
-    checker = stage.checker() if stage else None
-    if checker is None:
+    if stage is None or stage.check is None:
         return None
 
     def validate(parameters: dict) -> None:
+        checker = stage.checker()  # imported only now: run_notebook has started the kernel meanwhile
         missing = [f"{name} = {path} ({HOW_TO_GET.get(kind, kind)})" for name, path, kind in checker(parameters)
                    if not Path(path).exists()]
         if missing:

@@ -9,9 +9,10 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class CheckpointError(RuntimeError):
@@ -51,8 +52,6 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
         value = value.item()
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
@@ -77,6 +76,8 @@ def load_json(path: str | os.PathLike) -> Any:
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    import torch  # here, not above: the stage runner imports this module and must not pay for torch
+
     return _atomic_replace(Path(path), lambda handle: torch.save(obj, handle))
 
 
@@ -85,6 +86,8 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; run the stage that writes it (dvc repro).")
+    import torch
+
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated/corrupt/unsafe files

@@ -51,13 +51,15 @@ def in_root(monkeypatch):
 
 @pytest.fixture
 def no_kernel(monkeypatch):
-    """Any kernel start fails the test: every check below must come before one."""
+    """Running the notebook fails the test: every check below must come before its first cell. (lib.stage starts
+    the kernel beside its checks, to overlap the imports; here none starts, the checks need none.)"""
     import papermill
 
     def refuse(*args, **kwargs):
         raise AssertionError("a kernel was started")
 
     monkeypatch.setattr(papermill, "execute_notebook", refuse)
+    monkeypatch.setattr(stage, "start_kernel", lambda notebook, root: None)
 
 
 def run_main(capsys, *argv) -> tuple[int, str]:
@@ -228,6 +230,49 @@ def test_the_validate_hook_runs_before_a_kernel(in_root, no_kernel, tmp_path):
                            validate=validate)
     assert seen["arch"] == "cnn" and seen["out_dir"].endswith(".partial")  # defaults merged in
     assert not (tmp_path / "p.partial").exists()
+
+
+def test_a_failing_check_stops_the_kernel_started_beside_it_and_writes_nothing(in_root, tmp_path, monkeypatch):
+    from jupyter_core.utils import run_sync
+
+    started = []
+
+    def spy(notebook, root):
+        started.append(start(notebook, root))
+        return started[-1]
+
+    def validate(parameters):
+        assert run_sync(started[0].is_alive)()  # the kernel starts while the parameters are checked
+        raise ValueError("recipe.epochs must be at least 1")
+
+    start = stage.start_kernel
+    monkeypatch.setattr(stage, "start_kernel", spy)
+    with pytest.raises(stage.ParameterError, match="recipe.epochs must be at least 1"):
+        stage.run_notebook(ROOT / PRUNE_NB, tmp_path / "p", {}, validate=validate)
+    assert len(started) == 1 and not run_sync(started[0].is_alive)()
+    assert not (tmp_path / "p").exists() and not (tmp_path / "p.partial").exists()
+
+
+def test_the_early_kernel_has_imported_what_the_notebook_imports(in_root):
+    from jupyter_core.utils import run_sync
+
+    from lib.pipeline import notebook_imports
+
+    kernel = stage.start_kernel(ROOT / PRUNE_NB, ROOT)
+    try:
+        client = kernel.blocking_client()
+        client.start_channels()
+        client.wait_for_ready(timeout=120)
+        seen = []
+        reply = client.execute_interactive("import sys; print(sorted(m for m in sys.modules if m.startswith('lib')))",
+                                           timeout=60, output_hook=seen.append)
+        assert reply["content"]["status"] == "ok"
+        printed = "".join(m["content"].get("text", "") for m in seen if m["msg_type"] == "stream")
+        assert notebook_imports(ROOT / PRUNE_NB) <= set(eval(printed))
+        client.stop_channels()
+    finally:
+        stage.stop_kernel(kernel, now=True)
+    assert not run_sync(kernel.is_alive)()
 
 
 def test_dataclass_params_name_the_field_the_type_and_the_value():

@@ -183,3 +183,22 @@ def test_chance_of_a_pruning_stage_folder(tmp_path):
     save_json(tmp_path / MANIFEST, {"checkpoints": [{"step": 0, "file": "checkpoints/step_00.pt"}]})
     assert plots.chance_of(tmp_path) == pytest.approx(1 / 16)  # the stage's folder: its first checkpoint
     assert plots.chance_of({"model": "efficientnet_lite0"}) is None  # a dict source: not given
+
+
+def test_a_saved_figure_is_shown_once_in_a_notebook_and_kept_open_elsewhere(tmp_path, monkeypatch):
+    import IPython
+    from IPython import display as ipython_display
+
+    from lib.results import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, tmp_path, "script")
+    assert plt.fignum_exists(fig.number)  # a script (or lib.redraw) keeps its figure
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: type("Shell", (), {"kernel": object()})())
+    monkeypatch.setattr(ipython_display, "display", shown.append)
+    path = save_figure(fig, tmp_path, "notebook")
+    # the cell shows the saved file itself; the closed figure is not drawn again by the inline backend
+    assert not plt.fignum_exists(fig.number)
+    assert len(shown) == 1 and shown[0].data == path.read_bytes() == (tmp_path / "plots" / "script.png").read_bytes()

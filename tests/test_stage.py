@@ -83,6 +83,14 @@ def test_unknown_parameter_is_refused_before_a_kernel_starts(tmp_path):
         stage.load_params(["train.resnet9000"], ROOT / "params.yaml")
 
 
+def test_the_runner_itself_imports_no_torch():
+    """torch (3 s) is imported by a stage's check, while the kernel starts beside it (lib.stage.start_kernel), or not
+    at all (the report): the runner's own modules must not pull it in."""
+    code = "import sys, lib.stage, lib.storage, lib.pipeline, lib.params; print('torch' in sys.modules)"
+    shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "False"
+
+
 def _run_cli(*args):
     return subprocess.run([sys.executable, "-m", "lib.stage", *args], cwd=ROOT, capture_output=True, text=True)
 
