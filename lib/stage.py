@@ -22,7 +22,8 @@ project root or above it, holds ``.git``, equals or contains an input of the sta
 naming an existing path), or holds files without the marker. A ``.partial`` is resumed only by a run of
 the same notebook and parameters; another one is moved aside (``OUT_DIR.partial.stale-<hash>``), never
 deleted. Parameter values are checked against the types of the notebook's defaults, and by ``validate``,
-before the kernel starts; notices the library prints inside the notebook (resuming, ignoring a state of
+before the notebook's first cell runs (the kernel starts meanwhile, so that its imports overlap the checks',
+and is stopped when one fails); notices the library prints inside the notebook (resuming, ignoring a state of
 another run) are relayed to the terminal.
 """
 
