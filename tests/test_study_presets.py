@@ -409,6 +409,7 @@ def dry_run(project: Path, monkeypatch) -> list:
     stages = experiment.resolve(project / "params.yaml", project)
     experiment.check(stages, project)  # the stand-ins are where the parameters point
     monkeypatch.setattr(papermill, "execute_notebook", execute_in_process)
+    monkeypatch.setattr(lib.stage, "start_kernel", lambda notebook, root: None)  # no kernel: cells run in-process
     monkeypatch.setattr(lib.results, "save_figure", figure_placeholder)
     monkeypatch.setattr(matplotlib.figure.Figure, "tight_layout", lambda self, *args, **kwargs: None)
     monkeypatch.setattr(os, "fsync", lambda fd: None)  # durable writes are not under test: seconds of disk waits
