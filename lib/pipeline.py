@@ -7,7 +7,7 @@ per-item column the report resamples. Everything else is derived from or checked
 
 - the report's dimensions, directions and resampling (``lib.report``);
 - ``lib.experiment``'s checks of a parameter file (it calls each stage's ``check``; nothing re-implements it);
-- ``lib.stage``'s checks before a kernel starts;
+- ``lib.stage``'s checks before the notebook's first cell runs;
 - the ``deps`` of ``dvc.yaml``: ``python -m lib.pipeline deps`` prints, per stage, the library files its
   notebook runs (the transitive import closure, module- and function-level imports alike), and a test
   fails when ``dvc.yaml`` lists fewer or more.

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import json
 import os
@@ -512,7 +513,8 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
                                    progress_bar=progress, kernel_name="python3", stdout_file=relay,
                                    stderr_file=relay, **({"km": kernel} if kernel is not None else {}))
     except BaseException:
-        stop_kernel(kernel, now=True)
+        with contextlib.suppress(Exception):  # the error that stopped the run is the one to report
+            stop_kernel(kernel, now=True)
         raise
     stop_kernel(kernel)
     # The kernel is a child process: its CPU time says what the stage costs on a machine it shares.
@@ -544,12 +546,17 @@ def start_kernel(notebook: Path, root: Path):
 
 
 def stop_kernel(kernel, now: bool = False) -> None:
-    """Shut the kernel down: politely once the notebook has run, at once when a check or a cell failed."""
+    """Shut the kernel down: politely once the notebook has run, at once when a check or a cell failed; a kernel
+    that died on its own (a crash, out of memory) only leaves its connection file to remove."""
     from jupyter_core.utils import run_sync
 
-    if kernel is not None:
-        run_sync(kernel.shutdown_kernel)(now=now)
-        run_sync(kernel.cleanup_resources)()  # its connection file
+    if kernel is None:
+        return
+    try:
+        if run_sync(kernel.is_alive)():
+            run_sync(kernel.shutdown_kernel)(now=now)
+    finally:
+        run_sync(kernel.cleanup_resources)()
 
 
 def stage_check(notebook: str | Path) -> Callable[[dict], None] | None:

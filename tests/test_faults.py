@@ -275,6 +275,19 @@ def test_the_early_kernel_has_imported_what_the_notebook_imports(in_root):
     assert not run_sync(kernel.is_alive)()
 
 
+def test_a_kernel_that_died_on_its_own_is_cleaned_up_without_an_error(in_root):
+    from jupyter_core.utils import run_sync
+
+    kernel = stage.start_kernel(ROOT / PRUNE_NB, ROOT)
+    connection = Path(kernel.connection_file)
+    run_sync(kernel.signal_kernel)(signal.SIGKILL)  # as the out-of-memory killer would
+    deadline = time.time() + 30
+    while run_sync(kernel.is_alive)() and time.time() < deadline:
+        time.sleep(0.1)
+    stage.stop_kernel(kernel)
+    assert not run_sync(kernel.is_alive)() and not connection.exists()
+
+
 def test_dataclass_params_name_the_field_the_type_and_the_value():
     from lib.prune import PruningPlan
     from lib.train import Recipe
