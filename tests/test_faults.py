@@ -7,6 +7,7 @@ kill -9 checks (training through ``python -m lib.stage``, a pruning schedule) ar
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -235,7 +236,7 @@ def test_the_validate_hook_runs_before_a_kernel(in_root, no_kernel, tmp_path):
 def test_a_failing_check_stops_the_kernel_started_beside_it_and_writes_nothing(in_root, tmp_path, monkeypatch):
     from jupyter_core.utils import run_sync
 
-    started = []
+    start, started = stage.start_kernel, []
 
     def spy(notebook, root):
         started.append(start(notebook, root))
@@ -245,7 +246,6 @@ def test_a_failing_check_stops_the_kernel_started_beside_it_and_writes_nothing(i
         assert run_sync(started[0].is_alive)()  # the kernel starts while the parameters are checked
         raise ValueError("recipe.epochs must be at least 1")
 
-    start = stage.start_kernel
     monkeypatch.setattr(stage, "start_kernel", spy)
     with pytest.raises(stage.ParameterError, match="recipe.epochs must be at least 1"):
         stage.run_notebook(ROOT / PRUNE_NB, tmp_path / "p", {}, validate=validate)
@@ -268,7 +268,7 @@ def test_the_early_kernel_has_imported_what_the_notebook_imports(in_root):
                                            timeout=60, output_hook=seen.append)
         assert reply["content"]["status"] == "ok"
         printed = "".join(m["content"].get("text", "") for m in seen if m["msg_type"] == "stream")
-        assert notebook_imports(ROOT / PRUNE_NB) <= set(eval(printed))
+        assert notebook_imports(ROOT / PRUNE_NB) <= set(ast.literal_eval(printed))
         client.stop_channels()
     finally:
         stage.stop_kernel(kernel, now=True)
