@@ -18,9 +18,12 @@ from lib.pipeline import module_file
 ROOT = Path(__file__).resolve().parents[1]
 
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_commands() -> list[str]:
-    """Every command of the README's ```bash blocks (comments dropped, `a && b` split)."""
-    text = (ROOT / "README.md").read_text()
+    """Every command of the ```bash blocks of the README and docs/ (comments dropped, `a && b` split)."""
+    text = "\n".join(path.read_text() for path in DOCS)
     out = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.splitlines():
@@ -111,6 +114,28 @@ def check(command: str) -> None:
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_command_resolves(command):
     check(command)
+
+
+def relative_links(path: Path) -> list[str]:
+    """The relative targets of a Markdown file's links and images (``[text](target)``), anchors dropped."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", path.read_text(), flags=re.S))
+    return [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve_inside_the_repository(path):
+    """Every relative link of the README and docs/ names a file of the repository (not ../shared: the repository
+    is read without it)."""
+    for target in relative_links(path):
+        resolved = (path.parent / target).resolve()
+        assert resolved.is_relative_to(ROOT), f"{path.name}: link {target} points outside the repository"
+        assert resolved.exists(), f"{path.name}: link {target} resolves to nothing"
+
+
+def test_the_link_check_catches_a_broken_link(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("[a](missing.md) [b](https://example.org) [c](#here) ![d](fig.png#x)\n```\n[e](code.md)\n```\n")
+    assert relative_links(page) == ["missing.md", "fig.png"]
 
 
 def test_the_checks_catch_a_wrong_command():

@@ -1,5 +1,5 @@
 """Extending the pipeline: one registration per kind (model, pruner, attribution, dataset), each
-then run through its stage's library entry point on smoke data. The README's "Extend it" section quotes these
+then run through its stage's library entry point on smoke data. The "Extend it" section of docs/pipeline.md quotes these
 registrations, so they are the code a user writes.
 
 Every test undoes its registration (the ``registries`` fixture), so other tests see the registries unchanged.
@@ -36,7 +36,7 @@ def test_a_registered_model_trains_and_its_checkpoint_loads(registries, tiny_sha
     from lib.train import Recipe, evaluate, train_classifier
     from lib.data import shapes
 
-    # --- README: a model ---
+    # --- docs: a model ---
     @register_model("toy_mlp", classifier="fc")
     def toy_mlp(num_classes=10, hidden=16):
         model = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(3 * 4 * 4, hidden), nn.ReLU())
@@ -64,7 +64,7 @@ def test_a_registered_pruning_method_prunes_two_steps(registries, tiny_shapes, t
     from lib.prune.methods import Unstructured, register_pruner
     from lib.prune.runs import run_pruning
 
-    # --- README: a pruner ---
+    # --- docs: a pruner ---
     @register_pruner
     class Largest(Unstructured):
         """Removes the largest weights first (a toy: magnitude pruning upside down)."""
@@ -100,7 +100,7 @@ def test_a_registered_attribution_method_scores_two_checkpoints(registries, prun
     from lib.interpret.run import score_checkpoints
     from lib.data.masks import load_ground_truth
 
-    # --- README: an attribution ---
+    # --- docs: an attribution ---
     @register_attribution
     class InputMagnitude(Attribution):
         """|x|: the input's own magnitude, the same for every model (a toy baseline)."""
@@ -127,7 +127,7 @@ def test_a_registered_dataset_trains_and_evaluates(registries, tmp_path):
     from lib.data.datasets import check_dataset, register_dataset
     from lib.train import Recipe, train_classifier
 
-    # --- README: a dataset ---
+    # --- docs: a dataset ---
     @register_dataset("bright_dark", keys=("n",))
     def bright_dark(root, mean, std, n=64):
         """Images of one grey level: class 1 brighter than mid-grey, class 0 darker (a toy)."""
@@ -159,13 +159,13 @@ def test_the_registrations_were_undone():
 
 
 def test_the_readme_quotes_these_registrations():
-    """Each ``# --- README: <kind> ---`` block above appears verbatim in the README's "Extend it" section."""
+    """Each ``# --- docs: <kind> ---`` block above appears verbatim in the "Extend it" section of docs/pipeline.md."""
     root = Path(__file__).resolve().parents[1]
-    blocks = re.findall(r"# --- README: (.*?) ---\n(.*?)\n *# ---\n", Path(__file__).read_text(), re.S)
+    blocks = re.findall(r"# --- docs: (.*?) ---\n(.*?)\n *# ---\n", Path(__file__).read_text(), re.S)
     assert [kind for kind, _ in blocks] == ["a model", "a pruner", "an attribution", "a dataset"]
-    readme = (root / "README.md").read_text()
-    section = readme[readme.index("### Extend it"):]
-    section = section[:section.index("\n## ")]
+    page = (root / "docs" / "pipeline.md").read_text()
+    section = page[page.index("## Extend it"):]
+    section = section[:section.index("\n## ")] if "\n## " in section else section
     code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
     for kind, block in blocks:
-        assert textwrap.dedent(block) in code, f"README's Extend it section lacks the test's code for {kind}"
+        assert textwrap.dedent(block) in code, f"docs/pipeline.md's Extend it section lacks the test's code for {kind}"

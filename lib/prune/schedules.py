@@ -19,7 +19,7 @@ Q/K/V stay dense, as Study A's code leaves them). How: ``masking`` ``persistent`
 weights at zero while retraining) or ``regrowing`` (zeroed once, no mask: they may grow back, Study B's headline
 connection sparsity); ``rounding`` of per-layer counts (``nearest`` or ``floor``, Study B's ``int()``);
 ``filter_companions`` (filters take their bias and batch-norm channel with them; False: the weights only, as
-``torch.nn.utils.prune.ln_structured``). docs/protocol.md lists which values reproduce each study.
+``torch.nn.utils.prune.ln_structured``). docs/studies.md (the Protocol table) lists which values reproduce each study.
 
 Every step writes ``checkpoints/step_XX.pt`` (folded weights + masks) and is listed in
 ``pruning.json`` with its accounting (``lib.prune.accounting``) and test accuracy after retraining
