@@ -22,12 +22,13 @@ repro: setup
 test: setup
 	python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly
 
-# JupyterLab with the project's environment as the kernel. Notebooks open paired with their jupytext twins
-# (notebooks/*.py, jupytext.toml): saving writes both; DVC tracks only the twins. As root (containers) Jupyter
-# refuses to start without --allow-root.
+# JupyterLab with the project's environment as the kernel, serving notebooks/. Each NN_*.ipynb is paired with its
+# jupytext twin NN_*.py (notebooks/jupytext.toml): a save writes both, and DVC tracks only the twins. The server's
+# --config keeps outputs and volatile metadata out of the saved .ipynb, so git sees only real edits
+# (docs/jupyterlab.md). As root (containers) Jupyter refuses to start without --allow-root.
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup kernel
-	jupyter lab $(LAB_FLAGS) notebooks
+	jupyter lab $(LAB_FLAGS) --config=$(CURDIR)/jupyter_server_config.py notebooks
 
 kernel: setup
 	python -m ipykernel install --user --name pruning-beyond-accuracy --display-name "Python (pruning-beyond-accuracy)"

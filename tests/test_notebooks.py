@@ -23,7 +23,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_and_its_twin_are_in_sync(notebook):
-    config = load_jupytext_configuration_file(str(ROOT / "jupytext.toml"))
+    config = load_jupytext_configuration_file(str(ROOT / "notebooks/jupytext.toml"))
     text = jupytext.writes(jupytext.read(notebook), fmt="py:percent", config=config)
     assert twin(notebook).is_file(), f"{twin(notebook)} is missing: jupytext --sync {notebook.relative_to(ROOT)}"
     assert text == twin(notebook).read_text(), (
