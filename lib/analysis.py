@@ -33,7 +33,7 @@ import torch
 
 from lib import storage
 from lib.checkpoints import iter_checkpoints, validate_source
-from lib.results import step_key
+from lib.results import list_checkpoints, step_key
 
 RECORD_KEYS = ("step", "sparsity", "test_acc")
 
@@ -136,7 +136,8 @@ def score_checkpoints(source, score: Callable[[dict, torch.nn.Module], Scored], 
     state = State(state_dir, {**key, "device": str(device)})
     wanted = None if steps is None else set(steps)
     records, rows, items, extras = [], [], [], {}
-    for record, model in storage.progress_bar(iter_checkpoints(source), desc=desc, disable=not progress):
+    for record, model in storage.progress_bar(iter_checkpoints(source), total=_checkpoints_to_load(source, wanted),
+                                              desc=desc, disable=not progress):
         if wanted is not None and len(records) == len(wanted):
             break  # every requested step is done: load no more checkpoints
         if wanted is not None and record["step"] not in wanted:
@@ -153,6 +154,15 @@ def score_checkpoints(source, score: Callable[[dict, torch.nn.Module], Scored], 
             items.append(scored.items)
         extras[record["step"]] = scored.extra
     return Checkpoints(records, rows, pd.concat(items, ignore_index=True) if items else None, extras)
+
+
+def _checkpoints_to_load(source, wanted: set | None) -> int:
+    """How many checkpoints :func:`score_checkpoints` loads (its progress bar's total): every one, or those up to
+    the last wanted step (it loads them in order and stops there)."""
+    steps = [record["step"] for record in list_checkpoints(source)]
+    if wanted is None or not wanted <= set(steps):
+        return len(steps)
+    return max((steps.index(step) + 1 for step in wanted), default=0)
 
 
 # ----------------------------------------------------------------------------- state files (weights_only)

@@ -102,3 +102,22 @@ def test_make_lab_serves_the_notebooks_with_the_servers_config():
     assert command[-1] == "notebooks" and f"--config={ROOT}/jupyter_server_config.py" in command
     assert (ROOT / "notebooks/jupytext.toml").is_file() and not (ROOT / "jupytext.toml").exists()
     assert sys.executable in command
+
+
+def test_the_analysis_progress_bar_knows_its_total(pruned_cnn, monkeypatch, capsys):
+    """Lab's widget reads `checkpoints: 2/2`, not `2/?` (the same tqdm total drives the headless lines)."""
+    from lib import analysis, storage
+    from lib.results import list_checkpoints
+
+    monkeypatch.setenv(storage.HEADLESS_ENV, "1")
+    monkeypatch.setenv(storage.PROGRESS_INTERVAL_ENV, "0")
+    steps = [record["step"] for record in list_checkpoints(pruned_cnn)]
+    assert len(steps) == 2
+
+    def score(record, model):
+        return analysis.Scored(row={"n": 1})
+
+    analysis.score_checkpoints(pruned_cnn, score, {"test": "total"}, None)
+    assert capsys.readouterr().err.splitlines()[-1].startswith("[progress] checkpoints: 2/2 (100%)")
+    analysis.score_checkpoints(pruned_cnn, score, {"test": "total"}, None, steps=[steps[0]])
+    assert capsys.readouterr().err.splitlines()[-1].startswith("[progress] checkpoints: 1/1 (100%)")
