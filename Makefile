@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lab kernel plots
+.PHONY: setup repro test lab kernel plots browser-check
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,12 @@ test: setup
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup kernel
 	jupyter lab $(LAB_FLAGS) --config=$(CURDIR)/jupyter_server_config.py notebooks
+
+# A real browser saves in JupyterLab (scripts/browser_check.py; not part of `make test`, docs/jupyterlab.md).
+# Needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver).
+browser-check: setup
+	python -m pip install --quiet -e '.[browser]'
+	python scripts/browser_check.py
 
 kernel: setup
 	python -m ipykernel install --user --name pruning-beyond-accuracy --display-name "Python (pruning-beyond-accuracy)"

@@ -78,9 +78,10 @@ class Lab:
 
 
 @contextmanager
-def lab_server(workdir: Path, with_kernel: bool = False, timeout: float = 120):
+def lab_server(workdir: Path, with_kernel: bool = False, extra_flags=(), timeout: float = 120):
     """`make lab`'s server (and, with_kernel, `make kernel`'s kernelspec) on a free loopback port with a token, in
-    a copy of the repository under WORKDIR; Jupyter's config, data and runtime folders are WORKDIR's own."""
+    a copy of the repository under WORKDIR; Jupyter's config, data and runtime folders are WORKDIR's own.
+    extra_flags: appended to the command (the browser check exposes Lab's app object to its scripts)."""
     repo = copy_repository(workdir / "repo")
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(workdir / "jupyter/config"),
            "JUPYTER_DATA_DIR": str(workdir / "jupyter/data"), "JUPYTER_RUNTIME_DIR": str(workdir / "jupyter/runtime"),
@@ -89,7 +90,7 @@ def lab_server(workdir: Path, with_kernel: bool = False, timeout: float = 120):
         subprocess.run(make_command(repo, "kernel", "python"), cwd=repo, env=env, check=True, capture_output=True)
     port, token = free_port(), "lab-check-token"
     command = [*make_command(repo, "lab", "jupyter"), "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", *extra_flags]
     log = workdir / "lab.log"
     with open(log, "w") as log_file:
         process = subprocess.Popen(command, cwd=repo, env=env, stdout=log_file, stderr=subprocess.STDOUT)
