@@ -79,6 +79,11 @@ def test_lab_pairs_each_notebook_with_its_twin_and_git_sees_only_edits(tmp_path)
         assert sorted(git(lab.repo, "status", "--porcelain").splitlines()) == [
             f" M notebooks/{NOTEBOOK}", f" M {TWIN}"]
 
+        # A notebook elsewhere (a scratch copy in a subfolder) keeps its outputs: the hook strips only the pairs
+        lab.request("PUT", "contents/scratch", {"type": "directory"})
+        lab.save("scratch/mine.ipynb", content)
+        assert "checkpoints: 5/5" in (lab.repo / "notebooks/scratch/mine.ipynb").read_text()
+
         # Reopened, the notebook shows the twin's cells: what the pipeline runs
         reopened = lab.get(NOTEBOOK)
         assert [cell["source"] for cell in reopened["cells"]] == [cell["source"] for cell in content["cells"]]
