@@ -556,7 +556,9 @@ def plot_claims(points: pd.DataFrame, spots: pd.DataFrame, arch: str, tolerance:
         retrained = spot.get("retrained_control")
         if isinstance(retrained, str):
             ref = points[(points["arch"] == arch) & (points["plan"] == retrained) & (points["metric"] == metric)].sort_values("step")
-            ax.plot(ref["sparsity"] * 100, ref["value"], color="0.4", ls="--", marker=".", label="retrained control")
+            at = dict(zip(mine["step"], mine["sparsity"] * 100))  # the control of step r: drawn at step r's sparsity
+            ref = ref[ref["step"].isin(at)]
+            ax.plot(ref["step"].map(at), ref["value"], color="0.4", ls="--", marker=".", label="retrained control (same step)")
         floor = spot.get("random_init")
         if floor is not None and not pd.isna(floor):
             ax.axhline(floor, color="0.5", ls=":", lw=1.2, label="random_init control")

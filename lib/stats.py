@@ -259,8 +259,9 @@ def sweet_spot(values, sparsities: Sequence[float], higher_is_better: bool = Tru
                 record["gain_interval"] = [float("nan"), float("nan")]
     if ref is not None:
         ref_means = ref.mean(1)
+        # p 1 when dense is the sweet spot (no claim to test): the test still counts in the family's size
         record.update(control=float(sign * ref_means.mean(0)[best]), control_gain=float(means[best] - ref_means.mean(0)[best]),
-                      p_control=float("nan"))
+                      p_control=1.0)
         if column is not None:
             if network:
                 record["p_control"] = float(min(1.0, m * _t_p(seed_means[:, candidates] - ref_means[:, candidates])[column]))
@@ -320,7 +321,7 @@ def swap_sweet_spot(decisions, statistic: Callable[[np.ndarray], np.ndarray], sp
     if reference is not None:
         reference = np.asarray(reference, dtype=float)
         control = float(sign * statistic(reference.T)[best])
-        record.update(control=control, control_gain=float(values[best] - sign * control), p_control=float("nan"))
+        record.update(control=control, control_gain=float(values[best] - sign * control), p_control=1.0)
         if best != 0:
             record["p_control"] = swapped_p(decisions[:, best], reference[:, best])
     gain = float(values[best] - values[0])

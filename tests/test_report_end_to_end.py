@@ -147,7 +147,7 @@ def run_report(root: Path, expect_failure: bool = False):
     return json.loads((out / "metrics.json").read_text())
 
 
-def tested(spots: list[dict]) -> list[dict]:
+def family_of(spots: list[dict]) -> list[dict]:
     return [s for s in spots if s.get("p_value") is not None and not pd.isna(s["p_value"])]
 
 
@@ -163,7 +163,7 @@ def test_null_with_network_offsets_claims_nothing_and_reads_only_the_matrix(tmp_
     spots = report["sweet_spots"]
     assert [s for s in spots if s.get("beats_dense")] == []
     assert report["not_read"] == [str(root / "interpret" / arch / "backup" / "metrics.json")]
-    family = tested(spots)
+    family = family_of(spots)
     expected = {(a, c) for a in ARCHS for stage in ANALYSES for c in family_columns(stage)} | \
                {(a, "shape_bias") for a in ARCHS}
     assert {(s["arch"], s["metric"]) for s in family} == expected
@@ -173,7 +173,7 @@ def test_null_with_network_offsets_claims_nothing_and_reads_only_the_matrix(tmp_
     assert planted["accuracy_drop"] <= 0.02 and planted["test_acc"] == pytest.approx(0.9)
     assert all(s["family_tests"] == 2 * len(expected) for s in family)  # against dense and against the control
     not_tested = [s for s in spots if s not in family]
-    assert {s["metric"] for s in not_tested} >= {"ec_dense", "ec_humans"}
+    assert "ec_dense" in {s["metric"] for s in not_tested}  # 1 at dense by definition
     assert all(s["verdict"].startswith("not tested: ") for s in not_tested)
     points = pd.DataFrame(report["points"])
     broken = points[(points["plan"] == PLAN) & points["step"].isin([6, 7])]
