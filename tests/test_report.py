@@ -121,3 +121,39 @@ def test_item_table_reads_the_contract_and_mis_extras_where_present(tmp_path):
     full.to_csv(tmp_path / "full.csv", index=False)
     items = item_table("mis", tmp_path / "full.csv")
     assert list(items["item"]) == ["conv1:0", "conv2:0"] and list(items["mis"]) == [0.6, 0.7]
+
+
+def test_the_report_reads_the_declared_matrix_and_names_the_rest(tmp_path):
+    """#29: exactly the outputs params.yaml declares; a copied folder is named and not read; an empty matrix is
+    refused; a params file from before the seed axis (no ``seeds``) reads folders without a seed level."""
+    import yaml
+
+    from lib.report import declared_folders, read_matrix, undeclared_outputs
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"archs": ["a"], "plans": ["m"], "seeds": [0, 1], "variants": {"interpret": {}}}))
+    matrix = read_matrix(params)
+    rows = [{"step": s, "sparsity": s * 0.2, "test_acc": 0.5} for s in range(3)]
+    for seed in (0, 1):
+        save_stage_metrics(tmp_path / "data" / "prune" / "a" / "m" / f"seed{seed}", rows, arch="a", plan="m", seed=seed)
+    save_stage_metrics(tmp_path / "data" / "prune" / "a" / "backup", rows, arch="a", plan="m")
+    assert undeclared_outputs(tmp_path / "data", matrix) == [str(tmp_path / "data" / "prune" / "a" / "backup" / "metrics.json")]
+    with pytest.raises(FileNotFoundError, match="interpret output"):  # declared, not run: named, not skipped
+        load_dimensions(tmp_path / "data", matrix)
+    for seed in (0, 1):
+        save_stage_metrics(tmp_path / "data" / "interpret" / "a" / "m" / f"seed{seed}",
+                           [{**r, "rma_x": 0.1 * seed} for r in rows], arch="a", plan="m", seed=seed)
+    for stage in ("discover", "align", "mis"):
+        for seed in (0, 1):
+            save_stage_metrics(tmp_path / "data" / stage / "a" / "m" / f"seed{seed}", rows, arch="a", plan="m", seed=seed)
+    frame, _ = load_dimensions(tmp_path / "data", matrix)
+    assert sorted(set(zip(frame["seed"], frame["step"]))) == [(s, k) for s in (0, 1) for k in range(3)]
+    assert frame.groupby("seed")["rma_x"].first().tolist() == [0.0, 0.1]  # the backup (seed 0 too) was not read
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"archs": ["a"], "plans": ["m"]}))
+    assert read_matrix(old)["seeds"] is None
+    assert declared_folders(tmp_path, read_matrix(old))[("prune", "a", "m", 0)] == tmp_path / "prune" / "a" / "m"
+    for key, empty in (("plans", []), ("archs", None), ("seeds", [])):
+        params.write_text(yaml.safe_dump({"archs": ["a"], "plans": ["m"], "seeds": [0], key: empty}))
+        with pytest.raises(ValueError, match=f"`{key}` is"):
+            read_matrix(params)
