@@ -30,8 +30,9 @@ and interval. What the test can claim depends on how many independent networks (
   ``p_every_network``: it is valid for "every one of these networks beats its dense network", again a
   statement given the networks, and fires far above alpha under the population null (each seed's offset is
   fixed given the networks), so no claim rests on it. With S seeds the t test on S - 1 degrees of freedom at a
-  Bonferroni share of alpha needs a large gain: see :func:`detectable_gain` (three seeds, 11 claimable
-  checkpoints and a family of 16 tests: about 60 between-network SDs of ``D``; five seeds: about 6; ten: 2.5).
+  Bonferroni share of alpha needs a large gain: see :func:`detectable_gain` (at 80% power, 11 claimable
+  checkpoints and a family of 16 tests: three seeds about 31 between-network SDs of ``D``; five seeds 5.5;
+  ten 2.0; twenty 1.1). Three seeds show a large, consistent effect of pruning or nothing.
 * **A control** (``reference``: the dense-retrained control, the same schedule with nothing pruned, scored on
   the same items at the same steps): the same test on ``x - reference`` at the selected checkpoint, with the
   same selection adjustment over the claimable checkpoints. "Beats dense and its retrained control" is the

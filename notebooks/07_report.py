@@ -18,10 +18,10 @@
 #   random-effects analysis; Bouthillier et al. 2021; Dror et al. 2019 on item-level tests). `p_every_network`
 #   (intersection-union: every seed's own item-level test rejects, Berger 1982) is shown beside it: it holds
 #   "in every one of these networks", a statement given the networks, and no claim rests on it.
-# * *What few seeds can show*: with 3 seeds the t test has 2 degrees of freedom; at a Bonferroni share of alpha
-#   over ~10 checkpoints and a family of ~30 tests it needs a gain of dozens of between-network SDs of the
-#   per-seed difference (the `detectable_gain` column gives it in the metric's units); 5 seeds need about 6 SDs,
-#   10 seeds about 2.5. Three seeds show a large, consistent effect or nothing.
+# * *What few seeds can show*: with 3 seeds the t test has 2 degrees of freedom; at 80% power, a Bonferroni share
+#   of alpha over 11 claimable checkpoints and a family of 16 tests, it needs a gain of about 31 between-network
+#   SDs of the per-seed difference (the `detectable_gain` column gives it in the metric's units); 5 seeds need
+#   5.5 SDs, 10 seeds 2.0, 20 seeds 1.1. Three seeds show a large, consistent effect or nothing.
 # * *Controls*: every claim is also tested against its round's dense-retrained control (same seed, same step,
 #   paired per item; "beats dense and its retrained control" is the intersection-union of the two tests). The
 #   random_init control's value is the floor (table column `random_init`, dotted in the figure).
