@@ -497,14 +497,14 @@ def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int 
     return family_table(root, frame, columns, n_resamples, seed, alpha, correction, tolerance)[0]
 
 
-SHOWN = ["arch", "plan", "metric", "seeds", "dense", "value", "sparsity", "test_acc", "accuracy_drop", "gain",
+SHOWN = ["arch", "params", "plan", "metric", "seeds", "dense", "value", "sparsity", "test_acc", "accuracy_drop", "gain",
          "gain_interval", "sparsity_interval", "control", "random_init", "p_value", "p_adjusted",
          "p_adjusted_control", "p_every_network", "detectable_gain", "verdict"]
 
 
 def readable(spots: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The sweet-spot table as a reader sees it: the :data:`SHOWN` columns present, numbers rounded to
-    ``digits``, intervals as ``[low, high]`` strings rounded alike."""
+    ``digits``, intervals as ``[low, high]`` strings rounded alike, p-values to two significant digits."""
     def interval(value):
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             return ""
@@ -515,6 +515,8 @@ def readable(spots: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     for column in ("gain_interval", "sparsity_interval"):
         if column in table:
             table[column] = table[column].map(interval)
+    for column in [c for c in table.columns if c.startswith("p_")]:  # small p-values keep their digits: 0.0012
+        table[column] = table[column].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.2g}")
     return table.round(digits)
 
 

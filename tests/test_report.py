@@ -157,3 +157,17 @@ def test_the_report_reads_the_declared_matrix_and_names_the_rest(tmp_path):
         params.write_text(yaml.safe_dump({"archs": ["a"], "plans": ["m"], "seeds": [0], key: empty}))
         with pytest.raises(ValueError, match=f"`{key}` is"):
             read_matrix(params)
+
+
+def test_the_readable_table_rounds_numbers_intervals_and_p_values():
+    from lib.report import readable
+
+    spots = pd.DataFrame([{"arch": "a", "plan": "m", "metric": "rma_x", "gain": 0.1234567,
+                           "gain_interval": [0.359999, 0.590399], "sparsity_interval": [0.2, 0.36],
+                           "p_value": 0.000123456, "p_adjusted": 0.0311, "verdict": "beats dense " + "x" * 80},
+                          {"arch": "a", "plan": "m", "metric": "rma_y", "verdict": "not tested: a secondary score"}])
+    table = readable(spots)
+    assert table.loc[0, "gain_interval"] == "[0.36, 0.59]" and table.loc[0, "sparsity_interval"] == "[0.2, 0.36]"
+    assert table.loc[0, "gain"] == 0.123 and table.loc[0, "p_value"] == "0.00012" and table.loc[0, "p_adjusted"] == "0.031"
+    assert table.loc[1, "gain_interval"] == "" and table.loc[1, "p_value"] == ""
+    assert table.loc[0, "verdict"] == spots.loc[0, "verdict"]  # whole: show() displays it unclipped
