@@ -171,3 +171,39 @@ def test_the_readable_table_rounds_numbers_intervals_and_p_values():
     assert table.loc[0, "gain"] == 0.123 and table.loc[0, "p_value"] == "0.00012" and table.loc[0, "p_adjusted"] == "0.031"
     assert table.loc[1, "gain_interval"] == "" and table.loc[1, "p_value"] == ""
     assert table.loc[0, "verdict"] == spots.loc[0, "verdict"]  # whole: show() displays it unclipped
+
+
+def test_decisions_are_tested_from_the_per_trial_table_and_the_human_trials(tmp_path):
+    """One network: shape bias from align's cue-conflict decisions, error consistency with the observers of
+    ``human_trials.csv`` (where the align stage writes it), both by the swap test; a checkpoint that copies the
+    observer's decisions is found, and error consistency with dense is shown, not tested."""
+    from lib.report import HUMAN_TRIALS, family_table
+
+    rng = np.random.default_rng(0)
+    steps, trials = range(4), 120
+    rows = [{"step": s, "sparsity": s * 0.2, "test_acc": 0.8} for s in steps]
+    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", plan="m")
+    shape, texture = rng.integers(0, 4, trials), rng.integers(0, 4, trials)
+    human = np.where(rng.random(trials) < 0.5, shape, texture)
+    decisions = np.where(rng.random((trials, 4)) < 0.5, shape[:, None], texture[:, None])
+    decisions[:, 2] = np.where(rng.random(trials) < 0.9, human, decisions[:, 2])  # step 2 decides like the human
+    names = np.array(list("abcd"))
+    table = pd.DataFrame({"trial": np.tile([f"cue-conflict/c/{i}" for i in range(trials)], 4),
+                          "step": np.repeat(list(steps), trials), "dataset": "cue-conflict",
+                          "image_id": np.tile(range(trials), 4), "category": np.tile(names[shape], 4),
+                          "texture": np.tile(names[texture], 4), "object_response": names[decisions.T.ravel()],
+                          "ood_score": rng.random(4 * trials)})
+    metrics = [{**r, "ood_acc": 0.5, "shape_bias": 0.5, "ec_humans": 0.1, "ec_dense": 1.0} for r in rows]
+    out = tmp_path / "align" / "a" / "m"
+    save_stage_metrics(out, metrics, plot="alignment", per_image=table, arch="a", plan="m")
+    pd.DataFrame({"subj": "s1", "dataset": "cue-conflict", "condition": "c", "image_id": range(trials),
+                  "category": names[shape], "object_response": names[human]}).to_csv(out / HUMAN_TRIALS, index=False)
+    frame, columns = load_dimensions(tmp_path)
+    spots = family_table(tmp_path, frame, columns, n_resamples=400)[0].set_index("metric")
+    assert spots.loc["ec_humans", "unit"] == "trial" and spots.loc["ec_humans", "step"] == 2
+    assert spots.loc["ec_humans", "beats_dense"]
+    assert spots.loc["shape_bias", "unit"] == "trial" and not pd.isna(spots.loc["shape_bias", "p_value"])
+    assert spots.loc["ec_dense", "verdict"].startswith("not tested: consistency with the dense model is 1 at dense")
+    (out / HUMAN_TRIALS).unlink()
+    spots = family_table(tmp_path, frame, columns, n_resamples=400)[0].set_index("metric")
+    assert "wrote no human observer trials (human_trials.csv)" in spots.loc["ec_humans", "verdict"]
