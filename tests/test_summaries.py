@@ -66,7 +66,7 @@ def test_dvc_metrics_are_the_tracked_flat_summaries(name):
         assert not metrics
         return
     assert len(metrics) == 1 and metrics[0].startswith(f"metrics/{name}/"), metrics
-    assert entry["metrics"][0][metrics[0]] == {"cache": False}
+    assert entry["metrics"][0][metrics[0]] == {"cache": False, "persist": True}  # git-tracked; kept by a failed run
     words = entry["cmd"].split()
     assert words[words.index("--summary") + 1] == metrics[0]
     ignored = subprocess.run(["git", "check-ignore", "-q", metrics[0].replace("${item.arch}", "cnn")
