@@ -8,9 +8,10 @@ does the rest, the same way for every analysis:
 - iterates the checkpoints with a progress bar (``lib.storage.progress_bar``), one model in memory at a time, on
   the analysis's device;
 - with ``state_dir``, keeps every finished checkpoint there and, on a rerun after an interruption, reuses
-  it instead of scoring again. A kept result is keyed by content: the checkpoint file's SHA-256 and the
-  analysis's ``key`` (its options and a digest of its inputs), so a changed checkpoint, option or input
-  is scored afresh and never mixed with results of other settings (a kept checkpoint is still read from
+  it instead of scoring again. A kept result is keyed by content: the checkpoint file's SHA-256, the
+  analysis's ``key`` (its options and a digest of its inputs) and its code (the import closure of ``score``'s
+  module, :func:`lib.pipeline.code_digest`), so a changed checkpoint, option, input or code is scored afresh
+  and never mixed with results of other settings (a kept checkpoint is still read from
   disk, ``lib.checkpoints.iter_checkpoints`` loads each, but not scored);
 - gathers the rows (each with the checkpoint's ``step``, ``sparsity`` and ``test_acc``, as
   ``lib.results.save_stage_metrics`` needs them) and the per-item tables into one.
@@ -33,6 +34,7 @@ import torch
 
 from lib import storage
 from lib.checkpoints import iter_checkpoints, validate_source
+from lib.pipeline import code_digest
 from lib.results import list_checkpoints, step_key
 
 RECORD_KEYS = ("step", "sparsity", "test_acc")
@@ -133,7 +135,9 @@ def score_checkpoints(source, score: Callable[[dict, torch.nn.Module], Scored], 
 
     validate_source(source)
     device = device or default_device()
-    state = State(state_dir, {**key, "device": str(device)})
+    # the code that scores: a kept result of other code is scored afresh, never mixed with the new code's
+    code = code_digest([__name__, getattr(score, "__module__", None) or __name__])
+    state = State(state_dir, {**key, "device": str(device), "code": code})
     wanted = None if steps is None else set(steps)
     records, rows, items, extras = [], [], [], {}
     for record, model in storage.progress_bar(iter_checkpoints(source), total=_checkpoints_to_load(source, wanted),

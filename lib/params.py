@@ -211,3 +211,13 @@ def check_options(options: dict | None, known: set, what: str) -> None:
     unknown = sorted(set(options or {}) - set(known))
     if unknown:
         raise ValueError(f"{what} has no option(s) {unknown}; known: {sorted(known)}")
+
+
+def check_at_least(parameters: dict, least: dict[str, int]) -> None:
+    """Each named parameter (absent or None: not checked) is a number of at least its bound, so that a value
+    that would only fail after compute (``gallery_size: 0``, ``n_split: 0``) is refused first."""
+    for name, bound in least.items():
+        value = parameters.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < bound:
+            raise ParameterError(f"parameter {name} must be at least {bound}, got {value!r}; set it to {bound} "
+                                 "or more")

@@ -275,6 +275,18 @@ def stage_closure(stage: Stage, root: Path | None = None) -> list[str]:
     return sorted(str(f.relative_to(root)) for f in files)
 
 
+def code_digest(modules, root: Path | None = None) -> str:
+    """SHA-256 of the library files that importing ``modules`` may run (their :func:`closure`), paths and bytes:
+    the code key of kept state, so that a result made by other code is redone, never mixed with new ones."""
+    import hashlib
+
+    root = root or _root()
+    digest = hashlib.sha256()
+    for path in sorted(module_file(m, root) for m in closure(modules, root)):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def write_deps(dvc_yaml: str | Path) -> None:
     """Rewrite the ``lib/`` entries of every stage's ``deps`` in ``dvc_yaml`` to the stage's import closure
     (the other entries, comments and layout are kept)."""

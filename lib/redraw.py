@@ -15,6 +15,7 @@ preset's dataset is at hand (the boxes are in ``per_image.csv``). Chance levels 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -172,7 +173,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="stage output folders, e.g. results/lite0/align/lite0/oneshot")
     for folder in parser.parse_args(argv).folders:
-        written = redraw(folder)
+        try:
+            written = redraw(folder)
+        except KeyError as error:  # a metrics.json of something else than a stage
+            print(f"error: {folder}/metrics.json lacks {error}: it is no stage's output; pass a stage's output "
+                  "folder (results/NAME or data/<stage>/<arch>/<plan>)", file=sys.stderr)
+            return 2
+        except (FileNotFoundError, ValueError) as error:  # the folder is no stage output, or a table is damaged
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         for name, path in written.items():
             print(f"{folder}: {name}: {path if path is not None else 'nothing to draw, no figure'}")
         for name, source in NOT_REDRAWN.items():

@@ -48,6 +48,7 @@ import yaml
 from lib.params import (ParameterError, fits, load_params, parse_sets, parse_yaml,  # noqa: F401  (this CLI's API)
                         quoted_number_hint, read_yaml, renamed_hint)
 from lib.pipeline import stage_for_notebook
+from lib.storage import BusyError, CheckpointError
 
 PARAMETERS_TAG = "parameters"
 MARKER = ".stage.json"  # written into every output lib.stage publishes (and into its .partial)
@@ -258,10 +259,20 @@ def read_marker(folder: Path) -> dict | None:
     return marker if isinstance(marker, dict) else None
 
 
-def write_marker(folder: Path, notebook: Path, parameters: dict, digest: str) -> None:
+def code_key(notebook: str | Path) -> str:
+    """The code a run of ``notebook`` runs: its twin's text and every library file it imports (the closure,
+    :func:`lib.pipeline.code_digest`). Kept state made by other code is never resumed into a new run."""
+    from lib.pipeline import code_digest, notebook_code, notebook_imports
+
+    text = notebook_code(notebook) + code_digest(notebook_imports(notebook))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_marker(folder: Path, notebook: Path, parameters: dict, digest: str, code: str | None = None) -> None:
     from lib import storage
 
     storage.save_json(Path(folder) / MARKER, {"notebook": Path(notebook).name, "parameters_hash": digest,
+                                         "code": code or code_key(notebook),
                                          "parameters": {k: v for k, v in parameters.items() if k != "out_dir"}})
 
 
@@ -326,6 +337,7 @@ def check_out_dir(out_dir: str | Path, notebook: str | Path, parameters: dict, r
     if clashes:
         raise ParameterError(f"OUT_DIR {out_dir} is or holds an input of the stage: {', '.join(clashes)}; "
                              f"publishing would replace it. {hint}")
+    _check_writable(out, out_dir)
     if not out.exists():
         return "new"
     if not out.is_dir():
@@ -349,6 +361,18 @@ def check_out_dir(out_dir: str | Path, notebook: str | Path, parameters: dict, r
                          f"output, or choose another OUT_DIR.")
 
 
+def _check_writable(out: Path, out_dir) -> None:
+    """The folder that will hold OUT_DIR, its ``.partial`` and its lock must be writable (or creatable)."""
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ParameterError(f"OUT_DIR {out_dir}: {folder} is a file, not a folder; choose another OUT_DIR")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ParameterError(f"OUT_DIR {out_dir}: {folder} is not writable by this user; make it writable "
+                             "(chmod u+w) or choose another OUT_DIR")
+
+
 def _aside(path: Path, suffix: str) -> Path:
     """A free name ``<path><suffix>`` (``-2``, ``-3`` ... appended if taken)."""
     target, n = Path(f"{path}{suffix}"), 2
@@ -358,24 +382,26 @@ def _aside(path: Path, suffix: str) -> Path:
 
 
 def prepare_partial(partial: Path, notebook: Path, parameters: dict, digest: str) -> None:
-    """Make ``partial`` the working folder of this run: resume one of the same notebook and parameters, move
-    any other aside to ``<partial>.stale-<its hash>`` (never deleted), then write this run's marker."""
+    """Make ``partial`` the working folder of this run: resume one of the same notebook, parameters and code
+    (:func:`code_key`), move any other aside to ``<partial>.stale-<its hash>`` (never deleted), then write this
+    run's marker."""
+    code = code_key(notebook)
     if partial.exists():
-        marker = read_marker(partial)
-        same = marker is not None and marker.get("notebook") == Path(notebook).name \
-            and marker.get("parameters_hash") == digest
-        if same:
-            notice(f"resuming from {partial} (left by an interrupted run with the same parameters)")
+        marker = read_marker(partial) or {}
+        same_run = marker.get("notebook") == Path(notebook).name and marker.get("parameters_hash") == digest
+        if same_run and marker.get("code") == code:
+            notice(f"resuming from {partial} (left by an interrupted run with the same parameters and code)")
         elif partial.is_dir() and not _holds_files(partial):
             pass
         else:
-            old = (marker or {}).get("parameters_hash") or "unmarked"
-            target = _aside(partial, f".stale-{old}")
+            why = ("was made by other code (the notebook or a library file it runs changed since)" if same_run
+                   else "was left by a run with other parameters (or another notebook)")
+            target = _aside(partial, f".stale-{marker.get('parameters_hash') or 'unmarked'}")
             os.replace(partial, target)
-            notice(f"{partial} was left by a run with other parameters (or another notebook): moved it aside to "
-                   f"{target} and starting empty; delete that folder once you no longer need it")
+            notice(f"{partial} {why}: moved it aside to {target} and starting empty; delete that folder once you "
+                   "no longer need it")
     partial.mkdir(parents=True, exist_ok=True)
-    write_marker(partial, notebook, parameters, digest)
+    write_marker(partial, notebook, parameters, digest, code)
 
 
 def publish(partial: Path, out_dir: Path, how: str) -> None:
@@ -478,6 +504,7 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
     effective = {**known, **parameters}
     rank = int(os.environ.get("RANK", "0"))
     kernel = start_kernel(notebook, root) if rank == 0 else None
+    lock = contextlib.ExitStack()
     try:
         import papermill  # here: its import (0.7 s) overlaps the kernel's start
 
@@ -488,7 +515,7 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
                 validate(effective)
             except ParameterError:
                 raise
-            except (ValueError, TypeError, KeyError, FileNotFoundError) as error:
+            except (ValueError, TypeError, KeyError, FileNotFoundError, CheckpointError) as error:
                 raise ParameterError(str(error)) from error
         partial = Path(partial_text)
         source = read_notebook(notebook)  # the twin's code: exactly what DVC depends on
@@ -504,6 +531,10 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
 
             notice(f"{notebook} and its twin {twin(notebook)} differ; running the twin (what DVC tracks). "
                    "Run `jupytext --sync notebooks/*.ipynb` (or open and save it in JupyterLab) to pair them again")
+        from lib.storage import FolderLock
+
+        # one run at a time into OUT_DIR (its .partial and its publication); released when this process ends
+        lock.enter_context(FolderLock(f"{out_dir.resolve()}.running", f"OUT_DIR {out_dir}"))
         digest = parameters_hash(notebook, effective)
         prepare_partial(partial, notebook, effective, digest)
         relay = _NoticeRelay(notebook.stem)
@@ -516,14 +547,16 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
     except BaseException:
         with contextlib.suppress(Exception):  # the error that stopped the run is the one to report
             stop_kernel(kernel, now=True)
+        lock.close()
         raise
-    stop_kernel(kernel)
-    # The kernel is a child process: its CPU time says what the stage costs on a machine it shares.
-    notice(f"{notebook.stem} ran {time.perf_counter() - started:.0f} s "
-           f"(kernel CPU {_children_cpu() - cpu_before:.0f} s)")
-    how = check_out_dir(out_dir, notebook, effective, root)  # again: the folder may have changed meanwhile
-    write_marker(partial, notebook, effective, digest)
-    publish(partial, out_dir, how)
+    with lock:
+        stop_kernel(kernel)
+        # The kernel is a child process: its CPU time says what the stage costs on a machine it shares.
+        notice(f"{notebook.stem} ran {time.perf_counter() - started:.0f} s "
+               f"(kernel CPU {_children_cpu() - cpu_before:.0f} s)")
+        how = check_out_dir(out_dir, notebook, effective, root)  # again: the folder may have changed meanwhile
+        write_marker(partial, notebook, effective, digest)
+        publish(partial, out_dir, how)
     return out_dir
 
 
@@ -575,6 +608,11 @@ def stage_check(notebook: str | Path) -> Callable[[dict], None] | None:
                    if not Path(path).exists()]
         if missing:
             raise FileNotFoundError(f"input missing: {'; '.join(missing)}; get it, or point the parameter at your copy")
+        if "prune" in stage.upstream and isinstance(parameters.get("source"), str):
+            from lib.checkpoints import validate_source
+
+            # every checkpoint the analysis will score is the one its prune stage wrote, of the stage's arch
+            validate_source(parameters["source"], parameters.get("arch"))
 
     return validate
 
@@ -598,8 +636,55 @@ def _skip_iri_grammar() -> None:
     sys.modules.setdefault("rfc3987_syntax", None)
 
 
+class Stopped(SystemExit):
+    """This run was told to stop (SIGTERM, or the ``dvc repro`` that started it died)."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """Within it, SIGTERM ends the run as Ctrl-C does: the kernel is stopped, the lock released, nothing
+    published."""
+    import signal
+
+    def stop(signum, frame):
+        raise Stopped(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _end_with_parent(poll_s: float = 1.0) -> None:
+    """Under ``dvc repro`` (``DVC_STAGE`` set): when dvc dies (kill -9), end this run too (SIGTERM to itself),
+    so that no orphan keeps writing into the ``.partial`` folder the next ``dvc repro`` resumes. A run started
+    by hand (e.g. under nohup) is left alone: its parent's death says nothing about it."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+    if not os.environ.get("DVC_STAGE") or parent <= 1:
+        return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        notice(f"the process that started this run (pid {parent}, dvc) has ended: stopping, so that no orphan "
+               "writes into what its rerun uses")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="lib.stage-parent", daemon=True).start()
+
+
 def main(argv=None) -> int:
     _skip_iri_grammar()
+    with _stop_on_sigterm():
+        _end_with_parent()
+        return _main(argv)
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.stage", description=__doc__.split("\n\n")[0])
     parser.add_argument("notebook", nargs="?")
     parser.add_argument("out_dir", nargs="?")
@@ -631,10 +716,20 @@ def main(argv=None) -> int:
     except ParameterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    except Stopped as stopped:
+        notice("stopped; nothing was published (a rerun resumes from the .partial folder)")
+        return stopped.code
     except Exception as error:  # papermill re-raises the notebook's exception: show its message, not the trace
         if type(error).__name__ == "PapermillExecutionError":
             print(f"error in {error.exec_count and f'cell {error.exec_count} of '}{args.notebook or args.preset}: "
                   f"{error.ename}: {error.evalue}", file=sys.stderr)
+            return 1
+        if isinstance(error, OSError) and error.filename:  # a file the user named or may fix: say which
+            print(f"error: {error.filename}: {error.strerror or error}; fix its permissions or free space, or "
+                  "choose another path", file=sys.stderr)
             return 1
         raise
     return 0

@@ -100,6 +100,26 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         ) from error
 
 
+class DataFileError(ValueError):
+    """A data file cannot be read (truncated, corrupt, not what its name says); the message names it."""
+
+
+def load_npz(path: str | os.PathLike) -> dict:
+    """Every array of an ``.npz`` file, read whole; a truncated or corrupt file is named, with the fix."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # zipfile.BadZipFile, ValueError, EOFError, OSError ... from a damaged file
+        raise DataFileError(f"data file {path} cannot be read ({type(error).__name__}: {error}): it is truncated "
+                            "or corrupt; restore it (dvc checkout) or regenerate it (dvc repro -f data, or "
+                            "notebooks/00_data.ipynb for the embedded dataset)") from error
+
+
 # Lines the library prints with this prefix are notices a user must see (resuming, ignoring a state of
 # another run): inside a notebook run by ``python -m lib.stage`` they are relayed to the terminal too.
 NOTICE_PREFIX = "[notice] "
@@ -200,3 +220,58 @@ def verify_images(paths, what: str = "image", workers: int = 8) -> None:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise ImageFileError(f"{len(bad)} {what} file(s) of {len(paths)} cannot be read (corrupt, truncated or not "
                              f"an image): {'; '.join(bad[:5])}{more}. Replace them or remove them from the dataset.")
+
+
+# ----------------------------------------------------------------------------- one writer per folder
+class BusyError(RuntimeError):
+    """Another process holds the lock of a folder this one would write into; the message names it."""
+
+
+class FolderLock:
+    """One writer at a time: an exclusive ``flock`` on ``path`` (e.g. ``data/prune/cnn/lrr.running``), held by
+    this process while inside ``with``. The operating system releases it when the holder dies (even by kill -9),
+    so a lock is never left stale; the file says who holds it (pid, command, start), for the message of
+    :class:`BusyError`, and is removed on release. ``wait``: seconds to wait for a holder that is finishing."""
+
+    def __init__(self, path: str | os.PathLike, what: str, wait: float = 5.0):
+        self.path, self.what, self.wait, self.handle = Path(path), what, wait, None
+
+    def __enter__(self) -> "FolderLock":
+        import fcntl
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.wait
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "a process that has not said who it is"
+                handle.close()
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise BusyError(f"{self.what} is being written by another run ({holder}); wait for it to finish, "
+                                "or stop that process, then run again") from None
+            try:  # the holder before us may have removed the file after we opened it: lock the current one
+                same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}, started {started}: {' '.join(sys.argv)}\n")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.path.unlink(missing_ok=True)  # before the release: a waiting run then locks a new file
+            self.handle.close()
+            self.handle = None

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lib import analysis
+from lib import analysis, storage
 from lib.analysis import Scored, decode, encode
 
 
@@ -144,7 +144,7 @@ def _saved(value):
     return buffer
 
 
-def test_state_is_keyed_by_the_checkpoints_content_and_the_options(pruned_cnn, tmp_path):
+def test_state_is_keyed_by_the_checkpoints_content_the_options_and_the_code(pruned_cnn, tmp_path, monkeypatch):
     import shutil
 
     seen = []
@@ -162,12 +162,23 @@ def test_state_is_keyed_by_the_checkpoints_content_and_the_options(pruned_cnn, t
     assert seen == [0, 1] and again.rows == first.rows
     analysis.score_checkpoints(pruned_cnn, score, {"option": 2}, tmp_path / "state", progress=False)
     assert seen == [0, 1, 0, 1]  # other options: scored afresh
-    # a checkpoint whose file changed (here: step 1's weights written over step 0's) is scored afresh
+    # a checkpoint file its prune stage did not write (step 0's weights copied over step 1's) is refused by name
     copy = tmp_path / "copy"
     shutil.copytree(pruned_cnn, copy)
     shutil.copy(copy / "checkpoints" / "step_00.pt", copy / "checkpoints" / "step_01.pt")
+    with pytest.raises(storage.CheckpointError, match=r"step_01.pt is not the file the prune stage wrote"):
+        analysis.score_checkpoints(copy, score, {"option": 1}, tmp_path / "state", progress=False)
+    assert seen == [0, 1, 0, 1]
+    # ... and once the manifest says so (a prune run that wrote these files), it is scored afresh
+    manifest = storage.load_json(copy / "pruning.json")
+    manifest["checkpoints"][1]["sha256"] = storage.file_sha256(copy / "checkpoints" / "step_01.pt")
+    storage.save_json(copy / "pruning.json", manifest)
     changed = analysis.score_checkpoints(copy, score, {"option": 1}, tmp_path / "state", progress=False)
     assert seen == [0, 1, 0, 1, 1] and changed.rows[1]["weights"] == first.rows[0]["weights"]
+    # other code (the score's module or lib.analysis changed): every checkpoint is scored afresh
+    monkeypatch.setattr(analysis, "code_digest", lambda modules: "other code")
+    analysis.score_checkpoints(pruned_cnn, score, {"option": 1}, tmp_path / "state", progress=False)
+    assert seen == [0, 1, 0, 1, 1, 0, 1]
     only = analysis.score_checkpoints(pruned_cnn, score, {"option": 1}, None, steps=[1], progress=False)
     assert [r["step"] for r in only.rows] == [1]
 

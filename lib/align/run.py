@@ -31,7 +31,9 @@ def check_stage(p: dict) -> list[tuple]:
     from pathlib import Path
 
     from lib.data import modelvshuman as mvh
+    from lib.params import check_at_least
 
+    check_at_least(p, {"n_split": 1, "n_images": 1})
     if not p["mvh_root"]:
         check_conditions(p["distortions"] or {})
         return []

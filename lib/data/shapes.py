@@ -300,11 +300,11 @@ def compute_fingerprint(root: str | Path) -> dict:
     for path in _fingerprinted_files(root):
         digest.update(path.name.encode())
         if path.suffix == ".npz":
-            with np.load(path) as data:
-                for key in sorted(data.files):
-                    array = np.ascontiguousarray(data[key])
-                    digest.update(f"{key}:{array.dtype.str}:{array.shape}".encode())
-                    digest.update(array.tobytes())
+            data = storage.load_npz(path)
+            for key in sorted(data):
+                array = np.ascontiguousarray(data[key])
+                digest.update(f"{key}:{array.dtype.str}:{array.shape}".encode())
+                digest.update(array.tobytes())
         else:
             digest.update(path.read_bytes())
         stat = path.stat()
@@ -340,8 +340,7 @@ def load_split(root: str | Path, split: str) -> dict[str, np.ndarray]:
         raise FileNotFoundError(
             f"{path} is missing: generate the embedded dataset first (dvc repro data, or run notebooks/00_data.ipynb)."
         )
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+    return storage.load_npz(path)
 
 
 def load_meta(root: str | Path) -> dict:

@@ -79,8 +79,9 @@ def check_stage(p: dict) -> list[tuple]:
     from pathlib import Path
 
     from lib.data.boxes import DATASETS, voc_dir
-    from lib.params import check_options, keys_of
+    from lib.params import check_at_least, check_options, keys_of
 
+    check_at_least(p, {"n_images": 1, "batch_size": 1, "gallery_images": 1, "gallery_rows": 1})
     dataset = dict(p["dataset"])
     if dataset.get("name") not in DATASETS:
         raise ValueError(f"unknown box dataset {dataset.get('name')!r}; choose one of {DATASETS}")

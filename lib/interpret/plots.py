@@ -20,7 +20,13 @@ def plot_scores(rows: list[dict] | pd.DataFrame, metrics, attributions, baseline
     uniform map's score dotted, and (where the checkpoints have one) test accuracy on a second axis from 0 with
     ``chance`` dashed; one legend below the panels."""
     frame = pd.DataFrame(rows).sort_values("sparsity")
-    metrics = [m for m in metrics if any(f"{m}_{x}" in frame for x in attributions)]
+    wanted, metrics = metrics, [m for m in metrics if any(f"{m}_{x}" in frame for x in attributions)]
+    if not metrics:  # e.g. metrics=["rma", "rra"] and this figure's deletion/insertion: say so, do not fail
+        fig, ax = plt.subplots(figsize=(4.4, 1.2), layout="constrained")
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{', '.join(wanted)}: not computed (the stage's metrics parameter left them out)",
+                ha="center", va="center", wrap=True)
+        return fig
     cols = min(len(metrics), 2)  # two panels a row: legible at the README's width
     nrows = -(-len(metrics) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.3 * nrows), squeeze=False, layout="constrained")

@@ -51,8 +51,10 @@ def check_stage(p: dict) -> list[tuple]:
     """The attribution stage's parameters, checked before any compute; returns the input paths it reads."""
     from lib.interpret.methods import ATTRIBUTIONS
     from lib.data.masks import DATASETS
-    from lib.params import check_options, keys_of
+    from lib.params import check_at_least, check_options, keys_of
 
+    check_at_least(p, {"n_images": 1, "gallery_size": 1, "batch_size": 1, "eval_batch_size": 1,
+                       "perturbation_steps": 1, "pointing_tolerance": 0})
     if p["dataset"] not in DATASETS:
         raise ValueError(f"unknown ground-truth dataset {p['dataset']!r}; choose one of {DATASETS}")
     if p["attributions"] is not None:

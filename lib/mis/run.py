@@ -38,7 +38,9 @@ def check_stage(p: dict) -> list[tuple]:
     input paths they read."""
     from lib.data.image_pool import POOL_KEYS
     from lib.mis.similarity import BackendUnavailable, create_backend
-    from lib.params import check_options
+    from lib.params import check_at_least, check_options
+
+    check_at_least(p, {"batch_size": 1})
 
     check_options(p["pool"], POOL_KEYS, "pool")
     for spec in p["backends"]:

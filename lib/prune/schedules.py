@@ -48,6 +48,7 @@ from lib.models import get_spec, load_checkpoint, save_checkpoint
 from lib.prune.accounting import accounting
 from lib.prune.masks import apply_masks, current_masks, fold_masks, prunable_parameters
 from lib.prune.methods import PRUNERS, ROUNDINGS, SCOPES, SELECTIONS, get_pruner
+from lib.pipeline import code_digest
 from lib.results import MANIFEST, list_checkpoints  # noqa: F401  (the manifest's format)
 from lib.train import Recipe, data_identity, evaluate, fit
 
@@ -157,7 +158,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
     # resume key by content: the dense checkpoint's bytes and the data's fingerprint, not their paths
     identity = {"plan": asdict(plan), "recipe": recipe.identity(), "dense": storage.file_sha256(dense_checkpoint)[:16],
                 "data": data_identity(data),
-                "dense_test_acc": info["meta"].get("test_acc")}
+                "dense_test_acc": info["meta"].get("test_acc"), "code": code_digest([__name__])[:16]}
 
     def record(step, model, parent, target, known=None, pruned_acc=None):
         known = known or {}
@@ -173,6 +174,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
             save_checkpoint(out_dir / rec["file"], model, model_info["name"], model_info["num_classes"],
                             model_info["kwargs"], masks=masks, step=rec["step"], sparsity=rec["sparsity"],
                             plan=asdict(plan))
+            rec["sha256"] = storage.file_sha256(out_dir / rec["file"])  # analyses verify it before scoring
 
     existing = {}
     if (out_dir / MANIFEST).is_file():
@@ -189,7 +191,8 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
 
     def write_manifest():
         if dd.is_main():
-            storage.save_json(out_dir / MANIFEST, {"identity": identity, "plan": asdict(plan), "recipe": recipe.identity(),
+            storage.save_json(out_dir / MANIFEST, {"identity": identity, "model": model_info["name"],
+                                                   "plan": asdict(plan), "recipe": recipe.identity(),
                                               "checkpoints": [records[k] for k in sorted(records)]})
 
     steps = [(0.0, None)] + plan.sparsities()
@@ -198,7 +201,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
         if step in existing and path.is_file():
             try:
                 load_checkpoint(path)
-                records[step] = existing[step]
+                records[step] = {**existing[step], "sha256": storage.file_sha256(path)}
                 continue
             except storage.CheckpointError as error:
                 storage.notice(f"redoing step {step}: {error}")
