@@ -582,3 +582,328 @@ def test_pruning_killed_by_sigkill_resumes_to_the_same_checkpoints(tmp_path, tin
     assert [p.name for p in ref] == [p.name for p in sorted((out / "checkpoints").glob("*.pt"))] and len(ref) == 4
     for path in ref:
         assert _same(_state(path), _state(out / "checkpoints" / path.name)), path.name
+
+
+# ============================================================================= issue 29 and 24: the trials replayed
+# ----------------------------------------------------------------------------- a refused stage keeps its outputs
+def _dvc_outs(entry: dict) -> list[tuple[str, dict]]:
+    found = []
+    for section in ("outs", "metrics", "plots"):
+        for out in entry.get(section, []):
+            name, options = (next(iter(out.items())) if isinstance(out, dict) else (out, None))
+            found.append((name, options or {}))
+    return found
+
+
+def test_dvc_leaves_every_output_in_place_and_can_restore_it():
+    """DVC deletes a stage's outputs before its command unless they persist: every output persists (lib.stage
+    replaces OUT_DIR only after the notebook ran to its end), and every data/ output is cached, so `dvc checkout`
+    restores it (the summaries metrics/... are tracked by git)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, entry in stages.items():
+        for out, options in _dvc_outs(entry):
+            assert options.get("persist") is True, f"{name}: {out} is not persist: true"
+            if out.startswith("data/"):
+                assert options.get("cache", True) is True, f"{name}: {out} is not cached: dvc checkout cannot restore it"
+            else:
+                assert out.startswith("metrics/"), (name, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("persist", [True, False])
+def test_a_refused_stage_keeps_its_outputs_under_dvc_repro(tmp_path, persist):
+    """The trial: a stage ran, then a typo in params.yaml; `dvc repro` fails before compute and the outputs are
+    exactly as they were (a one-stage DVC project running this checkout's notebook 00). Without ``persist`` (as
+    before), DVC deletes them before lib.stage can refuse anything."""
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DVC_STAGE", None)
+    params = {"data": {"n_train": 20, "n_val": 10, "n_test": 10, "n_eval": 4}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"data": {
+        "cmd": f"{sys.executable} -m lib.stage {ROOT / DATA_NB} out --params data", "params": ["data"],
+        "outs": [{"out/train.npz": {"persist": persist}}, {"out/meta.json": {"persist": persist}}]}}}))
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    subprocess.run(dvc + ["init", "--no-scm", "-q"], cwd=project, check=True, env=env)
+    first = subprocess.run(dvc + ["repro"], cwd=project, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    before = tree_hash(project / "out")
+    params["data"]["n_train"] = "20 images"  # the typo
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    refused = subprocess.run(dvc + ["repro"], cwd=project, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "n_train must be an integer" in refused.stderr + refused.stdout
+    assert (tree_hash(project / "out") == before) is persist and (project / "out" / "train.npz").is_file() is persist
+
+
+# ----------------------------------------------------------------------------- one run per OUT_DIR
+HOLD_LOCK = """
+import sys, time
+from lib.storage import FolderLock
+with FolderLock(sys.argv[1], "x"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_into_the_same_out_dir_is_refused_naming_the_first(in_root, no_kernel, capsys, tmp_path):
+    out = tmp_path / "both"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, f"{out}.running"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        code, err = run_main(capsys, DATA_NB, str(out), "--set", "n_train=4")
+        assert code == 3 and f"OUT_DIR {out} is being written by another run (pid {holder.pid} " in err, err
+        assert "wait for it to finish, or stop that process" in err and time.monotonic() - started < 60
+        assert not out.exists() and not Path(f"{out}.partial").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the operating system releases the lock of a killed holder: nothing stale is left to clean up
+    with storage.FolderLock(f"{out}.running", "x", wait=0):
+        assert f"pid {os.getpid()} " in Path(f"{out}.running").read_text()
+    assert not Path(f"{out}.running").exists()
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_shared(tmp_path):
+    path = tmp_path / "out.running"
+    with storage.FolderLock(path, "OUT_DIR out"):
+        with pytest.raises(storage.BusyError, match=rf"OUT_DIR out is being written by another run \(pid {os.getpid()} "):
+            with storage.FolderLock(path, "OUT_DIR out", wait=0):
+                pass
+    with storage.FolderLock(path, "OUT_DIR out", wait=0), pytest.raises(storage.BusyError):
+        with storage.FolderLock(path, "OUT_DIR out", wait=0.3):
+            pass
+
+
+LAUNCHER = """
+import subprocess, sys, time
+child = subprocess.Popen(sys.argv[1:])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_dvc_leaves_no_orphan_writing_into_what_the_rerun_uses(tmp_path, tiny_shapes):
+    """The trial: kill -9 of `dvc` alone while its stage trains; the stage (DVC_STAGE set) notices, stops its
+    kernel, releases OUT_DIR and publishes nothing; the rerun then resumes and finishes alone."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DVC_STAGE": "train@cnn"}
+    out = tmp_path / "run"
+    cli = [sys.executable, "-m", "lib.stage", TRAIN_NB, str(out), "--set", f"data_dir={tiny_shapes}",
+           "model_kwargs={widths: [4, 8], convs: [1, 1]}", "recipe={epochs: 30, batch_size: 16, seed: 1}"]
+    dvc = subprocess.Popen([sys.executable, "-c", LAUNCHER, *cli], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    stage_pid = int(dvc.stdout.readline())
+    state = Path(f"{out}.partial") / "state" / "last.pt"
+    deadline = time.time() + 300
+    while not state.is_file() and time.time() < deadline:
+        time.sleep(0.1)
+    assert state.is_file(), "the stage never kept an epoch"
+    dvc.kill()  # dvc alone, kill -9: its stage is orphaned
+    dvc.wait()
+    deadline = time.time() + 60
+    while Path(f"/proc/{stage_pid}").exists() and time.time() < deadline:
+        with open(f"/proc/{stage_pid}/stat") as stat:
+            if stat.read().split(")")[-1].split()[0] == "Z":
+                break  # ended, waiting for init to reap it
+        time.sleep(0.2)
+    assert time.time() < deadline, "the orphaned stage kept running"
+    assert not out.exists() and not Path(f"{out}.running").exists() and state.is_file()
+    kept = state.read_bytes()
+    time.sleep(2)
+    assert state.read_bytes() == kept, "something still writes into the .partial folder"
+
+
+# ----------------------------------------------------------------------------- identity of kept state: code
+def test_code_digest_follows_the_import_closure(tmp_path):
+    from lib.pipeline import code_digest
+
+    package = tmp_path / "lib"
+    (package / "a").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a" / "__init__.py").write_text("")
+    (package / "a" / "run.py").write_text("from lib.a.metrics import rma\n")
+    (package / "a" / "metrics.py").write_text("def rma(x):\n    return x\n")
+    (package / "other.py").write_text("X = 1\n")
+    first = code_digest(["lib.a.run"], tmp_path)
+    (package / "other.py").write_text("X = 2\n")  # not imported: the key stays
+    assert code_digest(["lib.a.run"], tmp_path) == first
+    (package / "a" / "metrics.py").write_text("def rma(x):\n    return x + 0.5\n")  # imported: a new key
+    assert code_digest(["lib.a.run"], tmp_path) != first
+
+
+def test_a_partial_folder_of_other_code_is_moved_aside_never_resumed(tmp_path, capsys, monkeypatch):
+    notebook = ROOT / PRUNE_NB
+    partial = tmp_path / "run.partial"
+    params = {"plan": {"threshold": 0.5}}
+    digest = stage.parameters_hash(notebook, params)
+    stage.prepare_partial(partial, notebook, params, digest)
+    (partial / "state").mkdir()
+    (partial / "state" / "step_01.pt").write_bytes(b"scored by the old code")
+    monkeypatch.setattr(stage, "code_key", lambda notebook: "new code")
+    stage.prepare_partial(partial, notebook, params, digest)
+    err = capsys.readouterr().err
+    assert "was made by other code" in err and "moved it aside" in err
+    assert sorted(p.name for p in partial.iterdir()) == [stage.MARKER]
+    assert (Path(f"{partial}.stale-{digest}") / "state" / "step_01.pt").read_bytes() == b"scored by the old code"
+
+
+def test_training_resume_key_reads_whole_tensors_and_the_code(monkeypatch):
+    from lib import train
+    from lib.train import Recipe
+
+    model = torch.nn.Linear(2000, 10)  # 80 kB of weights
+    recipe = Recipe(epochs=1)
+    first = train._fingerprint(model, recipe, None)
+    with torch.no_grad():
+        model.weight[-1, -1] += 1  # past the first 4 kB
+    second = train._fingerprint(model, recipe, None)
+    assert second != first
+    monkeypatch.setattr("lib.pipeline.code_digest", lambda modules: "other code")
+    assert train._fingerprint(model, recipe, None) != second
+
+
+@pytest.mark.slow
+def test_interrupted_then_code_changed_redoes_the_finished_work(tmp_path, tiny_shapes, pruned_cnn):
+    """The trial of #24: RQ1 killed once a checkpoint was kept, RMA's code changed (+10 here, out of RMA's [0, 1]),
+    the same command again: the kept checkpoint of the old code is set aside, every RMA is the new code's."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    for name in ("lib", "notebooks"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__", "*.ipynb_checkpoints"))
+    for name in ("dvc.yaml", "params.yaml", "jupytext.toml"):
+        if (ROOT / name).is_file():
+            shutil.copy(ROOT / name, copy / name)
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    env.pop("DVC_STAGE", None)
+    out = tmp_path / "rq1"
+    cli = [sys.executable, "-m", "lib.stage", "notebooks/03_interpret.ipynb", str(out), "--set",
+           f"data_dir={tiny_shapes}", f"source={pruned_cnn}", "n_images=4", "metrics=[rma, rra]",
+           "attributions=[gradcam, saliency]"]
+    kept = Path(f"{out}.partial") / "state"
+    assert _kill_when(cli, lambda: kept.is_dir() and any(kept.glob("step_00.*.pt")), cwd=copy, env=env)
+    assert not out.exists()
+    metrics = copy / "lib" / "interpret" / "metrics.py"
+    text = metrics.read_text()
+    old = "return torch.where(total > 0, inside / torch.where(total > 0, total, 1.0), truth.share)"
+    assert old in text
+    metrics.write_text(text.replace(old, f"{old[:-1]}) + 10.0"))
+    rerun = subprocess.run(cli, cwd=copy, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "was made by other code" in rerun.stderr, rerun.stderr
+    rows = json.loads((out / "metrics.json").read_text())["checkpoints"]
+    rma = [v for row in rows.values() for k, v in row.items() if k.startswith("rma_")]
+    assert len(rows) == 2 and rma and all(v > 1 for v in rma), rows
+
+
+# ----------------------------------------------------------------------------- foreign checkpoints
+def test_a_foreign_checkpoint_in_a_prune_output_is_named_before_any_compute(in_root, no_kernel, capsys, tmp_path,
+                                                                             pruned_cnn, pruned_source, tiny_shapes):
+    import shutil
+
+    source = tmp_path / "prune"
+    shutil.copytree(pruned_cnn, source)
+    vit = Path(pruned_source("small_vit", targets=(0.5,), model_kwargs={"img_size": 32, "embed_dim": 12, "depth": 1,
+                                                                         "num_heads": 2}))
+    shutil.copy(vit / "checkpoints" / "step_01.pt", source / "checkpoints" / "step_01.pt")
+    code, err = run_main(capsys, "notebooks/05_align.ipynb", str(tmp_path / "align"), "--set", f"source={source}",
+                         f"data_dir={tiny_shapes}")
+    assert code == 2 and f"checkpoint {source / 'checkpoints' / 'step_01.pt'} is not the file the prune stage wrote" \
+        in err, err
+    assert "restore it (dvc checkout) or rerun the prune stage" in err and not (tmp_path / "align.partial").exists()
+    manifest = json.loads((source / "pruning.json").read_text())
+    for record in manifest["checkpoints"]:
+        record.pop("sha256")
+    (source / "pruning.json").write_text(json.dumps(manifest))
+    code, err = run_main(capsys, "notebooks/05_align.ipynb", str(tmp_path / "align"), "--set", f"source={source}",
+                         f"data_dir={tiny_shapes}")
+    assert code == 2 and "records no SHA-256 for checkpoints/step_00.pt and 1 more" in err, err
+
+
+def test_the_manifest_records_each_checkpoints_hash_and_model(pruned_cnn):
+    manifest = json.loads((pruned_cnn / "pruning.json").read_text())
+    assert manifest["model"] == "small_cnn"
+    for record in manifest["checkpoints"]:
+        assert record["sha256"] == storage.file_sha256(pruned_cnn / record["file"])
+
+
+# ----------------------------------------------------------------------------- values that failed after compute
+@pytest.mark.parametrize("notebook, sets, message", [
+    ("notebooks/03_interpret.ipynb", ["gallery_size=0"], "gallery_size must be at least 1, got 0"),
+    ("notebooks/03_interpret.ipynb", ["n_images=0"], "n_images must be at least 1, got 0"),
+    ("notebooks/03_interpret.ipynb", ["perturbation_steps=0"], "perturbation_steps must be at least 1"),
+    ("notebooks/05_align.ipynb", ["n_split=0"], "n_split must be at least 1, got 0"),
+    ("notebooks/05_align.ipynb", ["n_images=0"], "n_images must be at least 1, got 0"),
+    ("notebooks/04_discover.ipynb", ["gallery_rows=0"], "gallery_rows must be at least 1, got 0"),
+    ("notebooks/06_mis.ipynb", ["batch_size=0"], "batch_size must be at least 1, got 0"),
+])
+def test_values_that_would_fail_after_compute_are_refused_first(in_root, no_kernel, capsys, tmp_path, notebook, sets,
+                                                                message):
+    code, err = run_main(capsys, notebook, str(tmp_path / "out"), "--set", *sets)
+    assert code == 2 and message in err and "set it to" in err, err
+    assert not (tmp_path / "out.partial").exists()
+
+
+@pytest.mark.parametrize("metrics", [None, ["rma", "rra"], ["pointing", "gini"], ["deletion"], ["rma"]])
+def test_rq1_figures_are_drawn_for_every_metrics_value_the_check_accepts(metrics):
+    """metrics=["rma", "rra"] (offered by notebook 03's comment) left the second figure no panel: it divided by zero."""
+    import matplotlib.pyplot as plt
+
+    from lib.interpret.plots import plot_scores
+    from lib.interpret.run import check_metrics
+
+    chosen = ["rma", "rra", "pointing", "gini", "deletion", "insertion"] if metrics is None else metrics
+    check_metrics(chosen)
+    rows = [{"step": s, "sparsity": s / 4, "test_acc": 0.5, **{f"{m}_gradcam": 0.3 for m in chosen}} for s in range(3)]
+    for panels in (["rma", "rra"], ["pointing", "gini", "deletion", "insertion"]):
+        fig = plot_scores(rows, panels, ["gradcam"], {}, title="t")
+        drawn = [ax for ax in fig.axes if ax.lines]
+        assert len(drawn) == len([p for p in panels if p in chosen]) * 2 or (not drawn and fig.texts + fig.axes[0].texts)
+        plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- one sentence, not a traceback
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_parent_is_a_sentence_before_compute(in_root, no_kernel, capsys, tmp_path):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        code, err = run_main(capsys, DATA_NB, str(parent / "shapes"))
+        assert code == 2 and f"{parent} is not writable by this user; make it writable" in err, err
+    finally:
+        parent.chmod(0o700)
+
+
+def test_a_read_only_output_parent_is_refused_by_the_check(in_root, tmp_path, monkeypatch):
+    """The same check as root sees it (root ignores permissions): os.access says no."""
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(stage.ParameterError, match="is not writable by this user; make it writable"):
+        stage.check_out_dir(tmp_path / "a" / "out", ROOT / DATA_NB, {}, ROOT)
+
+
+def test_a_truncated_data_file_is_named(tmp_path, tiny_shapes):
+    import shutil
+
+    copy = tmp_path / "shapes"
+    shutil.copytree(tiny_shapes, copy)
+    _truncate(copy / "test.npz")
+    with pytest.raises(storage.DataFileError, match=rf"data file {copy / 'test.npz'} cannot be read .*truncated"):
+        shapes.load_split(copy, "test")
+    with pytest.raises(storage.DataFileError, match="test.npz"):
+        shapes.compute_fingerprint(copy)
+
+
+def test_redraw_of_a_folder_that_is_no_stage_output_is_a_sentence(tmp_path, capsys):
+    from lib import redraw
+
+    assert redraw.main([str(tmp_path)]) == 2
+    assert "has no metrics.json: pass a stage's output folder" in capsys.readouterr().err
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "scores.csv").write_text("step,sparsity\n0,0\n")
+    assert redraw.main([str(tmp_path)]) == 2
+    assert "metrics.json lacks 'arch': it is no stage's output" in capsys.readouterr().err
