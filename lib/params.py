@@ -21,12 +21,17 @@ RENAMED = {"method": ("pruner", "plan_name", "plan"), "methods": ("plans", "attr
 
 
 def renamed_hint(unknown, known) -> str:
-    """`` (methods: renamed to plans)`` for each name of ``unknown`` whose replacement is in ``known``; else ""."""
+    """`` (methods: renamed to plans)`` for each name of ``unknown`` whose replacement is in ``known``, ``(n_image:
+    did you mean n_images?)`` for a near miss of a known name (a typo); else ""."""
+    import difflib
+
     hints = []
     for name in unknown:
         new = next((n for n in RENAMED.get(name, ()) if n in known), None)
         if new is not None:
             hints.append(f"{name}: renamed to {new}")
+        elif close := difflib.get_close_matches(name, list(known), n=1, cutoff=0.8):
+            hints.append(f"{name}: did you mean {close[0]}?")
     return f" ({'; '.join(hints)})" if hints else ""
 
 

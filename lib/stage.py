@@ -13,8 +13,15 @@ depends on): read into a notebook, written as ``OUT_DIR.partial/NN_*.ipynb`` and
 (kernel ``python3``: this environment). Outputs and metadata JupyterLab saves into the ``.ipynb`` change nothing.
 
 The notebook writes into ``OUT_DIR.partial``; only when it has run to the end is that directory
-renamed to ``OUT_DIR``, so a failed or interrupted run never leaves half an output where a reader
-looks, and a rerun resumes from what the partial directory holds (e.g. finished pruning rounds).
+renamed to ``OUT_DIR``, so a failed, refused or interrupted run never changes the previous output (under
+``dvc repro`` too: every output in dvc.yaml is ``persist: true``, so DVC leaves it in place), and a rerun
+resumes from what the partial directory holds (e.g. finished pruning rounds) when it was made by the same
+notebook, parameters and code (:func:`code_key`: the twin and every library file it imports); else that folder
+is set aside. One run at a time writes into an OUT_DIR: it holds ``OUT_DIR.running`` locked
+(:class:`lib.storage.FolderLock`), and a second run is refused naming the first one's process. SIGTERM stops a
+run as Ctrl-C does (kernel stopped, lock released, nothing published), and a run started by ``dvc repro`` stops
+when dvc dies, so a killed ``dvc repro`` leaves no orphan writing into the folder its rerun resumes.
+See docs/faults.md.
 
 Nothing a user types can destroy data: lib.stage only ever replaces a folder it published itself (holding
 its marker ``.stage.json``: the notebook and a hash of the parameters). It refuses an OUT_DIR that is the
@@ -354,7 +361,7 @@ def check_out_dir(out_dir: str | Path, notebook: str | Path, parameters: dict, r
     if nested:
         raise ParameterError(f"OUT_DIR {out_dir} holds other stage outputs (e.g. {nested}); lib.stage does not "
                              f"replace them. {hint}")
-    if os.environ.get("DVC_STAGE"):  # dvc repro has removed the stage's outs; what is left predates markers
+    if os.environ.get("DVC_STAGE"):  # outputs DVC restored (dvc checkout/pull hold no marker), or from before markers
         return "unmarked"
     raise ParameterError(f"OUT_DIR {out_dir} already holds files that lib.stage did not publish (no {MARKER}); "
                          "it replaces only its own outputs. Move or delete that folder yourself if it is an old "

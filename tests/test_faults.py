@@ -847,6 +847,17 @@ def test_values_that_would_fail_after_compute_are_refused_first(in_root, no_kern
     assert not (tmp_path / "out.partial").exists()
 
 
+@pytest.mark.parametrize("notebook, sets, message", [
+    ("notebooks/03_interpret.ipynb", ["n_image=2"], "has no parameter(s) ['n_image'] (n_image: did you mean n_images?)"),
+    (PRUNE_NB, ["plan={schedule: lrr, rate: -0.4}"], "rate must be in (0, 1), got -0.4"),
+])
+def test_the_trials_that_lost_outputs_are_refused_before_compute(in_root, no_kernel, capsys, tmp_path, notebook, sets,
+                                                                  message):
+    """Refused as before; what changed is that dvc repro no longer deletes the outputs first (persist)."""
+    code, err = run_main(capsys, notebook, str(tmp_path / "out"), "--set", *sets)
+    assert code == 2 and message in err, err
+
+
 @pytest.mark.parametrize("metrics", [None, ["rma", "rra"], ["pointing", "gini"], ["deletion"], ["rma"]])
 def test_rq1_figures_are_drawn_for_every_metrics_value_the_check_accepts(metrics):
     """metrics=["rma", "rra"] (offered by notebook 03's comment) left the second figure no panel: it divided by zero."""
