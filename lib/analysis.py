@@ -34,7 +34,7 @@ import torch
 
 from lib import storage
 from lib.checkpoints import iter_checkpoints, validate_source
-from lib.pipeline import code_digest
+from lib.imports import code_digest
 from lib.results import list_checkpoints, step_key
 
 RECORD_KEYS = ("step", "sparsity", "test_acc")

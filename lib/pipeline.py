@@ -20,7 +20,6 @@ Layers (``LAYERS``): a module imports only from its own layer or the ones before
 
 from __future__ import annotations
 
-import ast
 import importlib
 import json
 import sys
@@ -28,10 +27,12 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
+from lib.imports import _imports, closure, code_digest, module_file, module_imports  # noqa: F401  (this module's API)
+
 # One-way layers, lowest first: a module may import from its own layer and the layers before it.
-# lib.pipeline itself is core: it names the stages' code as strings and imports nothing of lib.
+# lib.pipeline itself is core: it names the stages' code as strings and imports only lib.imports (the closure).
 LAYERS = (
-    ("core", ("lib", "lib.storage", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline", "lib.registry")),
+    ("core", ("lib", "lib.storage", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline", "lib.registry", "lib.project", "lib.imports")),
     ("data", ("lib.data",)),
     ("models", ("lib.models",)),
     ("train", ("lib.train",)),
@@ -190,64 +191,6 @@ def _root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def module_file(module: str, root: Path | None = None) -> Path | None:
-    """The file of a ``lib`` module (package ``__init__.py`` for a package); None outside ``lib``."""
-    root = root or _root()
-    if module != "lib" and not module.startswith("lib."):
-        return None
-    base = root.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imports(source: str, package: str) -> set[str]:
-    """Every ``lib`` module that ``source`` imports, anywhere (functions included), as dotted names.
-
-    ``from lib.x import y`` counts ``lib.x`` and, when ``y`` is a submodule, ``lib.x.y``; relative imports
-    are resolved against ``package``.
-    """
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            found.add(base)
-            found |= {f"{base}.{alias.name}" for alias in node.names}
-    return {m for m in found if m == "lib" or m.startswith("lib.")}
-
-
-def module_imports(module: str, root: Path | None = None) -> set[str]:
-    """The ``lib`` modules ``module`` imports directly (those that exist), with their parent packages."""
-    path = module_file(module, root)
-    package = module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
-    out = set()
-    for name in _imports(path.read_text(), package):
-        if module_file(name, root) is not None:
-            parts = name.split(".")
-            out |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-    return out - {module}
-
-
-def closure(modules, root: Path | None = None) -> set[str]:
-    """Every ``lib`` module that importing ``modules`` may run (parent packages included)."""
-    todo, seen = list(modules), set()
-    while todo:
-        module = todo.pop()
-        if module in seen or module_file(module, root) is None:
-            continue
-        seen.add(module)
-        parts = module.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += sorted(module_imports(module, root))
-    return seen
-
-
 def twin(notebook: str | Path) -> Path:
     """The jupytext percent twin of a notebook (``notebooks/01_train.ipynb`` -> ``notebooks/01_train.py``):
     the code and markdown alone, what DVC depends on and what ``lib.stage`` runs (``jupytext.toml``)."""
@@ -268,23 +211,13 @@ def notebook_imports(notebook: str | Path) -> set[str]:
 
 
 def stage_closure(stage: Stage, root: Path | None = None) -> list[str]:
-    """The library files a stage runs, relative to the repository root, sorted."""
+    """The library files a stage runs, relative to the repository root, sorted. For a notebook, what the notebook
+    imports: the runner (``lib.stage``) that checks its parameters and publishes its folder computes nothing the
+    outputs depend on, so a change to it reruns no stage."""
     root = root or _root()
-    start = notebook_imports(root / stage.notebook) | {stage.module} if stage.notebook else {stage.module}
+    start = notebook_imports(root / stage.notebook) if stage.notebook else {stage.module}
     files = {module_file(m, root) for m in closure(start, root)}
     return sorted(str(f.relative_to(root)) for f in files)
-
-
-def code_digest(modules, root: Path | None = None) -> str:
-    """SHA-256 of the library files that importing ``modules`` may run (their :func:`closure`), paths and bytes:
-    the code key of kept state, so that a result made by other code is redone, never mixed with new ones."""
-    import hashlib
-
-    root = root or _root()
-    digest = hashlib.sha256()
-    for path in sorted(module_file(m, root) for m in closure(modules, root)):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def write_deps(dvc_yaml: str | Path) -> None:

@@ -55,33 +55,11 @@ import yaml
 from lib.params import (ParameterError, fits, load_params, parse_sets, parse_yaml,  # noqa: F401  (this CLI's API)
                         quoted_number_hint, read_yaml, renamed_hint)
 from lib.pipeline import stage_for_notebook
+from lib.project import enter_project, project_root  # noqa: F401  (enter_project: this module's API before lib.project)
 from lib.storage import BusyError, CheckpointError
 
 PARAMETERS_TAG = "parameters"
 MARKER = ".stage.json"  # written into every output lib.stage publishes (and into its .partial)
-
-
-def project_root(start: str | Path | None = None) -> Path:
-    """The nearest directory at or above ``start`` (default: the working directory) holding dvc.yaml."""
-    start = Path(start or os.getcwd()).resolve()
-    for candidate in (start, *start.parents):
-        if (candidate / "dvc.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"no dvc.yaml at or above {start}: run from inside the repository")
-
-
-def enter_project() -> Path:
-    """Make paths in parameters relative to the repository root, in JupyterLab and under papermill alike.
-
-    Under ``torchrun`` (the kernel inherits RANK/WORLD_SIZE from its launcher) this also joins the
-    process group, so training and evaluation in the notebook run data-parallel.
-    """
-    from lib import distributed
-
-    root = project_root()
-    os.chdir(root)
-    distributed.init_from_env()
-    return root
 
 
 def notebook_parameters(notebook: str | Path) -> dict:
@@ -269,7 +247,8 @@ def read_marker(folder: Path) -> dict | None:
 def code_key(notebook: str | Path) -> str:
     """The code a run of ``notebook`` runs: its twin's text and every library file it imports (the closure,
     :func:`lib.pipeline.code_digest`). Kept state made by other code is never resumed into a new run."""
-    from lib.pipeline import code_digest, notebook_code, notebook_imports
+    from lib.imports import code_digest
+    from lib.pipeline import notebook_code, notebook_imports
 
     text = notebook_code(notebook) + code_digest(notebook_imports(notebook))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

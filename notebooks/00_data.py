@@ -22,12 +22,12 @@ distractors = 3
 out_dir = "data/smoke/shapes"
 
 # %%
-import lib.stage
+import lib.project
 from lib import storage
 from lib.data import shapes
 from lib.results import save_figure
 
-lib.stage.enter_project()
+lib.project.enter_project()
 config = shapes.ShapesConfig(seed=seed, image_size=image_size, num_classes=num_classes, n_train=n_train,
                              n_val=n_val, n_test=n_test, n_eval=n_eval, distractors=distractors)
 

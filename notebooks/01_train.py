@@ -24,13 +24,13 @@ out_dir = "data/smoke/train/cnn"
 # %%
 import pandas as pd
 
-import lib.stage
+import lib.project
 from lib import storage
 from lib.plots import chance_of, plot_learning_curves
 from lib.results import save_figure
 from lib.train import Recipe, train_classifier
 
-lib.stage.enter_project()
+lib.project.enter_project()
 recipe = Recipe.from_dict(recipe)
 
 # %% [markdown]

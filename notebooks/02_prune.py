@@ -57,12 +57,12 @@ out_dir = "data/smoke/prune/cnn/lrr"
 # %%
 import pandas as pd
 
-import lib.stage
+import lib.project
 from lib.prune.runs import accuracy_table, layer_table, plot_accuracy, run_pruning, save_results
 from lib.plots import chance_of
 from lib.results import save_figure
 
-lib.stage.enter_project()
+lib.project.enter_project()
 
 # %% [markdown]
 # ## Prune and retrain

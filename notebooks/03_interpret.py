@@ -61,14 +61,14 @@ out_dir = "data/smoke/interpret/cnn/lrr"
 # %%
 import pandas as pd
 
-import lib.stage
+import lib.project
 from lib.interpret import score_checkpoints
 from lib.interpret.plots import plot_gallery, plot_scores
 from lib.data.masks import load_ground_truth
 from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
-lib.stage.enter_project()
+lib.project.enter_project()
 data = load_ground_truth(dataset, data_dir, split=split, limit=n_images, image_size=image_size, mask=mask)
 print(f"{len(data['masks'])} images of {dataset}, {data['images'].shape[1]} px; "
       f"objects cover {data['masks'].mean():.1%} of the pixels")

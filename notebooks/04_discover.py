@@ -55,7 +55,7 @@ out_dir = "data/smoke/discover/cnn/lrr"
 # %%
 import pandas as pd
 
-import lib.stage
+import lib.project
 from lib.checkpoints import validate_source
 from lib.data.boxes import load_boxes
 from lib.discover import (build_algorithms, centred_baseline, diagnose_features, discover, gallery_steps,
@@ -63,7 +63,7 @@ from lib.discover import (build_algorithms, centred_baseline, diagnose_features,
 from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
-lib.stage.enter_project()
+lib.project.enter_project()
 validate_source(source)
 build_algorithms(algorithms)
 data = load_boxes(**dataset).with_boxes().sample(n_images, seed=seed)

@@ -53,14 +53,14 @@ out_dir = "data/smoke/align/cnn/lrr"
 # %%
 import pandas as pd
 
-import lib.stage
+import lib.project
 from lib.align.metrics import checkpoint_rows, human_summary, per_image
 from lib.align.plots import (distortion_levels, plot_distortion_curves, plot_error_consistency, plot_examples,
                                  plot_metric_per_dataset, plot_shape_bias)
 from lib.align.run import evaluate, prepare
 from lib.results import save_figure, save_stage_metrics
 
-lib.stage.enter_project()
+lib.project.enter_project()
 evaluation = prepare(data_dir, mvh_root, datasets, distortions, n_images, n_split, seed=seed,
                      eidolon_size=eidolon_size, eidolon_fields=eidolon_fields, image_size=image_size)
 pd.DataFrame([{"dataset": c.dataset, "condition": c.condition, "images": len(c.images)} for c in evaluation.conditions])

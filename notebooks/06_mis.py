@@ -52,7 +52,7 @@ out_dir = "data/smoke/mis/cnn/lrr"
 # %%
 import pandas as pd
 
-import lib.stage
+import lib.project
 from lib.checkpoints import validate_source
 from lib.data.image_pool import load_pool
 from lib.mis import TaskConfig, create_backend
@@ -63,7 +63,7 @@ from lib.mis.run import build_scorers, save_tables, score_checkpoints
 from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
-lib.stage.enter_project()
+lib.project.enter_project()
 validate_source(source)
 backends = [create_backend(spec) for spec in backends]
 task_config = TaskConfig.from_dict(tasks)

@@ -48,13 +48,13 @@ seed = 0
 out_dir = "data/smoke/report"
 
 # %%
-import lib.stage
+import lib.project
 from lib import storage
 from lib.report import (chance_levels, dimension_correlations, family_table, load_dimensions, parameter_counts,
                         plot_claims, plot_dimensions, read_matrix, readable, show, sparsity_table, undeclared_outputs)
 from lib.results import save_figure
 
-lib.stage.enter_project()
+lib.project.enter_project()
 matrix = read_matrix(params_file)
 ignored = undeclared_outputs(root, matrix)
 print("matrix:", matrix)

@@ -718,7 +718,7 @@ def test_a_killed_dvc_leaves_no_orphan_writing_into_what_the_rerun_uses(tmp_path
 
 # ----------------------------------------------------------------------------- identity of kept state: code
 def test_code_digest_follows_the_import_closure(tmp_path):
-    from lib.pipeline import code_digest
+    from lib.imports import code_digest
 
     package = tmp_path / "lib"
     (package / "a").mkdir(parents=True)
@@ -761,7 +761,7 @@ def test_training_resume_key_reads_whole_tensors_and_the_code(monkeypatch):
         model.weight[-1, -1] += 1  # past the first 4 kB
     second = train._fingerprint(model, recipe, None)
     assert second != first
-    monkeypatch.setattr("lib.pipeline.code_digest", lambda modules: "other code")
+    monkeypatch.setattr("lib.imports.code_digest", lambda modules: "other code")
     assert train._fingerprint(model, recipe, None) != second
 
 

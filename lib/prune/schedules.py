@@ -48,7 +48,7 @@ from lib.models import get_spec, load_checkpoint, save_checkpoint
 from lib.prune.accounting import accounting
 from lib.prune.masks import apply_masks, current_masks, fold_masks, prunable_parameters
 from lib.prune.methods import PRUNERS, ROUNDINGS, SCOPES, SELECTIONS, get_pruner
-from lib.pipeline import code_digest
+from lib.imports import code_digest
 from lib.results import MANIFEST, list_checkpoints  # noqa: F401  (the manifest's format)
 from lib.train import Recipe, data_identity, evaluate, fit
 
