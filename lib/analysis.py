@@ -10,7 +10,7 @@ does the rest, the same way for every analysis:
 - with ``state_dir``, keeps every finished checkpoint there and, on a rerun after an interruption, reuses
   it instead of scoring again. A kept result is keyed by content: the checkpoint file's SHA-256, the
   analysis's ``key`` (its options and a digest of its inputs) and its code (the import closure of ``score``'s
-  module, :func:`lib.pipeline.code_digest`), so a changed checkpoint, option, input or code is scored afresh
+  module, :func:`lib.imports.code_digest`), so a changed checkpoint, option, input or code is scored afresh
   and never mixed with results of other settings (a kept checkpoint is still read from
   disk, ``lib.checkpoints.iter_checkpoints`` loads each, but not scored);
 - gathers the rows (each with the checkpoint's ``step``, ``sparsity`` and ``test_acc``, as

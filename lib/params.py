@@ -226,3 +226,58 @@ def check_at_least(parameters: dict, least: dict[str, int]) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < bound:
             raise ParameterError(f"parameter {name} must be at least {bound}, got {value!r}; set it to {bound} "
                                  "or more")
+
+
+# ----------------------------------------------------------------------------- a value against its default's type
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}
+
+
+def _expected_type(default) -> type | None:
+    for kind in (bool, int, float, str):  # bool before int: True is an int to Python, not to a user
+        if isinstance(default, kind):
+            return kind
+    if isinstance(default, (list, tuple)):
+        return list
+    if isinstance(default, dict):
+        return dict
+    return None
+
+
+def _type_errors(name: str, default, value) -> list[str]:
+    """Where ``value`` does not have the type of ``default``: None defaults accept anything, an integer is a
+    number, a mapping's keys that the default has are checked recursively (the rest is the stage's business),
+    a list's items against the default's items when those are all of one plain type."""
+    kind = _expected_type(default)
+    if kind is None:
+        return []
+    if not fits(value, kind):
+        hint = quoted_number_hint(value) if kind in (int, float) else ""
+        return [f"{name} must be {_TYPE_NAMES[kind]} like its default {default!r}, got {value!r} "
+                f"({type(value).__name__}){hint}"]
+    errors = []
+    if kind is dict:
+        for key in value:
+            if key in default:
+                errors += _type_errors(f"{name}.{key}", default[key], value[key])
+    elif kind is list and default:
+        kinds = {_expected_type(d) for d in default}
+        if len(kinds) == 1 and next(iter(kinds)) in (bool, int, float, str):
+            for i, item in enumerate(value):
+                errors += _type_errors(f"{name}[{i}]", default[0], item)
+    return errors
+
+
+def kinds_errors(name: str, value, default, kinds: tuple | None = None) -> list[str]:
+    """Where ``value`` is not of the types a notebook's ``parameters`` cell declares for ``name`` (``kinds``:
+    ``(int, None)`` for ``int | None``), or, undeclared, of its ``default``'s type (:func:`_type_errors`)."""
+    if kinds is None:
+        return _type_errors(name, default, value)
+    if value is None and None in kinds:
+        return []
+    if not any(k is not None and fits(value, k) for k in kinds):
+        names = " or ".join("null" if k is None else _TYPE_NAMES[k] for k in kinds)
+        return [f"{name} must be {names}, got {value!r} ({type(value).__name__})"]
+    if _expected_type(default) is not None and fits(value, _expected_type(default)):
+        return _type_errors(name, default, value)  # its items, as the default's
+    return []

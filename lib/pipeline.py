@@ -40,7 +40,7 @@ LAYERS = (
     ("checkpoints", ("lib.checkpoints", "lib.analysis")),
     ("analyses", ("lib.interpret", "lib.discover", "lib.align", "lib.mis")),
     ("report", ("lib.report",)),
-    ("runner", ("lib.stage", "lib.experiment", "lib.vega", "lib.redraw")),
+    ("runner", ("lib.stage", "lib.notebook", "lib.outputs", "lib.kernel", "lib.experiment", "lib.vega", "lib.redraw")),
 )
 
 

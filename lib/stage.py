@@ -27,442 +27,44 @@ Nothing a user types can destroy data: lib.stage only ever replaces a folder it 
 its marker ``.stage.json``: the notebook and a hash of the parameters). It refuses an OUT_DIR that is the
 project root or above it, holds ``.git``, equals or contains an input of the stage (any parameter value
 naming an existing path), or holds files without the marker. A ``.partial`` is resumed only by a run of
-the same notebook and parameters; another one is moved aside (``OUT_DIR.partial.stale-<hash>``), never
+the same notebook, parameters and code; another one is moved aside (``OUT_DIR.partial.stale-<hash>``), never
 deleted. Parameter values are checked against the types of the notebook's defaults, and by ``validate``,
 before the notebook's first cell runs (the kernel starts meanwhile, so that its imports overlap the checks',
 and is stopped when one fails); notices the library prints inside the notebook (resuming, ignoring a state of
 another run) are relayed to the terminal.
+
+The runner's jobs, one module each: :mod:`lib.notebook` (the twin's cells, the parameters cell and its checks),
+:mod:`lib.params` (parameter files, ``--set`` values, the one type checker), :mod:`lib.outputs` (OUT_DIR's
+safety, markers, the ``.partial`` folder, publishing), :mod:`lib.kernel` (the early kernel, the notice relay);
+this module runs them in order (:func:`run_notebook`) and is the command line (:func:`main`).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
-import hashlib
-import json
 import os
-import re
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import yaml
-
-from lib.params import (ParameterError, fits, load_params, parse_sets, parse_yaml,  # noqa: F401  (this CLI's API)
-                        quoted_number_hint, read_yaml, renamed_hint)
+from lib.kernel import headless_kernel, NoticeRelay, start_kernel, stop_kernel  # noqa: F401  (this module's API)
+from lib.notebook import (KERNELSPEC, PARAMETERS_TAG, check_parameter_types, check_parameters,  # noqa: F401
+                          notebook_annotations, notebook_parameters, read_notebook, twin_differs)
+from lib.outputs import (MARKER, check_out_dir, code_key, input_paths, notice, parameters_hash,  # noqa: F401
+                         prepare_partial, publish, read_marker, write_marker)
+from lib.params import ParameterError, load_params, parse_sets, read_yaml  # noqa: F401  (this CLI's API)
 from lib.pipeline import stage_for_notebook
 from lib.project import enter_project, project_root  # noqa: F401  (enter_project: this module's API before lib.project)
 from lib.storage import BusyError, CheckpointError
-
-PARAMETERS_TAG = "parameters"
-MARKER = ".stage.json"  # written into every output lib.stage publishes (and into its .partial)
-
-
-def notebook_parameters(notebook: str | Path) -> dict:
-    """Names and default values of the notebook's cell tagged ``parameters``."""
-    return _parameters_cell(notebook)[0]
-
-
-def notebook_annotations(notebook: str | Path) -> dict:
-    """The types a parameter declares in the ``parameters`` cell (``source: str | dict = "..."``): name -> the
-    accepted types (str, int, float, bool, list, dict, None). Parameters without one take their default's."""
-    return _parameters_cell(notebook)[1]
-
-
-_ANNOTATION_NAMES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "tuple": list,
-                     "dict": dict, "None": None}
-
-
-def _annotation_kinds(node) -> tuple | None:
-    """The types of an annotation, in the order written (``int | None``: (int, None))."""
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        left, right = _annotation_kinds(node.left), _annotation_kinds(node.right)
-        return None if left is None or right is None else tuple(dict.fromkeys(left + right))
-    if isinstance(node, ast.Subscript):  # list[str]: the outer type
-        return _annotation_kinds(node.value)
-    if isinstance(node, ast.Constant) and node.value is None:
-        return (None,)
-    if isinstance(node, ast.Name) and node.id in _ANNOTATION_NAMES:
-        return (_ANNOTATION_NAMES[node.id],)
-    return None  # anything else (Any, a class): not checked
-
-
-KERNELSPEC = {"display_name": "Python (pruning-beyond-accuracy)", "language": "python",
-              "name": "pruning-beyond-accuracy"}  # `make kernel` registers it; lib.stage runs "python3" (this env)
-
-
-def read_notebook(notebook: str | Path):
-    """The notebook that runs: its jupytext twin ``NN_*.py`` (what DVC depends on) read into a notebook when
-    it exists, else the ``.ipynb`` itself; outputs-free, with the project's kernelspec."""
-    import nbformat
-
-    from lib.pipeline import twin
-
-    path = twin(notebook)
-    if path.is_file() and Path(notebook).suffix == ".ipynb":
-        import jupytext
-
-        nb = jupytext.read(path, fmt="py:percent")
-    else:
-        nb = nbformat.read(str(notebook), as_version=4)
-    nb.metadata["kernelspec"] = dict(KERNELSPEC)
-    nb.metadata.setdefault("language_info", {"name": "python"})
-    nb.metadata.pop("jupytext", None)
-    return nb
-
-
-def twin_differs(notebook: str | Path) -> bool:
-    """Whether the ``.ipynb``'s cells (code, markdown, tags) differ from its twin's: one was edited outside a
-    jupytext-paired JupyterLab (``jupytext --sync notebooks/*.ipynb`` brings them together again)."""
-    import nbformat
-
-    from lib.pipeline import twin
-
-    if Path(notebook).suffix != ".ipynb" or not twin(notebook).is_file() or not Path(notebook).is_file():
-        return False
-
-    def cells(nb):
-        return [(c.cell_type, c.source.strip(), list(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
-
-    return cells(nbformat.read(str(notebook), as_version=4)) != cells(read_notebook(notebook))
-
-
-def _parameters_cell(notebook: str | Path) -> tuple[dict, dict]:
-    nb = read_notebook(notebook)
-    cells = [c for c in nb.cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise ParameterError(f"{notebook} must have exactly one cell tagged '{PARAMETERS_TAG}', found {len(cells)}")
-    values, annotations = {}, {}
-    for node in ast.parse(cells[0].source).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    values[target.id] = ast.literal_eval(node.value)
-                    kinds = _annotation_kinds(node.annotation) if isinstance(node, ast.AnnAssign) else None
-                    if kinds is not None:
-                        annotations[target.id] = kinds
-    return values, annotations
-
-
-def check_parameters(notebook: str | Path, parameters: dict, known: dict | None = None) -> None:
-    """Every name is a parameter of the notebook, every value of the type of its default (see
-    :func:`check_parameter_types`); raises ParameterError naming the fix."""
-    known = notebook_parameters(notebook) if known is None else known
-    unknown = sorted(set(parameters) - set(known))
-    if unknown:
-        raise ParameterError(
-            f"{notebook} has no parameter(s) {unknown}{renamed_hint(unknown, known)}; its parameters are {sorted(known)}. "
-            "Fix the name in params.yaml / the preset, or add it to the notebook's parameters cell."
-        )
-    check_parameter_types(notebook, parameters, known)
-
-
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-               list: "a list", dict: "a mapping"}
-
-
-def _expected_type(default) -> type | None:
-    for kind in (bool, int, float, str):  # bool before int: True is an int to Python, not to a user
-        if isinstance(default, kind):
-            return kind
-    if isinstance(default, (list, tuple)):
-        return list
-    if isinstance(default, dict):
-        return dict
-    return None
-
-
-def _type_errors(name: str, default, value) -> list[str]:
-    """Where ``value`` does not have the type of ``default``: None defaults accept anything, an integer is a
-    number, a mapping's keys that the default has are checked recursively (the rest is the stage's business),
-    a list's items against the default's items when those are all of one plain type."""
-    kind = _expected_type(default)
-    if kind is None:
-        return []
-    if not fits(value, kind):
-        hint = quoted_number_hint(value) if kind in (int, float) else ""
-        return [f"{name} must be {_TYPE_NAMES[kind]} like its default {default!r}, got {value!r} "
-                f"({type(value).__name__}){hint}"]
-    errors = []
-    if kind is dict:
-        for key in value:
-            if key in default:
-                errors += _type_errors(f"{name}.{key}", default[key], value[key])
-    elif kind is list and default:
-        kinds = {_expected_type(d) for d in default}
-        if len(kinds) == 1 and next(iter(kinds)) in (bool, int, float, str):
-            for i, item in enumerate(value):
-                errors += _type_errors(f"{name}[{i}]", default[0], item)
-    return errors
-
-
-
-
-def check_parameter_types(notebook: str | Path, parameters: dict, known: dict | None = None) -> None:
-    """Each value against the type the ``parameters`` cell declares (``n_images: int | None = 100``) or else the
-    type of its default: an integer default wants an integer (``epochs: 1.5`` is refused), a number accepts an
-    integer, a None default anything."""
-    known = notebook_parameters(notebook) if known is None else known
-    annotations = notebook_annotations(notebook)
-    errors = []
-    for name, value in parameters.items():
-        if name not in known or name == "out_dir":
-            continue
-        kinds = annotations.get(name)
-        if kinds is None:
-            errors += _type_errors(name, known[name], value)
-        elif value is None and None in kinds:
-            continue
-        elif not any(k is not None and fits(value, k) for k in kinds):
-            names = " or ".join("null" if k is None else _TYPE_NAMES[k] for k in kinds)
-            errors.append(f"{name} must be {names}, got {value!r} ({type(value).__name__})")
-        elif _expected_type(known[name]) is not None and fits(value, _expected_type(known[name])):
-            errors += _type_errors(name, known[name], value)  # its items, as the default's
-    if errors:
-        raise ParameterError(f"{Path(notebook).name}: parameter {'; '.join(errors)}")
-
-
-# ----------------------------------------------------------------------------- what may be replaced
-def parameters_hash(notebook: str | Path, parameters: dict) -> str:
-    """Identity of a run: the notebook's name and its parameters (``out_dir`` left out)."""
-    values = {k: v for k, v in parameters.items() if k != "out_dir"}
-    text = json.dumps([Path(notebook).name, values], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def read_marker(folder: Path) -> dict | None:
-    """The marker of a folder lib.stage wrote (None if there is none or it is unreadable)."""
-    try:
-        marker = json.loads((Path(folder) / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
-
-
-def code_key(notebook: str | Path) -> str:
-    """The code a run of ``notebook`` runs: its twin's text and every library file it imports (the closure,
-    :func:`lib.pipeline.code_digest`). Kept state made by other code is never resumed into a new run."""
-    from lib.imports import code_digest
-    from lib.pipeline import notebook_code, notebook_imports
-
-    text = notebook_code(notebook) + code_digest(notebook_imports(notebook))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def write_marker(folder: Path, notebook: Path, parameters: dict, digest: str, code: str | None = None) -> None:
-    from lib import storage
-
-    storage.save_json(Path(folder) / MARKER, {"notebook": Path(notebook).name, "parameters_hash": digest,
-                                         "code": code or code_key(notebook),
-                                         "parameters": {k: v for k, v in parameters.items() if k != "out_dir"}})
-
-
-def _holds_files(folder: Path) -> bool:
-    """Whether ``folder`` holds anything but (nested) empty folders; stops at the first file."""
-    for _, _, files in os.walk(folder):
-        if files:
-            return True
-    return False
-
-
-def _strings(value) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
-def input_paths(parameters: dict, root: Path) -> list[tuple[str, Path]]:
-    """(parameter, resolved path) of every string among the parameter values (recursively) that names an
-    existing file or folder, relative to the project root (the notebook's working directory) or absolute."""
-    found = []
-    for name, value in parameters.items():
-        if name == "out_dir":
-            continue
-        for text in _strings(value):
-            if not text.strip() or len(text) > 4096 or "\n" in text or "\x00" in text:
-                continue
-            path = Path(text).expanduser()
-            for candidate in ((path,) if path.is_absolute() else (root / path, Path.cwd() / path)):
-                try:
-                    if candidate.exists():
-                        found.append((f"{name}={text}", candidate.resolve()))
-                except OSError:
-                    pass
-    return found
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def check_out_dir(out_dir: str | Path, notebook: str | Path, parameters: dict, root: Path) -> str:
-    """Refuse an OUT_DIR whose replacement could destroy something lib.stage did not create (see the module
-    docstring); returns how it may be replaced: "new" (absent or empty), "marked" (our earlier output) or
-    "unmarked" (files without a marker, only accepted under ``dvc repro``: moved aside, never deleted)."""
-    out = Path(out_dir).resolve()
-    root = Path(root).resolve()
-    hint = "Give the stage a folder of its own (e.g. data/<stage>/<name>)."
-    if _inside(root, out):
-        raise ParameterError(f"OUT_DIR {out_dir} is the project root or a folder above it ({root}); "
-                             f"publishing there would replace the whole checkout. {hint}")
-    if _inside(Path.cwd().resolve(), out) or _inside(Path.home().resolve(), out):
-        raise ParameterError(f"OUT_DIR {out_dir} holds the working directory or the home folder. {hint}")
-    if (out / ".git").exists():
-        raise ParameterError(f"OUT_DIR {out_dir} holds a .git repository; lib.stage never replaces it. {hint}")
-    inputs = [("notebook", Path(notebook).resolve())] + input_paths(parameters, root)
-    clashes = [f"{name} ({path})" for name, path in inputs if _inside(path, out)]
-    if clashes:
-        raise ParameterError(f"OUT_DIR {out_dir} is or holds an input of the stage: {', '.join(clashes)}; "
-                             f"publishing would replace it. {hint}")
-    _check_writable(out, out_dir)
-    if not out.exists():
-        return "new"
-    if not out.is_dir():
-        raise ParameterError(f"OUT_DIR {out_dir} is a file, not a folder; lib.stage does not replace it. {hint}")
-    marker = read_marker(out)
-    if marker is not None:
-        if marker.get("notebook") != Path(notebook).name:
-            raise ParameterError(f"OUT_DIR {out_dir} holds the output of {marker.get('notebook')}, not of "
-                                 f"{Path(notebook).name}; lib.stage does not replace it. {hint}")
-        return "marked"
-    if not _holds_files(out):
-        return "new"
-    nested = next((str(p.parent) for p in out.rglob(MARKER)), None)
-    if nested:
-        raise ParameterError(f"OUT_DIR {out_dir} holds other stage outputs (e.g. {nested}); lib.stage does not "
-                             f"replace them. {hint}")
-    if os.environ.get("DVC_STAGE"):  # outputs DVC restored (dvc checkout/pull hold no marker), or from before markers
-        return "unmarked"
-    raise ParameterError(f"OUT_DIR {out_dir} already holds files that lib.stage did not publish (no {MARKER}); "
-                         "it replaces only its own outputs. Move or delete that folder yourself if it is an old "
-                         f"output, or choose another OUT_DIR.")
-
-
-def _check_writable(out: Path, out_dir) -> None:
-    """The folder that will hold OUT_DIR, its ``.partial`` and its lock must be writable (or creatable)."""
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ParameterError(f"OUT_DIR {out_dir}: {folder} is a file, not a folder; choose another OUT_DIR")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ParameterError(f"OUT_DIR {out_dir}: {folder} is not writable by this user; make it writable "
-                             "(chmod u+w) or choose another OUT_DIR")
-
-
-def _aside(path: Path, suffix: str) -> Path:
-    """A free name ``<path><suffix>`` (``-2``, ``-3`` ... appended if taken)."""
-    target, n = Path(f"{path}{suffix}"), 2
-    while target.exists():
-        target, n = Path(f"{path}{suffix}-{n}"), n + 1
-    return target
-
-
-def prepare_partial(partial: Path, notebook: Path, parameters: dict, digest: str) -> None:
-    """Make ``partial`` the working folder of this run: resume one of the same notebook, parameters and code
-    (:func:`code_key`), move any other aside to ``<partial>.stale-<its hash>`` (never deleted), then write this
-    run's marker."""
-    code = code_key(notebook)
-    if partial.exists():
-        marker = read_marker(partial) or {}
-        same_run = marker.get("notebook") == Path(notebook).name and marker.get("parameters_hash") == digest
-        if same_run and marker.get("code") == code:
-            notice(f"resuming from {partial} (left by an interrupted run with the same parameters and code)")
-        elif partial.is_dir() and not _holds_files(partial):
-            pass
-        else:
-            why = ("was made by other code (the notebook or a library file it runs changed since)" if same_run
-                   else "was left by a run with other parameters (or another notebook)")
-            target = _aside(partial, f".stale-{marker.get('parameters_hash') or 'unmarked'}")
-            os.replace(partial, target)
-            notice(f"{partial} {why}: moved it aside to {target} and starting empty; delete that folder once you "
-                   "no longer need it")
-    partial.mkdir(parents=True, exist_ok=True)
-    write_marker(partial, notebook, parameters, digest, code)
-
-
-def publish(partial: Path, out_dir: Path, how: str) -> None:
-    """Put ``partial`` in the place of ``out_dir``: the previous output (ours) is renamed away first, so a reader
-    finds either the old or the new output, never a mixture; an unmarked one (dvc repro) is kept aside."""
-    if how == "new" and out_dir.exists() and not _holds_files(out_dir):
-        shutil.rmtree(out_dir)  # nothing but empty folders
-    if how in ("marked", "unmarked") and out_dir.exists():
-        old = _aside(out_dir, ".replaced" if how == "unmarked" else ".old")
-        os.replace(out_dir, old)
-        os.replace(partial, out_dir)
-        if how == "marked":
-            shutil.rmtree(old)
-        else:
-            notice(f"{out_dir} held files without a {MARKER} (an output from before markers); kept them in {old}")
-        return
-    os.replace(partial, out_dir)
 
 
 def _children_cpu() -> float:
     """User + system seconds of this process's finished children (the notebook kernels)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def notice(message: str) -> None:
-    print(f"lib.stage: {message}", file=sys.stderr, flush=True)
-
-
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-class _NoticeRelay:
-    """A stream papermill writes the kernel's stdout/stderr into: lines of library notices
-    (``lib.storage.NOTICE_PREFIX``) and of headless progress bars (``lib.storage.PROGRESS_PREFIX``: epochs, pruning
-    steps, checkpoints ..., at most every ``LIB_PROGRESS_INTERVAL`` seconds) go to this process's stderr,
-    labelled with the notebook; everything else is dropped."""
-
-    def __init__(self, label: str = ""):
-        self.buffer = ""
-        self.label = f"{label}: " if label else ""
-
-    def write(self, text: str) -> None:
-        from lib.storage import NOTICE_PREFIX, PROGRESS_PREFIX
-
-        self.buffer += text
-        *lines, self.buffer = self.buffer.replace("\r", "\n").split("\n")
-        for line in lines:
-            if line.startswith(NOTICE_PREFIX):
-                print(f"lib.stage: {line[len(NOTICE_PREFIX):]}", file=sys.stderr, flush=True)
-            elif line.startswith(PROGRESS_PREFIX):
-                # nested bars move the cursor up when they close: an escape code, no news
-                shown = _ANSI_ESCAPE.sub("", line[len(PROGRESS_PREFIX):]).strip()
-                if shown:
-                    print(f"lib.stage: {self.label}{shown}", file=sys.stderr, flush=True)
-        self.buffer = self.buffer[-10_000:]
-
-    def flush(self) -> None:
-        pass
-
-
-class _headless_kernel:
-    """Within it, kernels started by this process see ``lib.storage.HEADLESS_ENV``: their bars are plain lines."""
-
-    def __enter__(self):
-        from lib.storage import HEADLESS_ENV
-
-        self.name, self.old = HEADLESS_ENV, os.environ.get(HEADLESS_ENV)
-        os.environ[HEADLESS_ENV] = "1"
-
-    def __exit__(self, *exc):
-        if self.old is None:
-            os.environ.pop(self.name, None)
-        else:
-            os.environ[self.name] = self.old
 
 
 def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, progress: bool = True,
@@ -508,7 +110,7 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
         if rank > 0:  # under torchrun every rank executes the notebook; only rank 0 writes and publishes
             import tempfile
 
-            with tempfile.TemporaryDirectory() as scratch, _headless_kernel():
+            with tempfile.TemporaryDirectory() as scratch, headless_kernel():
                 papermill.execute_notebook(source, f"{scratch}/{notebook.name}", parameters=parameters,
                                            cwd=str(root), progress_bar=False, kernel_name="python3")
             return out_dir
@@ -523,7 +125,7 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
         lock.enter_context(FolderLock(f"{out_dir.resolve()}.running", f"OUT_DIR {out_dir}"))
         digest = parameters_hash(notebook, effective)
         prepare_partial(partial, notebook, effective, digest)
-        relay = _NoticeRelay(notebook.stem)
+        relay = NoticeRelay(notebook.stem)
         executed = partial / notebook.name
         nbformat.write(source, str(executed))  # the executed notebook's input: the twin's cells
         started, cpu_before = time.perf_counter(), _children_cpu()
@@ -544,39 +146,6 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
         write_marker(partial, notebook, effective, digest)
         publish(partial, out_dir, how)
     return out_dir
-
-
-def start_kernel(notebook: Path, root: Path):
-    """The notebook's kernel, started before the checks: while this process checks the parameters (a stage's
-    check imports torch, ~3 s a stage), the kernel starts and imports the library modules the notebook imports,
-    so the two overlap instead of following each other; papermill then runs the notebook in it. The imports
-    are the kernel's start-up lines (``IPKernelApp.exec_lines``): outside the notebook's cells, history and
-    execution count, and what the notebook's first cell would import anyway."""
-    from jupyter_client.manager import AsyncKernelManager
-    from jupyter_core.utils import run_sync
-
-    from lib.pipeline import notebook_imports
-
-    manager = AsyncKernelManager(kernel_name="python3")
-    imports = ", ".join(sorted(notebook_imports(notebook)))
-    with _headless_kernel():  # the kernel inherits the environment it starts in
-        run_sync(manager.start_kernel)(cwd=str(root),
-                                       extra_arguments=[f"--IPKernelApp.exec_lines=import {imports}"] if imports else [])
-    return manager
-
-
-def stop_kernel(kernel, now: bool = False) -> None:
-    """Shut the kernel down: politely once the notebook has run, at once when a check or a cell failed; a kernel
-    that died on its own (a crash, out of memory) only leaves its connection file to remove."""
-    from jupyter_core.utils import run_sync
-
-    if kernel is None:
-        return
-    try:
-        if run_sync(kernel.is_alive)():
-            run_sync(kernel.shutdown_kernel)(now=now)
-    finally:
-        run_sync(kernel.cleanup_resources)()
 
 
 def stage_check(notebook: str | Path) -> Callable[[dict], None] | None:
@@ -723,4 +292,3 @@ def _main(argv) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -299,7 +299,7 @@ def _logits_and_loss(outputs, y, criterion, aux_weight: float = AUX_WEIGHT):
 
 def _fingerprint(model: nn.Module, recipe: Recipe, extra: dict | None) -> str:
     """Identity of a run: resuming is only allowed into the same recipe, data, starting weights (whole tensors)
-    and code (this module's import closure, :func:`lib.pipeline.code_digest`)."""
+    and code (this module's import closure, :func:`lib.imports.code_digest`)."""
     from lib.imports import code_digest
 
     h = hashlib.sha256(json.dumps([recipe.identity(), extra or {}, code_digest([__name__])], sort_keys=True,

@@ -504,7 +504,7 @@ def test_truncated_images_are_named_before_training(tmp_path):
 
 
 def test_notice_relay_passes_library_notices_only(capsys):
-    relay = stage._NoticeRelay()
+    relay = stage.NoticeRelay()
     relay.write("epoch 1 ...\r[notice] resum")
     relay.write("ing x after epoch 1/3\nplain line\n[notice] ignoring y\n")
     err = capsys.readouterr().err
@@ -742,7 +742,7 @@ def test_a_partial_folder_of_other_code_is_moved_aside_never_resumed(tmp_path, c
     stage.prepare_partial(partial, notebook, params, digest)
     (partial / "state").mkdir()
     (partial / "state" / "step_01.pt").write_bytes(b"scored by the old code")
-    monkeypatch.setattr(stage, "code_key", lambda notebook: "new code")
+    monkeypatch.setattr("lib.outputs.code_key", lambda notebook: "new code")
     stage.prepare_partial(partial, notebook, params, digest)
     err = capsys.readouterr().err
     assert "was made by other code" in err and "moved it aside" in err

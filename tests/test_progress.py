@@ -37,7 +37,7 @@ def test_interactive_bars_stay_tqdm_auto(monkeypatch):
 
 
 def test_relay_labels_progress_and_notices(capsys):
-    relay = stage._NoticeRelay("02_prune")
+    relay = stage.NoticeRelay("02_prune")
     relay.write("noise\n[progress] pruning steps: 1/3 (33%)\r[notice] resum")
     relay.write("ing\n[progress] \x1b[A\n[progress] epochs: 2/2 \x1b[A\n")  # a nested bar closing
     assert capsys.readouterr().err.splitlines() == ["lib.stage: 02_prune: pruning steps: 1/3 (33%)",
