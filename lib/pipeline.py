@@ -35,7 +35,7 @@ LAYERS = (
     ("core", ("lib", "lib.storage", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline", "lib.registry", "lib.project", "lib.imports")),
     ("data", ("lib.data",)),
     ("models", ("lib.models",)),
-    ("train", ("lib.train",)),
+    ("train", ("lib.train", "lib.distill")),
     ("prune", ("lib.prune",)),
     ("checkpoints", ("lib.checkpoints", "lib.analysis")),
     ("analyses", ("lib.interpret", "lib.discover", "lib.align", "lib.mis")),
@@ -154,6 +154,9 @@ HOW_TO_GET = {
     "cifar10": "the CIFAR-10 images as <root>/<class>/*.png",
     "imagenet_sample": "a folder of ImageNet images, one per class in class order (imagenet-sample-images: "
                        "github.com/EliSchwartz/imagenet-sample-images)",
+    "tiny_imagenet": "Tiny ImageNet (cs231n.stanford.edu/tiny-imagenet-200.zip; its val/images and "
+                     "val/val_annotations.txt are read)",
+    "image_folder": "a folder of images (any depth) to distil on",
     "weights": "the weights file (torchvision's ImageNet GoogLeNet: "
                "https://download.pytorch.org/models/googlenet-1378be20.pth)",
     "voc": "PASCAL VOC 2012 (python -c \"from lib.data.download import download_voc; download_voc('data', '2012')\" "

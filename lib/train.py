@@ -42,6 +42,7 @@ class Recipe:
     aux_weight: float = 0.3         # weight of each auxiliary head's loss (GoogLeNet with aux_logits)
     amp: bool = True                # mixed precision (bf16 autocast), used only on CUDA
     seed: int = 0
+    distill: dict | None = None     # retraining by distillation from the dense model: lib.distill.Distillation's fields
     # How the work is done, not what is computed (left out of a run's identity, see ``identity``):
     num_workers: int | None = None  # DataLoader worker processes; None: default_workers() for the data
     prefetch_factor: int = 2        # batches each worker prepares ahead
@@ -70,6 +71,10 @@ class Recipe:
         if bad:
             raise ValueError(f"invalid training recipe field(s) {bad} "
                              f"({', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}): {self}")
+        if self.distill is not None:
+            from lib.distill import check
+
+            check(self)
 
     @classmethod
     def from_dict(cls, params: dict) -> "Recipe":
@@ -311,7 +316,8 @@ def _fingerprint(model: nn.Module, recipe: Recipe, extra: dict | None) -> str:
 
 
 def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | Path, *, image_size: int,
-        live_dir: str | Path | None = None, run_info: dict | None = None, progress: bool = True) -> dict:
+        live_dir: str | Path | None = None, run_info: dict | None = None, progress: bool = True,
+        teacher: nn.Module | None = None) -> dict:
     """Train ``model`` in place and return the history.
 
     After every epoch the full state (weights, optimizer, schedule, RNGs, history) is written
@@ -324,14 +330,25 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
     augmentation is seeded by (seed, epoch, index) (:class:`Augmented`), so the batches do not depend on the
     number of workers. On CUDA: pinned memory, non-blocking copies, bf16 autocast (``recipe.amp``) and, for
     4-d inputs, channels_last (``recipe.channels_last``). ``recipe.compile``: train a ``torch.compile``d model.
+    ``recipe.distill``: retrain towards ``teacher`` (``lib.distill``; its cached outputs in ``state_dir/..``).
     """
     state_path = Path(state_dir) / "last.pt"
     device = dd.default_device()
     model.to(device)
+    if recipe.distill is not None and teacher is not None:  # resume only into a run with the same teacher
+        from lib.distill import weights_id
+
+        run_info = {**(run_info or {}), "teacher": weights_id(teacher)}
     fingerprint = _fingerprint(model, recipe, run_info)
     seed_everything(recipe.seed)
 
-    train_data = Augmented(train_set, build_augmentation(recipe.augment, image_size))
+    augmentation, distiller = build_augmentation(recipe.augment, image_size), None
+    if recipe.distill is not None:  # the teacher's outputs become the targets
+        from lib.distill import Distiller
+
+        distiller = Distiller(recipe, teacher, Path(state_dir).parent / "teacher_outputs", device)
+        train_set, augmentation = distiller.wrap(train_set, augmentation)
+    train_data = Augmented(train_set, augmentation)
     sampler = SeededBatches(GlobalBatchSampler(len(train_data), recipe.batch_size, recipe.seed, dd.rank(),
                                                dd.world_size()), recipe.seed)
     loader = make_loader(train_data, device, recipe.num_workers, recipe.prefetch_factor, recipe.seed,
@@ -346,7 +363,7 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
     scheduler = build_scheduler(optimizer, recipe, len(loader))
     use_amp = recipe.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    criterion = distiller or nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     history, start_epoch = [], 0
 
     if state_path.is_file():
@@ -379,6 +396,8 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if layout is not None and x.ndim == 4:
                 x = x.contiguous(memory_format=layout)
+            if distiller is not None:
+                y = distiller.targets(x, y)
             with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, enabled=use_amp):
                 logits, loss = _logits_and_loss(net(x), y, criterion, recipe.aux_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -386,7 +405,8 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+            hits = distiller.agreement(logits, y) if distiller is not None else (logits.argmax(1) == y).sum()
+            totals += torch.stack([loss.detach().double() * len(y), hits.double(),
                                    torch.tensor(len(y), dtype=torch.float64, device=device)])
         dd.all_reduce_sum(totals)
         record = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[2]), "train_acc": float(totals[1] / totals[2]),
@@ -487,6 +507,9 @@ def check_stage(p: dict) -> list[tuple]:
     from lib.models import create_model
 
     recipe = Recipe.from_dict(p["recipe"])
+    if recipe.distill is not None:
+        raise ValueError("train.recipe.distill: distillation retrains a pruned model towards the dense one, so it "
+                         "belongs in the retraining recipe (retrain.<arch>.recipe); remove it from train")
     check_training_data(p["dataset"], recipe.epochs)
     check_pretrained(p["pretrained"], exists=False)
     if recipe.epochs == 0 and not has_weights(p["pretrained"], p["model_kwargs"]):

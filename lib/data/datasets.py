@@ -110,6 +110,25 @@ def imagenet_sample_data(root, mean, std, **options) -> dict:
     return imagenet.sample_datasets(root, mean, std, **options)
 
 
+DISTILLATION_KEYS = ("image_size", "test_root", "n_val", "seed", "limit", "test_image_size", "test_resize")
+
+
+@register_dataset("tiny_imagenet", keys=("labels",) + DISTILLATION_KEYS)
+def tiny_imagenet_data(root, mean, std, **options) -> dict:
+    """Tiny ImageNet's val images to train on (distillation, ``lib.distill``), top-1 on the ImageNet sample images."""
+    from lib.data import imagenet
+
+    return imagenet.tiny_imagenet_datasets(root, mean, std, **options)
+
+
+@register_dataset("image_folder", keys=DISTILLATION_KEYS)
+def image_folder_data(root, mean, std, **options) -> dict:
+    """Unlabelled images to train on by distillation (``lib.distill``), top-1 on the ImageNet sample images."""
+    from lib.data import imagenet
+
+    return imagenet.image_folder_datasets(root, mean, std, **options)
+
+
 def classification_data(dataset: dict, mean, std) -> dict:
     """The datasets training and pruning need (train, val, test, image_size, id; ``full``: every image, if any).
 
@@ -129,4 +148,5 @@ def dataset_paths(dataset: dict, name: str = "dataset") -> list[tuple[str, Path,
     if kind == "imagenet":
         splits = [dataset.get("split", "val")] + ([dataset["train_split"]] if dataset.get("train_split") else [])
         return [(f"{name}.root", root / split, "imagenet") for split in splits]
-    return [(f"{name}.root", root, kind)]
+    test = [(f"{name}.test_root", Path(dataset["test_root"]), "imagenet_sample")] if dataset.get("test_root") else []
+    return [(f"{name}.root", root, kind)] + test

@@ -163,3 +163,72 @@ def sample_datasets(root: str | Path, mean, std, n_val: int = 100, image_size: i
                                      resize)
     return {"train": make(np.array([], dtype=np.int64)), "val": make(val), "test": make(test),
             "classes": [f.stem for f in files], "image_size": image_size}
+
+
+def imagenet_index(wnids) -> np.ndarray:
+    """ImageNet-1k class indices of WordNet ids (the sorted ILSVRC-2012 ids; timm ships the list offline)."""
+    from timm.data import ImageNetInfo
+
+    index = {wnid: i for i, wnid in enumerate(sorted(ImageNetInfo().label_names()))}
+    unknown = sorted(set(wnids) - set(index))
+    if unknown:
+        raise ValueError(f"{len(unknown)} WordNet id(s) are no ImageNet-1k class (e.g. {unknown[:3]}): "
+                         "labels: imagenet needs ImageNet's classes; use labels: none")
+    return np.array([index[w] for w in wnids], dtype=np.int64)
+
+
+def distillation_datasets(files, labels, mean, std, image_size: int, test_root: str | Path | None, n_val: int,
+                          seed: int, limit: int | None, test_image_size: int, test_resize: int) -> dict:
+    """Training images for distillation (``files`` resized to ``image_size``; ``labels`` -1 where unlabelled)
+    and, as ``val`` / ``test``, the ImageNet sample images of ``test_root`` (:func:`sample_datasets`: top-1 over
+    all of them, ``n_val`` for monitoring) at ``test_image_size``. ``limit``: a seeded subset of the training
+    images (a smaller run)."""
+    if test_root is None:
+        raise ValueError("a distillation dataset needs test_root, a folder of labelled test images (one ImageNet "
+                         "image per class, e.g. ../shared/data/imagenet-sample-images): top-1 is measured there")
+    if limit is not None and not 0 < limit <= len(files):
+        raise ValueError(f"limit must be between 1 and the {len(files)} training images, got {limit}")
+    from lib import storage
+
+    storage.verify_images(files, "distillation images")
+    chosen = (np.arange(len(files)) if limit is None
+              else np.sort(np.random.default_rng(seed).permutation(len(files))[:limit]))
+    test = sample_datasets(test_root, mean, std, n_val=n_val, image_size=test_image_size, resize=test_resize, seed=seed)
+    train = ImageFiles([files[i] for i in chosen], np.asarray(labels)[chosen], mean, std, image_size,
+                       resize=image_size)
+    return {"train": train, "val": test["val"], "test": test["test"], "image_size": image_size}
+
+
+def tiny_imagenet_datasets(root: str | Path, mean, std, labels: str = "imagenet", image_size: int = 64,
+                           test_root: str | Path | None = None, n_val: int = 100, seed: int = 0,
+                           limit: int | None = None, test_image_size: int = 224, test_resize: int = 256) -> dict:
+    """Tiny ImageNet's 10,000 validation images (``<root>/val/images``, 64 px, 200 ImageNet classes) to distil
+    on, upsampled to ``image_size``; ``labels``: ``imagenet`` (each image's ImageNet-1k class index, from
+    ``val_annotations.txt``) or ``none`` (-1: unlabelled). See :func:`distillation_datasets`."""
+    if labels not in ("imagenet", "none"):
+        raise ValueError(f"labels must be 'imagenet' (ImageNet-1k class indices) or 'none', got {labels!r}")
+    table = Path(root) / "val" / "val_annotations.txt"
+    if not table.is_file():
+        raise FileNotFoundError(f"{table} is missing: root must be the tiny-imagenet-200 folder "
+                                "(val/images/*.JPEG and val/val_annotations.txt)")
+    rows = [line.split("\t") for line in table.read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda row: int(row[0].split("_")[1].split(".")[0]))  # val_0, val_1, ...: numeric order
+    files = [Path(root) / "val" / "images" / row[0] for row in rows]
+    targets = imagenet_index([row[1] for row in rows]) if labels == "imagenet" else np.full(len(rows), -1)
+    return distillation_datasets(files, targets, mean, std, image_size, test_root, n_val, seed, limit,
+                                 test_image_size, test_resize)
+
+
+def image_folder_datasets(root: str | Path, mean, std, image_size: int = 128, test_root: str | Path | None = None,
+                          n_val: int = 100, seed: int = 0, limit: int | None = None, test_image_size: int = 224,
+                          test_resize: int = 256) -> dict:
+    """Every image under ``root`` (any depth, sorted paths), unlabelled (-1), to distil on; resized (shorter side)
+    and centre-cropped to ``image_size``. See :func:`distillation_datasets`."""
+    folder = Path(root)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist: root must be a folder of images (any depth)")
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(EXTENSIONS)}) under {folder}")
+    return distillation_datasets(files, np.full(len(files), -1), mean, std, image_size, test_root, n_val, seed, limit,
+                                 test_image_size, test_resize)

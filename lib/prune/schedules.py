@@ -219,7 +219,8 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
                 if channels_last:  # oneDNN's convolutions are markedly faster in NHWC on CPUs
                     model.to(memory_format=torch.channels_last)
                 fit(model, data["train"], data["val"], recipe, state_dir / f"step_{step:02d}",
-                    image_size=data["image_size"], run_info={"step": step, "identity": identity}, progress=progress)
+                    image_size=data["image_size"], run_info={"step": step, "identity": identity}, progress=progress,
+                    teacher=dense)  # used by a distillation recipe only
             masks = current_masks(model)
             fold_masks(model)
             model.to(memory_format=torch.contiguous_format)
