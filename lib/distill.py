@@ -6,7 +6,8 @@ with the loss
 
     T^2 KL(softmax(z_t / T) || softmax(z_s / T))  +  ce_weight CE(z_s, label)
 
-(Hinton et al. 2015; the T^2 keeps the gradient's scale independent of T). The cross-entropy term needs labels:
+(Hinton et al. 2015; the T^2 keeps the gradient's scale independent of T). ``batch_norm: frozen`` keeps the
+batch-norm layers' running statistics (the dense model's training images') while the rest learns. The cross-entropy term needs labels:
 items labelled -1 (an unlabelled image folder) are left out of it, and a positive ``ce_weight`` on a dataset
 without any label is refused. ImageNet's training set cannot be had here, so this is how a pruned ImageNet model
 is retrained: on Tiny ImageNet's images (``lib.data.datasets``, ``tiny_imagenet``) or any folder of images.
@@ -48,6 +49,7 @@ class Distillation:
     temperature: float = 4.0         # T: softens both distributions
     ce_weight: float = 0.0           # weight of the cross-entropy with the dataset's labels (0: labels ignored)
     teacher_outputs: str = "cached"  # cached | on_the_fly (see the module docstring)
+    batch_norm: str = "train"        # train: batch statistics, running ones updated | frozen: the dense model's kept
 
     def __post_init__(self):
         check_fields(self, "distillation")
@@ -56,6 +58,9 @@ class Distillation:
                              f"got {self.temperature}")
         if not self.ce_weight >= 0:
             raise ValueError(f"distill.ce_weight must be 0 (labels ignored) or positive, got {self.ce_weight}")
+        if self.batch_norm not in ("train", "frozen"):
+            raise ValueError(f"distill.batch_norm must be 'train' (batch statistics, running ones updated) or "
+                             f"'frozen' (the running statistics kept, as at test time), got {self.batch_norm!r}")
         if self.teacher_outputs not in TEACHER_OUTPUTS:
             raise ValueError(f"distill.teacher_outputs must be one of {', '.join(TEACHER_OUTPUTS)}, "
                              f"got {self.teacher_outputs!r}")
@@ -199,6 +204,15 @@ class Distiller:
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return distillation_loss(logits, targets, self.config.temperature, self.config.ce_weight)
+
+    def train_mode(self, model: nn.Module) -> None:
+        """After ``model.train()``: with ``batch_norm: frozen`` its batch-norm layers normalise with their running
+        statistics (those of the dense model's training images), which the images distilled on (e.g. Tiny ImageNet
+        upsampled) would otherwise replace; their affine weights still learn."""
+        if self.config.batch_norm == "frozen":
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     @staticmethod
     def agreement(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

