@@ -110,7 +110,8 @@ def imagenet_sample_data(root, mean, std, **options) -> dict:
     return imagenet.sample_datasets(root, mean, std, **options)
 
 
-DISTILLATION_KEYS = ("image_size", "test_root", "n_val", "seed", "limit", "test_image_size", "test_resize")
+DISTILLATION_KEYS = ("image_size", "test_root", "n_val", "seed", "limit", "test_image_size", "test_resize",
+                     "test_limit")
 
 
 @register_dataset("tiny_imagenet", keys=("labels",) + DISTILLATION_KEYS)

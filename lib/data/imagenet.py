@@ -178,11 +178,12 @@ def imagenet_index(wnids) -> np.ndarray:
 
 
 def distillation_datasets(files, labels, mean, std, image_size: int, test_root: str | Path | None, n_val: int,
-                          seed: int, limit: int | None, test_image_size: int, test_resize: int) -> dict:
+                          seed: int, limit: int | None, test_image_size: int, test_resize: int,
+                          test_limit: int | None = None) -> dict:
     """Training images for distillation (``files`` resized to ``image_size``; ``labels`` -1 where unlabelled)
     and, as ``val`` / ``test``, the ImageNet sample images of ``test_root`` (:func:`sample_datasets`: top-1 over
     all of them, ``n_val`` for monitoring) at ``test_image_size``. ``limit``: a seeded subset of the training
-    images (a smaller run)."""
+    images (a smaller run); ``test_limit``: the same for the test images (a smoke run)."""
     if test_root is None:
         raise ValueError("a distillation dataset needs test_root, a folder of labelled test images (one ImageNet "
                          "image per class, e.g. ../shared/data/imagenet-sample-images): top-1 is measured there")
@@ -193,7 +194,8 @@ def distillation_datasets(files, labels, mean, std, image_size: int, test_root: 
     storage.verify_images(files, "distillation images")
     chosen = (np.arange(len(files)) if limit is None
               else np.sort(np.random.default_rng(seed).permutation(len(files))[:limit]))
-    test = sample_datasets(test_root, mean, std, n_val=n_val, image_size=test_image_size, resize=test_resize, seed=seed)
+    test = sample_datasets(test_root, mean, std, n_val=n_val, image_size=test_image_size, resize=test_resize, seed=seed,
+                           limit=test_limit)
     train = ImageFiles([files[i] for i in chosen], np.asarray(labels)[chosen], mean, std, image_size,
                        resize=image_size)
     return {"train": train, "val": test["val"], "test": test["test"], "image_size": image_size}
@@ -201,7 +203,8 @@ def distillation_datasets(files, labels, mean, std, image_size: int, test_root: 
 
 def tiny_imagenet_datasets(root: str | Path, mean, std, labels: str = "imagenet", image_size: int = 64,
                            test_root: str | Path | None = None, n_val: int = 100, seed: int = 0,
-                           limit: int | None = None, test_image_size: int = 224, test_resize: int = 256) -> dict:
+                           limit: int | None = None, test_image_size: int = 224, test_resize: int = 256,
+                           test_limit: int | None = None) -> dict:
     """Tiny ImageNet's 10,000 validation images (``<root>/val/images``, 64 px, 200 ImageNet classes) to distil
     on, upsampled to ``image_size``; ``labels``: ``imagenet`` (each image's ImageNet-1k class index, from
     ``val_annotations.txt``) or ``none`` (-1: unlabelled). See :func:`distillation_datasets`."""
@@ -216,12 +219,12 @@ def tiny_imagenet_datasets(root: str | Path, mean, std, labels: str = "imagenet"
     files = [Path(root) / "val" / "images" / row[0] for row in rows]
     targets = imagenet_index([row[1] for row in rows]) if labels == "imagenet" else np.full(len(rows), -1)
     return distillation_datasets(files, targets, mean, std, image_size, test_root, n_val, seed, limit,
-                                 test_image_size, test_resize)
+                                 test_image_size, test_resize, test_limit)
 
 
 def image_folder_datasets(root: str | Path, mean, std, image_size: int = 128, test_root: str | Path | None = None,
                           n_val: int = 100, seed: int = 0, limit: int | None = None, test_image_size: int = 224,
-                          test_resize: int = 256) -> dict:
+                          test_resize: int = 256, test_limit: int | None = None) -> dict:
     """Every image under ``root`` (any depth, sorted paths), unlabelled (-1), to distil on; resized (shorter side)
     and centre-cropped to ``image_size``. See :func:`distillation_datasets`."""
     folder = Path(root)
@@ -231,4 +234,4 @@ def image_folder_datasets(root: str | Path, mean, std, image_size: int = 128, te
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(EXTENSIONS)}) under {folder}")
     return distillation_datasets(files, np.full(len(files), -1), mean, std, image_size, test_root, n_val, seed, limit,
-                                 test_image_size, test_resize)
+                                 test_image_size, test_resize, test_limit)
