@@ -105,6 +105,16 @@ def test_the_retrained_control_prunes_nothing_and_retrains_like_its_round(runs, 
     assert not same(weights(control[0]["path"]), weights(control[1]["path"]))
 
 
+def test_a_oneshot_control_retrains_the_dense_model_once_for_every_step(trained, tiny_shapes, tmp_path):
+    oneshot = {"schedule": "oneshot", "targets": [0.3, 0.6]}
+    run_pruning("cnn", "c", str(trained[0]), oneshot, RECIPE, str(tmp_path), str(tiny_shapes), progress=False,
+                control="retrained", control_of="oneshot")
+    records = list_checkpoints(tmp_path)
+    assert [(r["parent"], r["sparsity"], r["retrain_epochs"]) for r in records] == [(None, 0, 0), (0, 0, 1), (0, 0, 1)]
+    assert same(weights(records[1]["path"]), weights(records[2]["path"]))
+    assert records[1]["test_acc"] == records[2]["test_acc"]
+
+
 def test_random_init_is_the_seeds_fresh_initialisation(runs, trained):
     records = list_checkpoints(runs["random_init"])
     assert [(r["step"], r["sparsity"], r["retrain_epochs"]) for r in records] == [(0, 0.0, 0)]

@@ -141,7 +141,8 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
 
     ``control="retrained"``: the plan's schedule with nothing pruned (``control_of``: the pruned plan's name):
     step r starts from step r's parent exactly as the pruned run's does and gets the same retraining (recipe and
-    seed), so it differs from the pruned step r only by what pruning removed. Every record says how many epochs
+    seed), so it differs from the pruned step r only by what pruning removed (a oneshot plan's control steps all
+    retrain the dense model once: computed once, the same weights at every step). Every record says how many epochs
     of retraining its checkpoint received since the dense model (``retrain_epochs``).
 
     ``data``: the embedded dataset's directory, or a dict with datasets ``train`` (retraining),
@@ -228,7 +229,11 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
             else:  # the control prunes nothing: before retraining it is its parent, whose accuracy is recorded
                 pruned_acc, target = records[parent]["test_acc"], 0.0
             trained = 0
-            if recipe.epochs:  # epochs 0: pruning without retraining, the pruned weights as they are
+            twin = next((r for r in records.values() if control and r["parent"] == parent), None)
+            if twin is not None:  # a control's steps from one parent are one computation (oneshot): done once
+                model, _ = load_checkpoint(out_dir / twin["file"])
+                trained = twin["retrain_epochs"] - records[parent].get("retrain_epochs", 0)
+            elif recipe.epochs:  # epochs 0: pruning without retraining, the pruned weights as they are
                 if channels_last:  # oneDNN's convolutions are markedly faster in NHWC on CPUs
                     model.to(memory_format=torch.channels_last)
                 history = fit(model, data["train"], data["val"], recipe, state_dir / f"step_{step:02d}",
@@ -240,6 +245,8 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
             model.to(memory_format=torch.contiguous_format)
             # without retraining the checkpoint is the pruned model: its test accuracy is the one just measured
             known = {} if recipe.epochs else {"test_acc": pruned_acc}
+            if twin is not None:  # the same weights: the same scores
+                known = {k: twin[k] for k in ("test_acc", "val_acc", "accounting")}
             rec = record(step, model, parent, target, known, pruned_acc=pruned_acc,
                          retrain_epochs=records[parent].get("retrain_epochs", 0) + trained)
             save(model, masks, rec)
