@@ -186,10 +186,10 @@ def test_missing_data_is_named_with_how_to_get_it(tmp_path):
     assert "VOCdevkit" not in message  # `mis` and what it needs read no VOC
     (tmp_path / "data" / "model-vs-human" / "cue-conflict").mkdir(parents=True)  # one dataset of 17
     with pytest.raises(experiment.PresetError) as error:
-        experiment.check(experiment.resolve(PRESETS["study_a"], ROOT), tmp_path, targets=["align@resnet18-lrr"])
+        experiment.check(experiment.resolve(PRESETS["study_a"], ROOT), tmp_path, targets=["align@resnet18-lrr-0"])
     message = str(error.value)
     assert "data/model-vs-human/edge" in message and "data/model-vs-human/cue-conflict" not in message
-    assert "data/imagenet/train" in message and "align@resnet50-lrr" not in message  # what align@resnet18 needs
+    assert "data/imagenet/train" in message and "align@resnet50-lrr-0" not in message  # what align@resnet18 needs
 
 
 @pytest.mark.parametrize("change, message", [
