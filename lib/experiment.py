@@ -2,8 +2,8 @@
 
     python -m lib.experiment presets/study_a.params.yaml [TARGET ...] [--name NAME] [--queue] [--dry]
 
-A parameter file has ``params.yaml``'s schema (the same top-level blocks; ``archs`` x ``plans`` is the
-stages' matrix). Before anything runs, DVC itself templates every stage of ``dvc.yaml`` with the file,
+A parameter file has ``params.yaml``'s schema (the same top-level blocks; ``archs`` x ``plans`` x ``seeds``
+is the stages' matrix, each list non-empty; controls among the plans checked against the plans they control). Before anything runs, DVC itself templates every stage of ``dvc.yaml`` with the file,
 and for every stage: its notebook knows every parameter it is given, and the stage's own check
 (``check`` of its declaration in ``lib.pipeline``) passes: model names build, recipes, plans, datasets and
 analysis options parse, and every input file or folder that no stage produces
@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from lib.params import renamed_hint
-from lib.pipeline import HOW_TO_GET, stage_of
+from lib.pipeline import HOW_TO_GET, check_matrix, stage_of
 from lib.stage import ParameterError, check_parameters, load_params, notebook_parameters, parse_sets
 
 class PresetError(ValueError):
@@ -63,6 +63,18 @@ def check_schema(params: dict, reference: dict, source: str) -> None:
                           f"missing {missing}, unknown {unknown}{renamed_hint(unknown, reference)}")
 
 
+def check_plans(params: dict, source: str) -> None:
+    """The matrix (``archs``, ``plans``, ``seeds``: non-empty, each with its sections) and the controls among the
+    plans (``lib.prune.runs.check_controls``), before DVC templates anything."""
+    from lib.prune.runs import check_controls
+
+    try:
+        check_matrix(params, source)
+        check_controls(params, source)
+    except ValueError as error:
+        raise PresetError(str(error)) from None
+
+
 def resolve(params_file: str | Path, root: str | Path = ".") -> list[Stage]:
     """Every stage of ``root/dvc.yaml`` templated by DVC with ``params_file``, dependencies first."""
     import networkx as nx
@@ -75,6 +87,7 @@ def resolve(params_file: str | Path, root: str | Path = ".") -> list[Stage]:
     except (OSError, yaml.YAMLError) as error:
         raise PresetError(f"cannot read {params_file}: {error}") from None
     check_schema(params, yaml.safe_load((root / "params.yaml").read_text()), str(params_file))
+    check_plans(params, str(params_file))
     with tempfile.TemporaryDirectory() as scratch:  # DVC reads params.yaml beside dvc.yaml: a scratch project
         shutil.copy(root / "dvc.yaml", scratch)
         shutil.copy(params_file, Path(scratch) / "params.yaml")

@@ -85,7 +85,7 @@ class Stage:
     metrics: tuple[Metric, ...] = ()
     items: str | None = None               # the per-item table in its output folder
     item_id: str = "image"                 # the item column of that table
-    matrix: bool = True                    # one run per (arch, plan)
+    matrix: tuple[str, ...] = ("arch", "plan", "seed")  # dvc.yaml's matrix keys: one run per (arch, plan, seed)
     variants: bool = False                 # also runs once per variant: see :func:`variant_stage`
     variant_of: str | None = None          # set on the variant stage: the stage whose variants it runs
 
@@ -107,17 +107,17 @@ def variant_stage(stage: Stage) -> Stage:
     """The stage that runs ``stage``'s notebook once per (arch, plan, variant), a variant being an entry of
     ``variants.<stage>`` in params.yaml: a name and the parameters that replace those of the stage's sections
     (e.g. RQ1 with Study A's mask mode, RQ2 on a second dataset), on the same checkpoints. Its dvc stage is
-    ``<stage>_variant``, its output ``data/<stage>_variant/<arch>/<plan>/<variant>``; the stage itself and
+    ``<stage>_variant``, its output ``data/<stage>_variant/<arch>/<plan>/seed<k>/<variant>``; the stage itself and
     what the report reads are unchanged, and an empty ``variants.<stage>`` (the default) runs nothing."""
     return Stage(f"{stage.name}_variant", stage.notebook, stage.module,
                  stage.params + (f"{VARIANTS}.{stage.name}.{{variant}}",), stage.upstream, stage.check,
-                 stage.metrics, stage.items, stage.item_id, stage.matrix, variant_of=stage.name)
+                 stage.metrics, stage.items, stage.item_id, stage.matrix + ("variant",), variant_of=stage.name)
 
 
 _DECLARED = (
-    Stage("data", "notebooks/00_data.ipynb", "lib.stage", ("data",), matrix=False, check="lib.data.shapes:check_stage"),
+    Stage("data", "notebooks/00_data.ipynb", "lib.stage", ("data",), matrix=(), check="lib.data.shapes:check_stage"),
     Stage("train", "notebooks/01_train.ipynb", "lib.stage", ("models.{arch}", "train.{arch}"), ("data",),
-          check="lib.train:check_stage", metrics=(Metric("test_acc"),)),
+          matrix=("arch", "seed"), check="lib.train:check_stage", metrics=(Metric("test_acc"),)),
     Stage("prune", "notebooks/02_prune.ipynb", "lib.stage", ("prune.{plan}", "retrain.{arch}"), ("data", "train"),
           check="lib.prune.runs:check_stage", metrics=(Metric("test_acc", item=None,
                                                              why_untested="accuracy per checkpoint: no per-image file"),)),
@@ -138,12 +138,12 @@ _DECLARED = (
               Metric("ec_humans", why_untested="Cohen's kappa is not a mean over images"),
               Metric("ec_dense", why_untested="Cohen's kappa is not a mean over images"))),
     Stage("mis_embeddings", None, "lib.mis.embeddings", ("mis",), ("data",), check="lib.mis.run:check_stage",
-          matrix=False),
+          matrix=()),
     Stage("mis", "notebooks/06_mis.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
           check="lib.mis.run:check_stage", items="per_unit.csv", item_id="unit",
           metrics=(Metric("mis", item="mis"), Metric("solved", item="solved", tested=False))),
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
-                                                                    "mis"), matrix=False),
+                                                                    "mis"), matrix=()),
 )
 STAGES = {s.name: s for s in (*_DECLARED, *(variant_stage(s) for s in _DECLARED if s.variants))}
 
@@ -170,6 +170,52 @@ HOW_TO_GET = {
 }
 
 ANALYSES = ("interpret", "discover", "align", "mis")
+
+# The matrix keys and the params.yaml lists they run over (``variant``: the entries of ``variants.<stage>``).
+MATRIX_LISTS = {"arch": "archs", "plan": "plans", "seed": "seeds"}
+
+
+def output_dir(stage: str, arch: str, plan: str | None = None, seed: int = 0, variant: str | None = None,
+               root: str | Path = "data") -> Path:
+    """The output folder of one matrix item: ``data/train/<arch>/seed<k>``, ``data/<stage>/<arch>/<plan>/seed<k>``,
+    ``data/<stage>_variant/<arch>/<plan>/seed<k>/<variant>`` (what dvc.yaml writes; a test checks)."""
+    keys = STAGES[stage].matrix
+    parts = [arch] + ([plan] if "plan" in keys else []) + [f"seed{int(seed)}"] + ([variant] if "variant" in keys else [])
+    return Path(root, stage, *parts)
+
+
+def summary_path(stage: str, arch: str, plan: str | None = None, seed: int = 0, variant: str | None = None) -> Path:
+    """The flat summary of one matrix item: ``metrics/<stage>/<arch>[-<plan>]-seed<k>[-<variant>].json``."""
+    keys = STAGES[stage].matrix
+    name = "-".join([arch] + ([plan] if "plan" in keys else []) + [f"seed{int(seed)}"]
+                    + ([variant] if "variant" in keys else []))
+    return Path("metrics", stage, f"{name}.json")
+
+
+def check_matrix(params: dict, source: str = "params.yaml") -> None:
+    """The lists the stages' matrix runs over (``archs``, ``plans``, ``seeds``): each a non-empty list without
+    repeats (an empty one runs no train, prune or analysis stage, while `dvc repro` reports the pipeline up to
+    date); seeds non-negative integers; every arch and plan with its sections. Raises ValueError naming the fix."""
+    for key, sections in (("archs", ("models", "train", "retrain")), ("plans", ("prune",)), ("seeds", ())):
+        values = params.get(key)
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{source}: `{key}` must be a non-empty list (the stages' matrix runs over it), got "
+                             f"{values!r}; e.g. {key}: {EXAMPLES[key]}")
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{source}: `{key}` lists {repeated} more than once; list each once")
+        if key == "seeds":
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+            if bad:
+                raise ValueError(f"{source}: `seeds` must be non-negative integers, got {bad}; e.g. seeds: [0, 1, 2]")
+        for section in sections:
+            missing = [v for v in values if v not in (params.get(section) or {})]
+            if missing:
+                raise ValueError(f"{source}: `{key}` lists {missing}, which `{section}` does not define; add "
+                                 f"{section}.{missing[0]} or remove it from {key}")
+
+
+EXAMPLES = {"archs": "[cnn, vit]", "plans": "[lrr]", "seeds": "[0] (or [0, 1, 2]: three networks per step)"}
 
 # MIS scores the network's output layers apart from its hidden units: the stage's ``mis`` (and the report's test
 # of it) averages the hidden units only.

@@ -2,7 +2,7 @@
 
 A stage writes into its output directory:
 
-- ``metrics.json``: ``{"arch", "run", ..., "checkpoints": {"step_00": {"step", "sparsity", ...}}}``
+- ``metrics.json``: ``{"arch", "plan", "seed", ..., "checkpoints": {"step_00": {"step", "sparsity", ...}}}``
   (what ``dvc metrics show`` lists; one entry per pruning checkpoint);
 - ``plots/<name>.csv``: one row per checkpoint (sparsity and the metrics), for ``dvc plots``;
 - ``per_image.csv`` (optional): one row per (checkpoint, image) so the report can bootstrap.
@@ -28,6 +28,14 @@ def list_checkpoints(pruning_dir: str | Path) -> list[dict]:
     pruning_dir = Path(pruning_dir)
     manifest = storage.load_json(pruning_dir / MANIFEST)
     return [{**r, "path": str(pruning_dir / r["file"])} for r in manifest["checkpoints"]]
+
+
+def source_lineage(pruning_dir: str | Path) -> dict:
+    """What an analysis's metrics.json says about the networks it scored, from its source's manifest: ``seed``
+    (the network's, params.yaml ``seeds``), ``control`` (None: a pruned plan; ``retrained``; ``random_init``)
+    and ``control_of`` (the pruned plan a retrained control follows). None where the manifest predates them."""
+    manifest = storage.load_json(Path(pruning_dir) / MANIFEST)
+    return {key: manifest.get(key) for key in ("seed", "control", "control_of")}
 
 
 def step_key(step: int) -> str:

@@ -130,6 +130,19 @@ def make_loader(dataset, device: torch.device | str = "cpu", num_workers: int | 
                                        generator=torch.Generator().manual_seed(seed), **extra, **kwargs)
 
 
+def with_seed(params: dict, seed: int, what: str) -> dict:
+    """``params`` (a recipe's or a plan's fields) with the run's ``seed``, the stage's matrix seed (params.yaml
+    ``seeds``: one network per seed, its initialisation, data order, retraining and random pruning all drawn from
+    it). A seed of their own that differs is refused: it would make the same network under every seed."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (an entry of params.yaml `seeds`), got {seed!r}")
+    own = (params or {}).get("seed", seed)
+    if own != seed:
+        raise ValueError(f"{what}.seed is {own!r} but the run's seed is {seed}: the seed comes from params.yaml "
+                         f"`seeds` (one run per seed); remove {what}.seed")
+    return {**(params or {}), "seed": seed}
+
+
 def seed_everything(seed: int) -> None:
     """Seed every generator and ask for deterministic kernels (exactly reproducible on CPU)."""
     random.seed(seed)
@@ -508,7 +521,7 @@ def check_stage(p: dict) -> list[tuple]:
     from lib.data.datasets import check_dataset, check_training_data, dataset_paths
     from lib.models import create_model
 
-    recipe = Recipe.from_dict(p["recipe"])
+    recipe = Recipe.from_dict(with_seed(p["recipe"], p["seed"], "recipe"))
     if recipe.distill is not None:
         raise ValueError("train.recipe.distill: distillation retrains a pruned model towards the dense one, so it "
                          "belongs in the retraining recipe (retrain.<arch>.recipe); remove it from train")

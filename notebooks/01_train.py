@@ -2,8 +2,9 @@
 # # 01 · Training the dense models
 #
 # Each architecture of the default pipeline is trained from scratch on the embedded dataset with the recipe
-# below (`lib.train.fit`: seeded, a checkpoint every epoch, resumable, DVCLive logs, mixed precision and
-# DistributedDataParallel when run on GPUs under `torchrun`). At paper scale `dataset` names real data (e.g.
+# below, once per seed of params.yaml's `seeds` (`seed`: the initialisation, data order and augmentation;
+# `lib.train.fit`: a checkpoint every epoch, resumable, DVCLive logs, mixed precision and DistributedDataParallel
+# when run on GPUs under `torchrun`). At paper scale `dataset` names real data (e.g.
 # ImageNet's train and val splits, `presets/study_a.params.yaml`), and `pretrained` starts from a local weights
 # file; with 0 epochs the pretrained model is only evaluated (Study B, `presets/study_b.params.yaml`).
 #
@@ -12,14 +13,15 @@
 
 # %% tags=["parameters"]
 arch = "cnn"
+seed = 0  # the network's seed (params.yaml `seeds`): initialisation, data order, augmentation
 model = "small_cnn"
 model_kwargs = {}
 data_dir = "data/smoke/shapes"
 dataset = {}  # paper scale: e.g. {"name": "imagenet", "root": "/data/imagenet", "num_classes": 1000, ...}
 pretrained = {}  # start from local weights, e.g. {"weights": "googlenet.pth", "drop_keys": ["aux1."]}; epochs 0: as is
 recipe = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-          "schedule": "cosine", "augment": ["flip", "crop"], "seed": 0}
-out_dir = "data/smoke/train/cnn"
+          "schedule": "cosine", "augment": ["flip", "crop"]}
+out_dir = "data/smoke/train/cnn/seed0"
 
 # %%
 import pandas as pd
@@ -28,10 +30,10 @@ import lib.project
 from lib import storage
 from lib.plots import chance_of, plot_learning_curves
 from lib.results import save_figure
-from lib.train import Recipe, train_classifier
+from lib.train import Recipe, train_classifier, with_seed
 
 lib.project.enter_project()
-recipe = Recipe.from_dict(recipe)
+recipe = Recipe.from_dict(with_seed(recipe, seed, "recipe"))
 
 # %% [markdown]
 # ## Train
@@ -50,5 +52,5 @@ fig = plot_learning_curves(history, f"{arch}: {model}", chance=chance_of(f"{out_
 save_figure(fig, out_dir, "learning_curves")
 
 # %%
-storage.save_json(f'{out_dir}/metrics.json', {'arch': arch, **result})
+storage.save_json(f'{out_dir}/metrics.json', {'arch': arch, 'seed': seed, **result})
 result

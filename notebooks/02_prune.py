@@ -28,6 +28,13 @@
 # protocol in miniature on the pretrained CIFAR-10 ResNet-20/56, retrained on half of the CIFAR-10 test split
 # and tested on the other half) and `presets/studyB_googlenet.yaml` (Study B at paper scale).
 #
+# **Seeds and controls.** The pipeline runs every plan once per seed of params.yaml's `seeds` (`seed`: retraining
+# and random selection; the dense model is that seed's network from `01`). Two plans are controls, scored by every
+# analysis like any plan: `control: retrained` (`control_of: lrr`) follows the named plan's schedule with nothing
+# pruned, so its step r has had exactly the retraining of the pruned step r (`retrain_epochs`) and tells pruning
+# from more training; `control: random_init` is one network of the architecture freshly initialised from the seed,
+# the floor every score must clear.
+#
 # *Deviations.* Study A: each round retrains with the rewound schedule of a short recipe (`recipe["epochs"]`),
 # not the 90/300 ImageNet epochs; the smoke threshold is lower than 95%. Study B: retraining is far shorter
 # than its 50+ epochs (the CIFAR-10 preset: one epoch on 5,000 images per step, at lr 0.001 instead of 0.01,
@@ -41,18 +48,21 @@
 # %% tags=["parameters"]
 arch = "cnn"
 plan_name = "lrr"
+seed = 0  # the run's seed (params.yaml `seeds`): retraining and random selection; train_dir holds this seed's network
+control: str | None = None  # a control instead of a pruned plan: retrained (plan, nothing pruned) | random_init
+control_of: str | None = None  # retrained: the name of the pruned plan it controls
 data_dir = "data/smoke/shapes"
-train_dir = "data/smoke/train/cnn"
+train_dir = "data/smoke/train/cnn/seed0"
 plan = {"schedule": "lrr", "pruner": "unstructured", "selection": "l1", "scope": "global", "rate": 0.2,
         "threshold": 0.5, "layers": ["conv", "linear"], "exclude_classifier": True}
 recipe = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-          "schedule": "cosine", "augment": ["flip", "crop"], "seed": 0}
+          "schedule": "cosine", "augment": ["flip", "crop"]}
 # Presets: real data and grids of dense models x plans (empty: one run of `plan` on the model in train_dir)
 dataset = {}
 models = {}
 plans = {}
 plan_overrides = {}  # per architecture: fields replacing the plan's, e.g. {"threshold": 0.997}
-out_dir = "data/smoke/prune/cnn/lrr"
+out_dir = "data/smoke/prune/cnn/lrr/seed0"
 
 # %%
 import pandas as pd
@@ -69,10 +79,10 @@ lib.project.enter_project()
 
 # %%
 results = run_pruning(arch, plan_name, train_dir, plan, recipe, out_dir, data_dir, dataset=dataset, models=models,
-                      plans=plans, plan_overrides=plan_overrides)
+                      plans=plans, plan_overrides=plan_overrides, seed=seed, control=control, control_of=control_of)
 frame = pd.DataFrame(results["rows"])
-frame[["arch", "plan", "step", "target", "sparsity", "test_acc", "pruned_acc", "val_acc", "removed_share",
-       "compacted_macs_ratio"]]
+frame[["arch", "plan", "step", "target", "sparsity", "test_acc", "pruned_acc", "val_acc", "retrain_epochs",
+       "removed_share", "compacted_macs_ratio"]]
 
 # %% [markdown]
 # ## Dense models (`full_acc`: the whole split, where the data has one)

@@ -40,7 +40,7 @@ dataset = "shapes"                      # shapes | voc12 | coco (lib.data.masks.
 mask = "foreground"                    # foreground | red_channel (VOC, COCO: Study A's reading of the mask file)
 data_dir = "data/smoke/shapes"
 split = "test"
-source = "data/smoke/prune/cnn/lrr"  # a prune stage's output directory (lib.checkpoints)
+source = "data/smoke/prune/cnn/lrr/seed0"  # a prune stage's output directory (lib.checkpoints)
 n_images = 8
 image_size = 224                        # real datasets: shorter side resized, centre crop
 attributions = None                          # None: every attribution that applies to the model family
@@ -56,7 +56,7 @@ batch_size = 8
 eval_batch_size = 128
 gallery_size = 3
 device: str | None = "cpu"         # None: the GPU when there is one
-out_dir = "data/smoke/interpret/cnn/lrr"
+out_dir = "data/smoke/interpret/cnn/lrr/seed0"
 
 # %%
 import pandas as pd
@@ -66,7 +66,7 @@ from lib.interpret import score_checkpoints
 from lib.interpret.plots import plot_gallery, plot_scores
 from lib.data.masks import load_ground_truth
 from lib.plots import chance_of
-from lib.results import save_figure, save_stage_metrics
+from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
 data = load_ground_truth(dataset, data_dir, split=split, limit=n_images, image_size=image_size, mask=mask)
@@ -111,5 +111,5 @@ save_figure(fig, out_dir, "gallery")
 
 # %%
 save_stage_metrics(out_dir, table.to_dict("records"), plot="scores", per_image=scores.per_image, arch=arch,
-                   plan=plan, dataset=dataset, n_images=len(data["masks"]), attributions=scores.attributions,
-                   **scores.baseline)
+                   plan=plan, **source_lineage(source), dataset=dataset, n_images=len(data["masks"]),
+                   attributions=scores.attributions, **scores.baseline)

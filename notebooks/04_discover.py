@@ -38,7 +38,7 @@
 # %% tags=["parameters"]
 arch = "cnn"
 plan = "lrr"
-source = "data/smoke/prune/cnn/lrr"  # a prune stage's output directory (lib.checkpoints)
+source = "data/smoke/prune/cnn/lrr/seed0"  # a prune stage's output directory (lib.checkpoints)
 dataset = {"name": "shapes", "root": "data/smoke/shapes", "split": "test"}
 n_images: int | None = 100
 seed = 0
@@ -50,7 +50,7 @@ batch_size = 64
 centre_fractions = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 gallery_images = 6
 gallery_rows = 3
-out_dir = "data/smoke/discover/cnn/lrr"
+out_dir = "data/smoke/discover/cnn/lrr/seed0"
 
 # %%
 import pandas as pd
@@ -61,7 +61,7 @@ from lib.data.boxes import load_boxes
 from lib.discover import (build_algorithms, centred_baseline, diagnose_features, discover, gallery_steps,
                            plot_corloc, plot_gallery)
 from lib.plots import chance_of
-from lib.results import save_figure, save_stage_metrics
+from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
 validate_source(source)
@@ -117,6 +117,7 @@ save_figure(fig, out_dir, "gallery")
 
 # %%
 compare = {f"compare_{k}": v for k, v in compare_rows[0].items() if k.startswith(("corloc_", "miou_"))}
-save_stage_metrics(out_dir, rows, plot="corloc", per_image=per_image, arch=arch, plan=plan, dataset=data.name,
+save_stage_metrics(out_dir, rows, plot="corloc", per_image=per_image, arch=arch, plan=plan, **source_lineage(source),
+                   dataset=data.name,
                    n_images=len(data), features=features, algorithms=algorithms, centred_box_corloc=float(best["corloc"]),
                    centred_box_fraction=float(best["fraction"]), compare_features=compare_features, **compare)

@@ -31,7 +31,7 @@
 # %% tags=["parameters"]
 arch = "cnn"
 plan = "lrr"
-source = "data/smoke/prune/cnn/lrr"  # a prune stage's output directory (lib.checkpoints)
+source = "data/smoke/prune/cnn/lrr/seed0"  # a prune stage's output directory (lib.checkpoints)
 data_dir = "data/smoke/shapes"
 mvh_root = ""
 datasets = ["cue-conflict", "edge", "silhouette"]
@@ -48,7 +48,7 @@ image_size = 224
 seed = 0
 accuracy_over = "ood_conditions"  # ood_conditions (the benchmark's aggregation) | all_images (Study A)
 batch_size = 256
-out_dir = "data/smoke/align/cnn/lrr"
+out_dir = "data/smoke/align/cnn/lrr/seed0"
 
 # %%
 import pandas as pd
@@ -58,7 +58,7 @@ from lib.align.metrics import checkpoint_rows, human_summary, per_image
 from lib.align.plots import (distortion_levels, plot_distortion_curves, plot_error_consistency, plot_examples,
                                  plot_metric_per_dataset, plot_shape_bias)
 from lib.align.run import evaluate, prepare
-from lib.results import save_figure, save_stage_metrics
+from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
 evaluation = prepare(data_dir, mvh_root, datasets, distortions, n_images, n_split, seed=seed,
@@ -124,5 +124,5 @@ if fig is not None:  # no parametric distortions: no figure
 
 # %%
 save_stage_metrics(out_dir, frame.to_dict("records"), plot="alignment", per_image=per_image(trials, accuracy_over), arch=arch,
-                   plan=plan, datasets=evaluation.datasets, humans=humans,
+                   plan=plan, **source_lineage(source), datasets=evaluation.datasets, humans=humans,
                    chance={m: 1 / len(evaluation.categories) for m in ("ood_acc", "ood_acc_all_images")})

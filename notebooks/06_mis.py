@@ -36,7 +36,7 @@
 arch = "cnn"
 plan = "lrr"
 data_dir = "data/smoke/shapes"
-source = "data/smoke/prune/cnn/lrr"  # a prune stage's output directory (lib.checkpoints)
+source = "data/smoke/prune/cnn/lrr/seed0"  # a prune stage's output directory (lib.checkpoints)
 pool = {"split": "test"}
 backends = [{"name": "lite0", "image_size": 128}, {"name": "pixel", "image_size": 32}]
 embeddings_dir = "data/smoke/mis/embeddings"
@@ -47,7 +47,7 @@ aggregation = "mean"
 controls = {"random_init": True, "collapse_sparsity": 0.99}
 seed = 0
 batch_size = 128
-out_dir = "data/smoke/mis/cnn/lrr"
+out_dir = "data/smoke/mis/cnn/lrr/seed0"
 
 # %%
 import pandas as pd
@@ -61,7 +61,7 @@ from lib.mis.plots import (plot_class_units, plot_layer_profiles, plot_mis_vs_sp
                            plot_unit_tasks)
 from lib.mis.run import build_scorers, save_tables, score_checkpoints
 from lib.plots import chance_of
-from lib.results import save_figure, save_stage_metrics
+from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
 validate_source(source)
@@ -140,7 +140,8 @@ if run.examples:
 
 # %%
 rows = run.checkpoints.drop(columns="model").assign(arch=arch, plan=plan).to_dict("records")
-save_stage_metrics(out_dir, rows, plot="mis", arch=arch, plan=plan, similarity=primary,
+save_stage_metrics(out_dir, rows, plot="mis", arch=arch, plan=plan, **source_lineage(source),
+                   similarity=primary,
                    backends=[b.config() for b in backends], pool={"source": pool.source, "images": len(pool)},
                    tasks=vars(scorers[primary].tasks), alpha=alpha, aggregation=aggregation,
                    spearman=trend.set_index("metric").to_dict("index"),

@@ -111,7 +111,8 @@ def test_dvc_commands_run_the_declared_notebook_and_sections(name):
         assert str(pipeline.twin(declared.notebook)) in stage["deps"] and declared.notebook not in stage["deps"]
     sections = words[words.index("--params") + 1:] if "--params" in words else []
     sections = sections[:next((i for i, w in enumerate(sections) if w.startswith("--")), len(sections))]
-    placeholders = {"${item.arch}": "{arch}", "${item.plan}": "{plan}", "${item.variant}": "{variant}"}
+    placeholders = {"${item.arch}": "{arch}", "${item.plan}": "{plan}", "${item.variant}": "{variant}",
+                    "${item.seed}": "{seed}"}
     for old, new in placeholders.items():
         sections = [s.replace(old, new) for s in sections]
     assert tuple(sections) == declared.params
@@ -119,7 +120,29 @@ def test_dvc_commands_run_the_declared_notebook_and_sections(name):
                for p in stage.get("params", [])]
     assert tracked == [s.split(".")[0] if s.startswith("mis") and name == "mis_embeddings" else s
                        for s in declared.params] or name == "mis_embeddings"
-    assert ("matrix" in stage) == declared.matrix
+    assert tuple(stage.get("matrix", {})) == declared.matrix
+    lists = {**pipeline.MATRIX_LISTS, "variant": f"variants.{declared.variant_of}"}
+    assert stage.get("matrix", {}) == {key: f"${{{lists[key]}}}" for key in declared.matrix}
+
+
+@pytest.mark.parametrize("name", [n for n, s in STAGES.items() if s.matrix])
+def test_dvc_outputs_and_summaries_follow_the_seed_layout(name):
+    """Every matrix stage writes into lib.pipeline.output_dir of its item and its flat summary to summary_path;
+    an analysis reads the prune stage's output of its own (arch, plan, seed)."""
+    stage, keys = dvc_stages()[name], STAGES[name].matrix
+    item = {key: f"${{item.{key}}}" for key in keys}
+    folder = str(pipeline.output_dir(name, item["arch"], item.get("plan"), 0, item.get("variant")))
+    folder = folder.replace("seed0", "seed${item.seed}")
+    words = stage["cmd"].split()
+    assert words[4] == folder
+    assert all(str(next(iter(o)) if isinstance(o, dict) else o).startswith(folder + "/") for o in stage["outs"])
+    summary = str(pipeline.summary_path(name, item["arch"], item.get("plan"), 0, item.get("variant")))
+    assert words[words.index("--summary") + 1] == summary.replace("seed0", "seed${item.seed}")
+    if name not in ("train", "prune"):
+        source = str(pipeline.output_dir("prune", item["arch"], item["plan"], 0)).replace("seed0", "seed${item.seed}")
+        assert f"source={source}" in words
+    else:  # the seed reaches training and pruning
+        assert "seed=${item.seed}" in words
 
 
 def test_training_never_depends_on_the_report_or_the_analyses():
@@ -148,13 +171,14 @@ def test_the_report_shows_every_metric_a_stage_declares(tmp_path):
     from lib.results import save_stage_metrics
 
     rows = [{"step": s, "sparsity": s * 0.2, "test_acc": 0.5} for s in range(3)]
-    save_stage_metrics(tmp_path / "prune" / "a" / "m", rows, plot="accuracy", arch="a", plan="m")
+    lineage = {"seed": 0, "control": None, "control_of": None}
+    save_stage_metrics(tmp_path / "prune" / "a" / "m" / "seed0", rows, plot="accuracy", arch="a", plan="m", **lineage)
     declared = {}
     for name in pipeline.ANALYSES:
         columns = [m.name.replace("*", "x") for m in STAGES[name].metrics]
         declared[name] = {m.name for m in STAGES[name].metrics}
-        save_stage_metrics(tmp_path / name / "a" / "m", [{**r, **dict.fromkeys(columns, 0.5)} for r in rows],
-                           arch="a", plan="m")
+        save_stage_metrics(tmp_path / name / "a" / "m" / "seed0", [{**r, **dict.fromkeys(columns, 0.5)} for r in rows],
+                           arch="a", plan="m", **lineage)
     frame, columns = load_dimensions(tmp_path)
     shown = {}
     for stage, metric, _ in panels(columns):

@@ -116,7 +116,7 @@ def test_dry_run_overrides_touch_only_sizes(name):
 def test_every_stage_resolves_and_checks(name):
     stages = experiment.resolve(PRESETS[name], ROOT)
     params = load(name)
-    items = {f"{a}-{m}" for a in params["archs"] for m in params["plans"]}
+    items = {f"{a}-{m}-{s}" for a in params["archs"] for m in params["plans"] for s in params["seeds"]}
     assert {s.name.split("@")[1] for s in stages if s.name.startswith("prune@")} == items
     for stage in ("interpret", "discover", "align", "mis"):
         assert {s.name for s in stages if s.name.startswith(stage + "@")} == {f"{stage}@{i}" for i in items}
@@ -132,6 +132,9 @@ def test_study_a_protocol():
 
     rounds = {arch: len(PruningPlan.from_dict(plan).sparsities()) for arch, plan in plans.items()}
     assert rounds == {"resnet18": 27, "resnet50": 27, "vit_b32": 14, "swin_v2_t": 14}
+    assert params["plans"] == ["lrr", "lrr_retrained", "random_init"] and params["seeds"] == [0]
+    assert params["prune"]["lrr_retrained"] == {"plan": params["prune"]["lrr"]["plan"], "control": "retrained",
+                                                "control_of": "lrr"}
     assert plans["resnet18"]["layers"] == ["conv"] and plans["resnet50"]["layers"] == ["conv", "linear"]
     resnet = params["train"]["resnet50"]["recipe"]
     assert resnet == params["retrain"]["resnet50"]["recipe"]  # LRR rewinds to the full original schedule
@@ -149,7 +152,9 @@ def test_study_b_protocol():
     params = load("study_b")
     from lib.prune.schedules import PruningPlan
 
-    plans = {m: PruningPlan.from_dict(params["prune"][m]["plan"]) for m in params["plans"]}
+    plans = {m: PruningPlan.from_dict(params["prune"][m]["plan"]) for m in B_PLANS}
+    assert params["plans"] == [*B_PLANS, "unstructured-oneshot_retrained", "random_init"]  # and the two controls
+    assert params["prune"]["unstructured-oneshot_retrained"]["plan"] == params["prune"]["unstructured-oneshot"]["plan"]
     assert {(p.pruner, p.schedule) for p in plans.values()} == {
         (m, s) for m in ("unstructured", "filters", "connections") for s in ("oneshot", "iterative")}
     recipe = params["retrain"]["googlenet"]["recipe"]
@@ -181,10 +186,10 @@ def test_missing_data_is_named_with_how_to_get_it(tmp_path):
     assert "VOCdevkit" not in message  # `mis` and what it needs read no VOC
     (tmp_path / "data" / "model-vs-human" / "cue-conflict").mkdir(parents=True)  # one dataset of 17
     with pytest.raises(experiment.PresetError) as error:
-        experiment.check(experiment.resolve(PRESETS["study_a"], ROOT), tmp_path, targets=["align@resnet18-lrr"])
+        experiment.check(experiment.resolve(PRESETS["study_a"], ROOT), tmp_path, targets=["align@resnet18-lrr-0"])
     message = str(error.value)
     assert "data/model-vs-human/edge" in message and "data/model-vs-human/cue-conflict" not in message
-    assert "data/imagenet/train" in message and "align@resnet50-lrr" not in message  # what align@resnet18 needs
+    assert "data/imagenet/train" in message and "align@resnet50-lrr-0" not in message  # what align@resnet18 needs
 
 
 @pytest.mark.parametrize("change, message", [
@@ -430,22 +435,22 @@ def test_study_a_dry_run(tmp_path, monkeypatch):
     project = make_project(tmp_path, "study_a")
     dry_run(project, monkeypatch)
     for arch in A_ARCHS:
-        manifest = read(project, "data", "prune", arch, "lrr", "pruning.json")
+        manifest = read(project, "data", "prune", arch, "lrr", "seed0", "pruning.json")
         sparsities = [round(c["sparsity"], 2) for c in manifest["checkpoints"]]
         assert sparsities == ([0.0, 0.2, 0.36] if arch.startswith("resnet") else [0.0, 0.2]), arch
         assert manifest["plan"]["exclude_classifier"] is False
         assert manifest["plan"]["layers"] == (["conv"] if arch == "resnet18" else ["conv", "linear"])
-    attributions = {arch: read(project, "data", "interpret", arch, "lrr", "metrics.json")["attributions"] for arch in A_ARCHS}
+    attributions = {arch: read(project, "data", "interpret", arch, "lrr", "seed0", "metrics.json")["attributions"] for arch in A_ARCHS}
     assert attributions == {"resnet18": ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"],
                        "resnet50": ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"],
                        "vit_b32": ["gradcam", "ig_smoothgrad", "saliency", "attention", "rollout"],
                        "swin_v2_t": ["gradcam", "ig_smoothgrad", "saliency"]}
-    align = read(project, "data", "align", "swin_v2_t", "lrr", "metrics.json")
+    align = read(project, "data", "align", "swin_v2_t", "lrr", "seed0", "metrics.json")
     assert len(align["datasets"]) == 17
     assert "shape_bias" in align["checkpoints"]["step_00"]
-    discover = read(project, "data", "discover", "vit_b32", "lrr", "metrics.json")
+    discover = read(project, "data", "discover", "vit_b32", "lrr", "seed0", "metrics.json")
     assert discover["dataset"] == "voc12/trainval" and "corloc_lost" in discover["checkpoints"]["step_01"]
-    mis = read(project, "data", "mis", "resnet50", "lrr", "metrics.json")
+    mis = read(project, "data", "mis", "resnet50", "lrr", "seed0", "metrics.json")
     assert len(mis["checkpoints"]) == 3
     report = read(project, "data", "report", "metrics.json")
     assert {key.split("/")[0] for key in report["accuracy"]} == set(A_ARCHS)
@@ -454,17 +459,17 @@ def test_study_a_dry_run(tmp_path, monkeypatch):
 def test_study_b_dry_run(tmp_path, monkeypatch):
     project = make_project(tmp_path, "study_b")
     dry_run(project, monkeypatch)
-    train = read(project, "data", "train", "googlenet", "metrics.json")
+    train = read(project, "data", "train", "googlenet", "seed0", "metrics.json")
     assert train["epochs"] == 0 and train["recorded_acc"] == pytest.approx(0.6978)
     for plan in B_PLANS:
-        manifest = read(project, "data", "prune", "googlenet", plan, "pruning.json")
+        manifest = read(project, "data", "prune", "googlenet", plan, "seed0", "pruning.json")
         targets = [c["target"] for c in manifest["checkpoints"]]
         assert targets == ([0.0, 0.25, 0.5] if plan.endswith("iterative") else [0.0, 0.5]), plan
         assert manifest["recipe"]["schedule"] == "exponential" and manifest["recipe"]["lr"] == 0.01
-    mis = read(project, "data", "mis", "googlenet", "connections-iterative", "metrics.json")
+    mis = read(project, "data", "mis", "googlenet", "connections-iterative", "seed0", "metrics.json")
     assert len(mis["checkpoints"]) == 3 and all("mis" in row for row in mis["checkpoints"].values())
     report = read(project, "data", "report", "metrics.json")
-    assert {key.split("/")[1] for key in report["accuracy"]} == set(B_PLANS)
+    assert {key.split("/")[1] for key in report["accuracy"]} == set(load("study_b")["plans"])  # controls too
 
 
 # ----------------------------------------------------------------------------- the real-data Lite0 study
@@ -484,8 +489,9 @@ def test_lite0_study_protocol():
     assert params["discover"]["common"]["dataset"]["name"] == "coco"
     assert params["variants"]["discover"]["tiny_imagenet"]["dataset"]["name"] == "tiny_imagenet"
     names = {s.name for s in experiment.resolve(PRESETS["lite0"], ROOT)}
-    assert {"interpret_variant@lite0-oneshot-red_channel", "discover_variant@lite0-oneshot-tiny_imagenet",
-            "align@lite0-oneshot", "mis@lite0-oneshot"} <= names
+    assert {"interpret_variant@lite0-oneshot-0-red_channel", "discover_variant@lite0-oneshot-0-tiny_imagenet",
+            "align@lite0-oneshot-0", "mis@lite0-oneshot-0", "mis@lite0-random_init-0"} <= names
+    assert params["plans"] == ["oneshot", "random_init"] and params["prune"]["random_init"] == {"control": "random_init"}
 
 
 @pytest.mark.slow
@@ -508,21 +514,21 @@ def test_lite0_dry_run(tmp_path, monkeypatch, shared_data):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_model_vs_human(shared / "model-vs-human", params["align"]["datasets"])
     dry_run(project, monkeypatch)
-    train = read(project, "data", "train", "lite0", "metrics.json")
+    train = read(project, "data", "train", "lite0", "seed0", "metrics.json")
     assert train["epochs"] == 0 and train["test_acc"] > 0  # the pretrained weights, scored on 4 sample images
-    manifest = read(project, "data", "prune", "lite0", "oneshot", "pruning.json")
+    manifest = read(project, "data", "prune", "lite0", "oneshot", "seed0", "pruning.json")
     assert [round(c["sparsity"], 2) for c in manifest["checkpoints"]] == [0.0, 0.5]
     assert manifest["recipe"]["epochs"] == 0
-    interpret = read(project, "data", "interpret", "lite0", "oneshot", "metrics.json")
-    red = read(project, "data", "interpret_variant", "lite0", "oneshot", "red_channel", "metrics.json")
+    interpret = read(project, "data", "interpret", "lite0", "oneshot", "seed0", "metrics.json")
+    red = read(project, "data", "interpret_variant", "lite0", "oneshot", "seed0", "red_channel", "metrics.json")
     assert interpret["attributions"] == red["attributions"] == ["gradcam", "guided_gradcam", "ig_smoothgrad", "saliency"]
     assert interpret["checkpoints"]["step_00"]["rma_gradcam"] != red["checkpoints"]["step_00"]["rma_gradcam"]
-    assert read(project, "data", "discover", "lite0", "oneshot", "metrics.json")["dataset"].startswith("coco/")
-    tiny = read(project, "data", "discover_variant", "lite0", "oneshot", "tiny_imagenet", "metrics.json")
+    assert read(project, "data", "discover", "lite0", "oneshot", "seed0", "metrics.json")["dataset"].startswith("coco/")
+    tiny = read(project, "data", "discover_variant", "lite0", "oneshot", "seed0", "tiny_imagenet", "metrics.json")
     assert tiny["dataset"].startswith("tiny_imagenet") and len(tiny["checkpoints"]) == 2
-    align = read(project, "data", "align", "lite0", "oneshot", "metrics.json")
+    align = read(project, "data", "align", "lite0", "oneshot", "seed0", "metrics.json")
     assert len(align["checkpoints"]) == 2 and {"shape_bias", "ood_acc", "ood_acc_all_images"} <= set(
         align["checkpoints"]["step_00"])  # both RQ3 aggregations from one run
-    mis = read(project, "data", "mis", "lite0", "oneshot", "metrics.json")
+    mis = read(project, "data", "mis", "lite0", "oneshot", "seed0", "metrics.json")
     assert len(mis["checkpoints"]) == 2
-    assert read(project, "metrics", "interpret_variant", "lite0-oneshot-red_channel.json")  # the flat summary
+    assert read(project, "metrics", "interpret_variant", "lite0-oneshot-seed0-red_channel.json")  # the flat summary

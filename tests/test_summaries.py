@@ -33,11 +33,11 @@ def test_summary_follows_the_declared_direction_and_training_values():
 
 
 def test_experiments_table_reads_the_summaries(tmp_path):
-    storage.save_json(tmp_path / "metrics/train/cnn.json", {"test_acc": 0.95})
-    storage.save_json(tmp_path / "metrics/interpret/cnn-lrr.json", summarize("interpret", _rows()))
+    storage.save_json(tmp_path / "metrics/train/cnn-seed0.json", {"test_acc": 0.95})
+    storage.save_json(tmp_path / "metrics/interpret/cnn-lrr-seed0.json", summarize("interpret", _rows()))
     table = experiments_table(tmp_path)
     row = table[(table.stage == "interpret") & (table.metric == "rma_x")].iloc[0]
-    assert (row["item"], row.dense, row.best, row["last"]) == ("cnn-lrr", 0.5, 0.7, 0.6)
+    assert (row["item"], row.dense, row.best, row["last"]) == ("cnn-lrr-seed0", 0.5, 0.7, 0.6)
     assert table[table.stage == "train"].iloc[0].value == 0.95
 
 
@@ -48,7 +48,7 @@ def test_cli_writes_the_summary_after_the_run(tmp_path, monkeypatch):
         storage.save_json(Path(out_dir) / "metrics.json", _rows())
 
     monkeypatch.setattr(stage, "run_notebook", fake_run)
-    summary = tmp_path / "metrics/prune/cnn-lrr.json"
+    summary = tmp_path / "metrics/prune/cnn-lrr-seed0.json"
     assert stage.main(["notebooks/02_prune.ipynb", str(out), "--summary", str(summary)]) == 0
     assert storage.load_json(summary)["test_acc_best"] == 0.9
 
@@ -70,5 +70,5 @@ def test_dvc_metrics_are_the_tracked_flat_summaries(name):
     words = entry["cmd"].split()
     assert words[words.index("--summary") + 1] == metrics[0]
     ignored = subprocess.run(["git", "check-ignore", "-q", metrics[0].replace("${item.arch}", "cnn")
-                              .replace("${item.plan}", "lrr")], cwd=ROOT)
+                              .replace("${item.plan}", "lrr").replace("${item.seed}", "0")], cwd=ROOT)
     assert ignored.returncode == 1, f"{metrics[0]} is git-ignored: dvc exp show could not compare it"

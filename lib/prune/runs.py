@@ -19,16 +19,72 @@ from lib import storage
 from lib.data.datasets import check_dataset, check_training_data, classification_data
 from lib.models import check_pretrained, get_spec, load_pretrained, save_checkpoint
 from lib.plots import accuracy_axis, legend_beside, plot_against_sparsity, styled
-from lib.prune.schedules import PruningPlan, run_schedule
-from lib.train import Recipe, evaluate
+from lib.prune.schedules import CONTROLS, PruningPlan, lineage, run_random_init, run_schedule
+from lib.train import Recipe, evaluate, with_seed
+
+def check_control(control: str | None, control_of: str | None, recipe: Recipe, grid: bool = False) -> None:
+    """A prune stage's ``control`` (None: a pruned plan; ``retrained``: ``control_of``'s schedule with nothing
+    pruned; ``random_init``): raises ValueError naming the parameter, the problem and the fix."""
+    if control is None:
+        if control_of is not None:
+            raise ValueError(f"control_of {control_of!r} is given without control: set control: retrained "
+                             "(the dense-retrained control of that plan) or remove control_of")
+        return
+    if control not in CONTROLS:
+        raise ValueError(f"unknown control {control!r}; choose one of {', '.join(CONTROLS)} (or none: a pruned plan)")
+    if grid:
+        raise ValueError(f"control {control!r} runs in a pipeline stage's single run, not in a grid of models/plans; "
+                         "declare it as a plan of params.yaml's `prune:`")
+    if control == "retrained":
+        if not control_of:
+            raise ValueError("control: retrained needs control_of, the name of the pruned plan whose schedule it "
+                             "follows (e.g. control_of: lrr)")
+        if recipe.epochs == 0:
+            raise ValueError("control: retrained with a recipe of 0 epochs retrains nothing: every checkpoint would "
+                             "be the dense model; use control: random_init, or drop the control")
+    elif control_of is not None:
+        raise ValueError(f"control: random_init is the control of no plan; remove control_of {control_of!r}")
+
+
+def check_controls(params: dict, source: str = "params.yaml") -> None:
+    """The controls among ``params``' plans (``prune.<name>.control``), checked against the other plans:
+    a retrained control follows a pruned plan of ``prune:`` with that plan's own schedule, and the plan it
+    controls runs beside it (``plans``); a random_init control prunes nothing (no ``plan``)."""
+    prune, plans = params.get("prune") or {}, params.get("plans") or []
+    for name, entry in prune.items():
+        entry = entry or {}
+        control, of = entry.get("control"), entry.get("control_of")
+        where = f"{source}: prune.{name}"
+        try:
+            check_control(control, of, Recipe(epochs=1))  # the recipe (per arch) is the stage's check
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        if control == "random_init" and "plan" in entry:
+            raise ValueError(f"{where}: a random_init control prunes nothing; remove its `plan`")
+        if control != "retrained":
+            continue
+        if of not in prune:
+            raise ValueError(f"{where}.control_of names {of!r}, which is no plan of `prune:` ({sorted(prune)}); "
+                             "name the pruned plan it controls")
+        if (prune[of] or {}).get("control"):
+            raise ValueError(f"{where}.control_of names {of!r}, itself a control; name a pruned plan")
+        if entry.get("plan") != (prune[of] or {}).get("plan"):
+            raise ValueError(f"{where}.plan differs from prune.{of}.plan: a retrained control follows its plan's "
+                             f"schedule exactly; write `plan: *{of}` with an anchor `plan: &{of} {{...}}` on "
+                             f"prune.{of}.plan")
+        if name in plans and of not in plans:
+            raise ValueError(f"{source}: `plans` lists {name}, the control of {of}, without {of}; add {of} to plans")
+
 
 def check_stage(p: dict) -> list[tuple]:
     """The prune stage's parameters, checked before any compute; returns the input paths it reads."""
     from lib.data.datasets import dataset_paths
 
     for plan in (p["plans"] or {"plan": p["plan"]}).values():
-        PruningPlan.from_dict({**plan, **(p["plan_overrides"] or {})})
-    check_training_data(p["dataset"], Recipe.from_dict(p["recipe"]).epochs, "the retraining dataset")
+        PruningPlan.from_dict(with_seed({**plan, **(p["plan_overrides"] or {})}, p["seed"], "plan"))
+    recipe = Recipe.from_dict(with_seed(p["recipe"], p["seed"], "recipe"))
+    check_control(p["control"], p["control_of"], recipe, grid=bool(p["models"] or p["plans"]))
+    check_training_data(p["dataset"], recipe.epochs, "the retraining dataset")
     needed = []
     for arch, source in (p["models"] or {}).items():
         if "checkpoint" in source:
@@ -73,13 +129,15 @@ def dense_checkpoint(arch: str, source: dict, out_dir: str | Path) -> Path:
     return path
 
 
-def summary_row(record: dict, arch: str, plan_name: str, plan: PruningPlan) -> dict:
-    """One flat row per checkpoint: the metrics contract's step/sparsity/test_acc plus the accounting."""
+def summary_row(record: dict, arch: str, plan_name: str, plan: PruningPlan | None) -> dict:
+    """One flat row per checkpoint: the metrics contract's step/sparsity/test_acc plus the accounting
+    (``plan`` None: the random-initialisation control, which follows no plan)."""
     acct = record["accounting"]
-    row = {"arch": arch, "plan": plan_name, "pruner": plan.pruner, "schedule": plan.schedule,
-           "selection": plan.selection, "scope": plan.scope,
+    row = {"arch": arch, "plan": plan_name, **{k: getattr(plan, k, None) for k in ("pruner", "schedule", "selection",
+                                                                                 "scope")},
            **{k: record[k] for k in ("step", "parent", "target", "sparsity", "test_acc", "val_acc")},
-           "pruned_acc": record.get("pruned_acc")}  # absent in manifests written before it was recorded
+           # absent in manifests written before they were recorded
+           "pruned_acc": record.get("pruned_acc"), "retrain_epochs": record.get("retrain_epochs")}
     for key in ("params", "zeros", "prunable_params", "prunable_zeros", "macs", "nonzero_macs",
                 "compacted_params", "compacted_macs", "removed_share"):
         row[key] = acct.get(key)
@@ -90,11 +148,16 @@ def summary_row(record: dict, arch: str, plan_name: str, plan: PruningPlan) -> d
 
 def run_pruning(arch: str, plan_name: str, train_dir: str, plan: dict, recipe: dict, out_dir: str, data_dir: str,
                 dataset: dict | None = None, models: dict | None = None, plans: dict | None = None,
-                plan_overrides: dict | None = None, progress: bool = True) -> dict:
+                plan_overrides: dict | None = None, progress: bool = True, seed: int = 0,
+                control: str | None = None, control_of: str | None = None) -> dict:
     """Run one pruning schedule, or a grid of them (see the module docstring).
 
     ``plan_overrides``: fields that replace the plan's for this architecture (the pipeline's plans belong to
     plans, shared by every architecture; e.g. Study A prunes ResNets further: ``{"threshold": 0.997}``).
+    ``seed``: the run's seed (retraining and random selection; the dense model's came from its train stage).
+    ``control``: ``retrained`` (``plan`` with nothing pruned, the control of plan ``control_of``) or
+    ``random_init`` (one freshly initialised network of the architecture; ``plan`` unused), see
+    ``lib.prune.schedules``.
 
     Returns ``{"rows": [...], "dense": {arch: {...}}, "records": {(arch, name): [...]}, "grid": bool}``.
     """
@@ -103,12 +166,18 @@ def run_pruning(arch: str, plan_name: str, train_dir: str, plan: dict, recipe: d
     dataset = dict(dataset or {"name": "shapes"})
     if dataset.get("name", "shapes") == "shapes":
         dataset.setdefault("root", data_dir)
-    plans = {name: {**p, **(plan_overrides or {})} for name, p in (plans or {plan_name: plan}).items()}
-    plans, recipe = validate(dataset, models, plans, recipe)
+    plans = {name: with_seed({**p, **(plan_overrides or {})}, seed, "plan")
+             for name, p in (plans or {plan_name: plan}).items()}
+    plans, recipe = validate(dataset, models, plans, with_seed(recipe, seed, "recipe"))
+    check_control(control, control_of, recipe, grid)
     if not grid:  # the stage's arch against the one the checkpoint was trained as (not labelled silently)
         from lib.models.registry import check_arch
 
         check_arch(models[arch]["checkpoint"], arch=arch)
+        trained = (storage.load_torch(models[arch]["checkpoint"])["meta"].get("recipe") or {}).get("seed", seed)
+        if trained != seed:
+            raise ValueError(f"train_dir {train_dir} holds the network of seed {trained}, but this run's seed is "
+                             f"{seed}; point train_dir at data/train/{arch}/seed{seed}")
     rows, dense, records, cache = [], {}, {}, {}
     for model_arch, source in models.items():
         checkpoint = dense_checkpoint(model_arch, source, out_dir)
@@ -120,16 +189,22 @@ def run_pruning(arch: str, plan_name: str, train_dir: str, plan: dict, recipe: d
             cache = {key: classification_data(dataset, spec.mean, spec.std)}  # one normalisation in memory at a time
         data = cache[key]
         dense[model_arch] = dense_scores(checkpoint, data, recorded_acc)
+        if control == "random_init":
+            records[(model_arch, plan_name)] = recs = run_random_init(checkpoint, seed, data, out_dir)
+            rows += [summary_row(r, model_arch, plan_name, None) for r in recs]
+            continue
         dense_accounting = {}  # the same for every plan that prunes the same layers
         for name, pruning_plan in plans.items():
             run_dir = Path(out_dir) / model_arch / name if grid else Path(out_dir)
             layers = pruning_plan.layer_set()
             recs = run_schedule(checkpoint, pruning_plan, recipe, data, run_dir, progress=progress,
-                                dense_eval={**dense[model_arch], "accounting": dense_accounting.get(layers)})
+                                dense_eval={**dense[model_arch], "accounting": dense_accounting.get(layers)},
+                                control=control, control_of=control_of)
             dense_accounting[layers] = recs[0]["accounting"]
             records[(model_arch, name)] = recs
             rows += [summary_row(r, model_arch, name, pruning_plan) for r in recs]
-    return {"rows": rows, "dense": dense, "records": records, "grid": grid}
+    return {"rows": rows, "dense": dense, "records": records, "grid": grid,
+            **lineage(seed, control, control_of)}
 
 
 def dense_scores(checkpoint: Path, data: dict, recorded_acc: float | None = None) -> dict:
@@ -184,10 +259,11 @@ def save_results(out_dir: str | Path, results: dict, arch: str, plan_name: str) 
 
     frame = pd.DataFrame(results["rows"])
     if not results["grid"]:
-        return save_stage_metrics(out_dir, results["rows"], plot="accuracy", arch=arch, plan=plan_name)
+        return save_stage_metrics(out_dir, results["rows"], plot="accuracy", arch=arch, plan=plan_name,
+                                  **lineage(results["seed"], results["control"], results["control_of"]))
     for (run_arch, name), part in frame.groupby(["arch", "plan"], sort=False):
         save_stage_metrics(Path(out_dir) / run_arch / name, part.to_dict("records"), plot="accuracy",
-                           arch=run_arch, plan=name)
+                           arch=run_arch, plan=name, **lineage(results["seed"]))
     table = accuracy_table(frame)
     storage.save_json(Path(out_dir) / "metrics.json", {
         "dense": results["dense"],

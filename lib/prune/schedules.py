@@ -69,7 +69,7 @@ class PruningPlan:
     layers: tuple = ("conv", "linear")    # prunable layer kinds
     exclude_classifier: bool = True
     exclude: tuple = ()                   # further module names or fnmatch patterns left dense (conv1, aux*)
-    seed: int = 0                         # random selection: step i draws with seed + i
+    seed: int = 0                         # random selection: step i draws with seed * 100003 + i (the run's seed)
     include_bias: bool = False            # unstructured: biases of the prunable layers ranked with the weights
     attention_qkv: bool = True            # False: attention's packed Q/K/V projections stay dense (Study A)
     masking: str = "persistent"           # persistent (mask kept while retraining) | regrowing (zeroed once)
@@ -128,15 +128,23 @@ class PruningPlan:
         return (self.layers, self.exclude, self.exclude_classifier, self.include_bias, self.attention_qkv)
 
     def pruner_for(self, step: int):
-        """The pruner of one step (its random selection seeded by the step)."""
-        return get_pruner(self.pruner, self.selection, self.scope, seed=self.seed + step,
+        """The pruner of one step (its random selection seeded by the run's seed and the step: no two (seed, step)
+        pairs below 100003 steps draw alike, so the seeds' random draws are independent)."""
+        return get_pruner(self.pruner, self.selection, self.scope, seed=self.seed * 100_003 + step,
                           persistent=self.masking == "persistent", rounding=self.rounding,
                           companions=self.filter_companions)
 
 
 def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe, data, out_dir: str | Path,
-                 progress: bool = True, dense_eval: dict | None = None, channels_last: bool = True) -> list[dict]:
+                 progress: bool = True, dense_eval: dict | None = None, channels_last: bool = True,
+                 control: str | None = None, control_of: str | None = None) -> list[dict]:
     """Run a pruning schedule from a dense checkpoint; write its checkpoints and manifest to ``out_dir``.
+
+    ``control="retrained"``: the plan's schedule with nothing pruned (``control_of``: the pruned plan's name):
+    step r starts from step r's parent exactly as the pruned run's does and gets the same retraining (recipe and
+    seed), so it differs from the pruned step r only by what pruning removed (a oneshot plan's control steps all
+    retrain the dense model once: computed once, the same weights at every step). Every record says how many epochs
+    of retraining its checkpoint received since the dense model (``retrain_epochs``).
 
     ``data``: the embedded dataset's directory, or a dict with datasets ``train`` (retraining),
     ``val`` (monitoring), ``test``, plus ``image_size`` and an ``id`` (see ``lib.prune.runs``).
@@ -156,24 +164,29 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
         raise ValueError(f"pruning data lacks {sorted(missing)}")
     example_input = torch.zeros(2, 3, data["image_size"], data["image_size"])
     # resume key by content: the dense checkpoint's bytes and the data's fingerprint, not their paths
+    if control not in (None, "retrained"):
+        raise ValueError(f"run_schedule runs a plan or its retrained control, not control {control!r} "
+                         "(random_init: run_random_init)")
     identity = {"plan": asdict(plan), "recipe": recipe.identity(), "dense": storage.file_sha256(dense_checkpoint)[:16],
                 "data": data_identity(data),
-                "dense_test_acc": info["meta"].get("test_acc"), "code": code_digest([__name__])[:16]}
+                "dense_test_acc": info["meta"].get("test_acc"), "code": code_digest([__name__])[:16],
+                **({"control": control} if control else {})}
 
-    def record(step, model, parent, target, known=None, pruned_acc=None):
+    def record(step, model, parent, target, known=None, pruned_acc=None, retrain_epochs=0):
         known = known or {}
         acct = known.get("accounting") or accounting(model, plan.prunable(model, model_info["name"]), example_input)
         test_acc = known["test_acc"] if "test_acc" in known else evaluate(model, data["test"])
         val_acc = known["val_acc"] if "val_acc" in known else evaluate(model, data["val"])
         return {"step": step, "file": f"checkpoints/step_{step:02d}.pt", "parent": parent, "target": target,
                 "sparsity": acct["sparsity"], "test_acc": test_acc, "val_acc": val_acc,
-                "pruned_acc": test_acc if step == 0 else pruned_acc, "accounting": acct}
+                "pruned_acc": test_acc if step == 0 else pruned_acc, "retrain_epochs": retrain_epochs,
+                "accounting": acct}
 
     def save(model, masks, rec):
         if dd.is_main():
             save_checkpoint(out_dir / rec["file"], model, model_info["name"], model_info["num_classes"],
                             model_info["kwargs"], masks=masks, step=rec["step"], sparsity=rec["sparsity"],
-                            plan=asdict(plan))
+                            plan=asdict(plan), seed=recipe.seed, control=control)
             rec["sha256"] = storage.file_sha256(out_dir / rec["file"])  # analyses verify it before scoring
 
     existing = {}
@@ -193,6 +206,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
         if dd.is_main():
             storage.save_json(out_dir / MANIFEST, {"identity": identity, "model": model_info["name"],
                                                    "plan": asdict(plan), "recipe": recipe.identity(),
+                                                   **lineage(recipe.seed, control, control_of),
                                               "checkpoints": [records[k] for k in sorted(records)]})
 
     steps = [(0.0, None)] + plan.sparsities()
@@ -212,21 +226,33 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
             model, parent_info = load_checkpoint(out_dir / f"checkpoints/step_{parent:02d}.pt")
             if parent_info["masks"]:
                 apply_masks(model, parent_info["masks"])
-            plan.pruner_for(step).prune(model, plan.prunable(model, model_info["name"]), target, example_input)
-            # Study B reports accuracy before retraining too: what pruning alone costs, what retraining recovers
-            pruned_acc = evaluate(model, data["test"])
-            if recipe.epochs:  # epochs 0: pruning without retraining, the pruned weights as they are
+            if control is None:
+                plan.pruner_for(step).prune(model, plan.prunable(model, model_info["name"]), target, example_input)
+                # Study B reports accuracy before retraining too: what pruning alone costs, what retraining recovers
+                pruned_acc = evaluate(model, data["test"])
+            else:  # the control prunes nothing: before retraining it is its parent, whose accuracy is recorded
+                pruned_acc, target = records[parent]["test_acc"], 0.0
+            trained = 0
+            twin = next((r for r in records.values() if control and r["parent"] == parent), None)
+            if twin is not None:  # a control's steps from one parent are one computation (oneshot): done once
+                model, _ = load_checkpoint(out_dir / twin["file"])
+                trained = twin["retrain_epochs"] - records[parent].get("retrain_epochs", 0)
+            elif recipe.epochs:  # epochs 0: pruning without retraining, the pruned weights as they are
                 if channels_last:  # oneDNN's convolutions are markedly faster in NHWC on CPUs
                     model.to(memory_format=torch.channels_last)
-                fit(model, data["train"], data["val"], recipe, state_dir / f"step_{step:02d}",
-                    image_size=data["image_size"], run_info={"step": step, "identity": identity}, progress=progress,
-                    teacher=dense)  # used by a distillation recipe only
+                history = fit(model, data["train"], data["val"], recipe, state_dir / f"step_{step:02d}",
+                              image_size=data["image_size"], run_info={"step": step, "identity": identity},
+                              progress=progress, teacher=dense)["history"]  # teacher: a distillation recipe only
+                trained = len(history)
             masks = current_masks(model)
             fold_masks(model)
             model.to(memory_format=torch.contiguous_format)
             # without retraining the checkpoint is the pruned model: its test accuracy is the one just measured
             known = {} if recipe.epochs else {"test_acc": pruned_acc}
-            rec = record(step, model, parent, target, known, pruned_acc=pruned_acc)
+            if twin is not None:  # the same weights: the same scores
+                known = {k: twin[k] for k in ("test_acc", "val_acc", "accounting")}
+            rec = record(step, model, parent, target, known, pruned_acc=pruned_acc,
+                         retrain_epochs=records[parent].get("retrain_epochs", 0) + trained)
             save(model, masks, rec)
         records[step] = rec
         write_manifest()
@@ -234,3 +260,47 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
     if dd.is_main():
         shutil.rmtree(state_dir, ignore_errors=True)
     return [records[k] for k in sorted(records)]
+
+
+CONTROLS = ("retrained", "random_init")
+
+
+def lineage(seed: int, control: str | None = None, control_of: str | None = None) -> dict:
+    """What a prune stage's manifest and metrics.json say about the network: its ``seed``, and whether it is a
+    ``control`` (``retrained``: ``control_of``'s schedule with nothing pruned; ``random_init``) or a pruned plan
+    (``control`` None). The analyses copy it from their source (``lib.results.source_lineage``)."""
+    return {"seed": seed, "control": control, "control_of": control_of}
+
+
+def run_random_init(dense_checkpoint: str | Path, seed: int, data, out_dir: str | Path) -> list[dict]:
+    """The random-initialisation control: one checkpoint (step 0, sparsity 0) of the dense model's architecture
+    with fresh weights drawn from ``seed`` exactly as training draws its initial weights (``seed_everything(seed)``,
+    then the model is built): the floor every score must clear. Written with its manifest to ``out_dir``."""
+    from lib.models import create_model
+    from lib.train import seed_everything
+
+    out_dir = Path(out_dir)
+    _, info = load_checkpoint(dense_checkpoint)
+    model_info = info["model"]
+    spec = get_spec(model_info["name"])
+    if not isinstance(data, dict):
+        data = shapes_data(data, spec.mean, spec.std)
+    seed_everything(seed)
+    kwargs = {k: v for k, v in model_info["kwargs"].items() if k != "pretrained"}  # a package's weights: not loaded
+    model = create_model(model_info["name"], num_classes=model_info["num_classes"], **kwargs).eval()
+    plan = PruningPlan()  # its prunable layers only measure the accounting (nothing is pruned)
+    example_input = torch.zeros(2, 3, data["image_size"], data["image_size"])
+    acct = accounting(model, plan.prunable(model, model_info["name"]), example_input)
+    test_acc = evaluate(model, data["test"])
+    rec = {"step": 0, "file": "checkpoints/step_00.pt", "parent": None, "target": 0.0, "sparsity": acct["sparsity"],
+           "test_acc": test_acc, "val_acc": evaluate(model, data["val"]), "pruned_acc": test_acc,
+           "retrain_epochs": 0, "accounting": acct}
+    if dd.is_main():
+        save_checkpoint(out_dir / rec["file"], model, model_info["name"], model_info["num_classes"], kwargs,
+                        step=0, sparsity=rec["sparsity"], seed=seed, control="random_init")
+        identity = {"control": "random_init", "seed": seed, "architecture": model_info,
+                    "data": data_identity(data)}
+        storage.save_json(out_dir / MANIFEST, {"identity": identity, "plan": None, "recipe": None,
+                                               **lineage(seed, "random_init"), "checkpoints": [rec]})
+    dd.barrier()
+    return [rec]
