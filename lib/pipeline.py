@@ -37,7 +37,7 @@ LAYERS = (
     ("train", ("lib.train",)),
     ("prune", ("lib.prune",)),
     ("checkpoints", ("lib.checkpoints", "lib.analysis")),
-    ("analyses", ("lib.interpret", "lib.discover", "lib.align", "lib.mis")),
+    ("analyses", ("lib.interpret", "lib.discover", "lib.align", "lib.mis", "lib.forget")),
     ("report", ("lib.report",)),
     ("runner", ("lib.stage", "lib.experiment", "lib.vega", "lib.redraw")),
 )
@@ -141,8 +141,16 @@ _DECLARED = (
     Stage("mis", "notebooks/06_mis.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
           check="lib.mis.run:check_stage", items="per_unit.csv", item_id="unit",
           metrics=(Metric("mis", item="mis"), Metric("solved", item="solved", tested=False))),
+    # Population measures over every seed of an (arch, plan): one run reads every seed's prune output (and RQ1's
+    # and RQ2's per-image tables, for the join across dimensions).
+    Stage("forget", "notebooks/08_forget.ipynb", "lib.stage", ("forget",), ("data", "prune", "interpret", "discover"),
+          check="lib.forget.run:check_stage", items="per_image.csv", item_id="image", metrics=(
+              Metric("flip_share", higher_is_better=False, item="flip"),
+              Metric("pie_share", higher_is_better=False, item="pie"),
+              Metric("classes_hurt", higher_is_better=False,
+                     why_untested="a count of classes (Welch's t over seeds), not a mean over images"))),
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
-                                                                    "mis"), matrix=False),
+                                                                    "mis", "forget"), matrix=False),
 )
 STAGES = {s.name: s for s in (*_DECLARED, *(variant_stage(s) for s in _DECLARED if s.variants))}
 
@@ -165,7 +173,7 @@ HOW_TO_GET = {
     "pool": "a folder of images for MIS, e.g. ImageNet's <root>/train (a seeded subset of `limit` images is used)",
 }
 
-ANALYSES = ("interpret", "discover", "align", "mis")
+ANALYSES = ("interpret", "discover", "align", "mis", "forget")
 
 # MIS scores the network's output layers apart from its hidden units: the stage's ``mis`` (and the report's test
 # of it) averages the hidden units only.
