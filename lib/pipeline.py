@@ -125,7 +125,10 @@ _DECLARED = (
               Metric("rma_*", item="rma_*"), Metric("rra_*", item="rra_*"),
               Metric("pointing_*", item="pointing_*", tested=False), Metric("gini_*", item="gini_*", tested=False),
               Metric("deletion_*", higher_is_better=False, item="deletion_*", tested=False),
-              Metric("insertion_*", item="insertion_*", tested=False))),
+              Metric("insertion_*", item="insertion_*", tested=False),
+              # Adebayo et al.'s randomisation test: rank correlation of the maps with a random network's
+              Metric("sanity_*", higher_is_better=False, tested=False,
+                     why_untested="a check of the attribution on a few images, not a dimension"))),
     Stage("discover", "notebooks/04_discover.ipynb", "lib.stage", ("discover.common", "discover.{arch}"),
           ("data", "prune"), check="lib.discover.run:check_stage", items="per_image.csv", item_id="image",
           variants=True, metrics=(Metric("corloc_*", item="hit_*"),)),
