@@ -52,7 +52,7 @@ from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
-result = forget(source, seeds, dataset, split, n_images, batch_size, correction, alpha, device,
+result = forget(source, seeds, dataset, split, n_images, batch_size, correction, alpha, gallery_size, device,
                 state_dir=f"{out_dir}/state")
 print(f"{result.images['image'].nunique()} images x {result.images['step'].nunique()} checkpoints x "
       f"{len(result.seeds)} seed(s)")

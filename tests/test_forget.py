@@ -12,7 +12,7 @@ from scipy import stats
 
 from lib.forget import (checkpoint_rows, class_changes, flips, join_dimensions, modal_label, most_forgotten,
                         per_image, pies, welch_t)
-from lib.forget.run import check_stage, forget, seed_dir
+from lib.forget.run import check_stage, forget, load_images, pictures_of, seed_dir
 
 
 # ----------------------------------------------------------------------------- hand-computed cases
@@ -168,8 +168,12 @@ def test_the_stage_predicts_every_seed_checkpoint_and_image_and_resumes(tiny_sha
     assert len(done.predictions) == 3 * 20 and set(done.predictions["step"]) == {0, 1, 2}
     assert not done.population and done.images["pie"].isna().all()
     assert [r["step"] for r in done.rows] == [0, 1, 2] and done.rows[0]["flip_share"] == 0
-    assert done.pictures.shape == (20, 64, 64, 3) and done.pictures.dtype == np.uint8
+    assert done.pictures.shape == (len(done.ids), 64, 64, 3) and done.pictures.dtype == np.uint8
+    assert list(done.ids) == most_forgotten(done.images, 12)["image"].tolist()
     assert (tmp_path / "state" / "seed0").is_dir()
+    data, ids, _ = load_images(dataset, "test", 5, "small_cnn")
+    pictures = pictures_of(data, [0, 3], "small_cnn")  # the inputs back as the dataset's uint8 images
+    assert np.abs(pictures.astype(int) - np.load(tiny_shapes / "test.npz")["images"][[0, 3]]).max() <= 1
     calls = []
     original = analysis.State.save
     monkeypatch.setattr(analysis.State, "save", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))

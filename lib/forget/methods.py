@@ -25,23 +25,21 @@ MIN_POPULATION = 2  # networks per population below which PIEs are not defined (
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, inputs, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class, its softmax probability) of every image; ``inputs``: a tensor (N, C, H, W) or a torch
-    dataset of (image, label) pairs, batched ``batch_size`` at a time on the model's device."""
+def predict(model: torch.nn.Module, data, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(predicted class, its softmax probability, true label) of every image of ``data`` (a torch dataset of
+    (image, label) pairs, streamed ``batch_size`` at a time to the model's device: never all in memory)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
-    if isinstance(inputs, torch.Tensor):
-        batches = (inputs[lo:lo + batch_size] for lo in range(0, len(inputs), batch_size))
-    else:
-        batches = (x for x, _ in torch.utils.data.DataLoader(inputs, batch_size=batch_size, shuffle=False))
-    classes, confidences = [], []
-    for x in batches:
+    classes, confidences, labels = [], [], []
+    for x, y in torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False):
         probabilities = model(x.to(device)).float().softmax(-1)
         confidence, label = probabilities.max(-1)
         classes.append(label.cpu())
         confidences.append(confidence.cpu())
-    return torch.cat(classes).numpy().astype(np.int64), torch.cat(confidences).numpy().astype(np.float32)
+        labels.append(torch.as_tensor(y))
+    return (torch.cat(classes).numpy().astype(np.int64), torch.cat(confidences).numpy().astype(np.float32),
+            torch.cat(labels).numpy().astype(np.int64))
 
 
 def modal_label(predictions: np.ndarray, num_classes: int | None = None) -> np.ndarray:

@@ -20,7 +20,7 @@ from lib import analysis
 from lib.analysis import Scored, digest
 from lib.checkpoints import validate_source
 from lib.forget.methods import MIN_POPULATION, predict
-from lib.forget.metrics import checkpoint_rows, class_changes, per_image
+from lib.forget.metrics import checkpoint_rows, class_changes, most_forgotten, per_image
 from lib.results import list_checkpoints
 
 CORRECTIONS = ("holm", "bh")
@@ -63,8 +63,8 @@ class Forgetting:
 
     predictions: one row per (seed, step, image); images: one per (step, image) (``lib.forget.metrics.per_image``);
     classes: one per (pruned step, class); rows: one per step (the stage's ``metrics.json``); seeds: the seeds
-    read; population: whether PIEs are defined (at least ``MIN_POPULATION`` seeds); gallery: the images as uint8
-    (N, H, W, 3) for the figures, in the order of ``ids``.
+    read; population: whether PIEs are defined (at least ``MIN_POPULATION`` seeds); ids, pictures: the
+    ``gallery_size`` most forgotten images (``most_forgotten``) and those images as uint8 (N, H, W, 3).
     """
 
     predictions: pd.DataFrame
@@ -84,38 +84,44 @@ def model_of(source) -> str:
     return storage.load_torch(list_checkpoints(source)[0]["path"])["model"]["name"]
 
 
-def load_inputs(dataset: dict, split: str, n_images: int | None, model: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """(inputs normalised for ``model``, labels, ids ``<split>_<index:05d>``) of the first ``n_images`` images of a
-    classification dataset's ``split`` (``lib.data.datasets.classification_data``, what training and pruning read)."""
+def load_images(dataset: dict, split: str, n_images: int | None, model: str):
+    """(the first ``n_images`` images of a classification dataset's ``split``, normalised for ``model``, as a torch
+    dataset of (image, label); their ids ``<split>_<index:05d>``; a digest naming them) through
+    ``lib.data.datasets.classification_data``, what training and pruning read. The digest is the images' and
+    labels' content where the loader holds them in memory (the embedded data), else the dataset's parameters."""
     from lib.data.datasets import classification_data
     from lib.models import get_spec
 
     spec = get_spec(model)
     data = classification_data(dataset, spec.mean, spec.std)[split]
     count = len(data) if n_images is None else min(n_images, len(data))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(count)), batch_size=256, shuffle=False)
-    inputs, labels = zip(*loader) if count else ((), ())
+    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
+    if torch.is_tensor(images) and torch.is_tensor(labels):
+        name = digest(images[:count], labels[:count])
+    else:
+        name = digest(dataset, split, count, type(data).__name__)
     ids = np.array([f"{split}_{i:05d}" for i in range(count)])
-    return torch.cat(inputs), torch.cat(labels).numpy().astype(np.int64), ids
+    return torch.utils.data.Subset(data, range(count)), ids, name
 
 
-def pictures_of(inputs: torch.Tensor, model: str) -> np.ndarray:
-    """The network inputs back as uint8 images (N, H, W, 3), for the gallery."""
+def pictures_of(data, indices, model: str) -> np.ndarray:
+    """Images ``indices`` of ``data`` (network inputs) back as uint8 (N, H, W, 3), for the gallery."""
     from lib.models import get_spec
 
     spec = get_spec(model)
+    inputs = torch.stack([data[int(i)][0] for i in indices]) if len(indices) else data[0][0][None, :, :, :][:0]
     mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
     return ((inputs * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def predict_checkpoints(source, inputs: torch.Tensor, labels: np.ndarray, ids: np.ndarray, seed: int,
-                        batch_size: int = 256, device: str | None = "cpu", state_dir=None,
-                        progress: bool = True) -> analysis.Checkpoints:
-    """Every checkpoint of one seed's prune run predicts every image: one row per (checkpoint, image)."""
-    key = {"batch_size": batch_size, "inputs": digest(inputs, labels, list(map(str, ids)))}
+def predict_checkpoints(source, data, ids: np.ndarray, name: str, seed: int, batch_size: int = 256,
+                        device: str | None = "cpu", state_dir=None, progress: bool = True) -> analysis.Checkpoints:
+    """Every checkpoint of one seed's prune run predicts every image of ``data``: one row per (checkpoint, image).
+    ``name``: the digest of the images (the kept state's key)."""
+    key = {"batch_size": batch_size, "images": name, "ids": digest(list(map(str, ids)))}
 
     def score(record: dict, model) -> Scored:
-        prediction, confidence = predict(model, inputs, batch_size)
+        prediction, confidence, labels = predict(model, data, batch_size)
         frame = pd.DataFrame({"seed": seed, "step": record["step"], "sparsity": record["sparsity"], "image": ids,
                               "label": labels, "prediction": prediction, "confidence": confidence})
         frame["correct"] = (frame["prediction"] == frame["label"]).astype(float)
@@ -128,15 +134,15 @@ def predict_checkpoints(source, inputs: torch.Tensor, labels: np.ndarray, ids: n
 
 
 def forget(source, seeds, dataset: dict, split: str = "test", n_images: int | None = None, batch_size: int = 256,
-           correction: str = "holm", alpha: float = 0.05, device: str | None = "cpu", state_dir=None,
-           progress: bool = True) -> Forgetting:
+           correction: str = "holm", alpha: float = 0.05, gallery_size: int = 12, device: str | None = "cpu",
+           state_dir=None, progress: bool = True) -> Forgetting:
     """Predict every image with every seed's checkpoints of ``source`` (a prune stage's (arch, plan) folder; each
     seed's run at :func:`seed_dir`) and measure what pruning forgets (``lib.forget.metrics``).
 
     state_dir: each seed's finished checkpoints are kept in ``<state_dir>/seed<k>``, so that a rerun resumes.
     """
     check_stage({"seeds": list(seeds), "dataset": dataset, "split": split, "n_images": n_images,
-                 "correction": correction, "alpha": alpha, "batch_size": batch_size, "gallery_size": 0})
+                 "correction": correction, "alpha": alpha, "batch_size": batch_size, "gallery_size": gallery_size})
     sources = {seed: seed_dir(source, seed) for seed in seeds}
     if len(set(sources.values())) < len(sources):
         raise ValueError(f"seeds: {list(seeds)} all read the prune run {source} (no seed<k> folders yet): a population "
@@ -148,10 +154,10 @@ def forget(source, seeds, dataset: dict, split: str = "test", n_images: int | No
         raise ValueError(f"source: the seeds' prune runs hold different models {models}; a population is one "
                          "architecture")
     model = models[seeds[0]]
-    inputs, labels, ids = load_inputs(dataset, split, n_images, model)
+    data, ids, name = load_images(dataset, split, n_images, model)
     frames, records = [], {}
     for seed, path in sources.items():
-        done = predict_checkpoints(path, inputs, labels, ids, seed, batch_size, device,
+        done = predict_checkpoints(path, data, ids, name, seed, batch_size, device,
                                    None if state_dir is None else Path(state_dir) / f"seed{seed}", progress)
         frames.append(done.items)
         for row in done.rows:
@@ -161,8 +167,10 @@ def forget(source, seeds, dataset: dict, split: str = "test", n_images: int | No
     classes = class_changes(predictions, correction, alpha)
     means = {step: {"test_acc": _mean([r.get("test_acc") for r in rows])} for step, rows in records.items()}
     rows = checkpoint_rows(images, classes, means)
-    return Forgetting(predictions, images, classes, rows, list(seeds), len(seeds) >= MIN_POPULATION, ids,
-                      pictures_of(inputs, model))
+    shown = most_forgotten(images, gallery_size)["image"].tolist()
+    index = {image: i for i, image in enumerate(ids)}
+    return Forgetting(predictions, images, classes, rows, list(seeds), len(seeds) >= MIN_POPULATION,
+                      np.array(shown), pictures_of(data, [index[i] for i in shown], model))
 
 
 def _mean(values) -> float | None:
