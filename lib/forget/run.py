@@ -121,7 +121,11 @@ def predict_checkpoints(source, data, ids: np.ndarray, name: str, seed: int, bat
     key = {"batch_size": batch_size, "images": name, "ids": digest(list(map(str, ids)))}
 
     def score(record: dict, model) -> Scored:
-        prediction, confidence, labels = predict(model, data, batch_size)
+        from lib.models import get_spec
+
+        cnn = get_spec(record["model"]).family == "cnn"
+        prediction, confidence, labels = predict(model, data, batch_size,
+                                                 torch.channels_last if cnn else torch.contiguous_format)
         frame = pd.DataFrame({"seed": seed, "step": record["step"], "sparsity": record["sparsity"], "image": ids,
                               "label": labels, "prediction": prediction, "confidence": confidence})
         frame["correct"] = (frame["prediction"] == frame["label"]).astype(float)
