@@ -46,14 +46,15 @@ out_dir = "data/smoke/forget/cnn/lrr"
 import pandas as pd
 
 import lib.stage
-from lib.forget import (across_dimensions, forget, most_forgotten, plot_class_changes, plot_dimensions, plot_forgetting,
-                        plot_gallery, save_tables)
+from lib.forget import (across_dimensions, class_names, forget, most_forgotten, plot_class_changes, plot_dimensions,
+                        plot_forgetting, plot_gallery, save_tables)
 from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.stage.enter_project()
 result = forget(source, seeds, dataset, split, n_images, batch_size, correction, alpha, gallery_size, device,
                 state_dir=f"{out_dir}/state")
+names = class_names(dataset)
 print(f"{result.images['image'].nunique()} images x {result.images['step'].nunique()} checkpoints x "
       f"{len(result.seeds)} seed(s)")
 if not result.population:
@@ -76,18 +77,19 @@ table.round(4)
 # ## Classes: change of accuracy from the dense population (percentage points)
 
 # %%
-fig = plot_class_changes(result.classes, title=f"{arch} / {plan}")
+fig = plot_class_changes(result.classes, names, title=f"{arch} / {plan}")
 save_figure(fig, out_dir, "classes")
 result.classes.round(4)
 
 # %% [markdown]
 # ## The most forgotten images
 #
-# Title: image id, then `label: dense modal label -> label at the first sparsity where it is forgotten`.
+# Title: image id, its label, the dense population's modal label, and the modal label (one seed: the prediction) at
+# the first sparsity where it is forgotten.
 
 # %%
 forgotten = most_forgotten(result.images, gallery_size)
-fig = plot_gallery(result.pictures, result.ids, forgotten)
+fig = plot_gallery(result.pictures, result.ids, forgotten, names)
 save_figure(fig, out_dir, "gallery")
 forgotten
 

@@ -24,6 +24,7 @@ from lib.forget.run import (  # noqa: F401
     Forgetting,
     across_dimensions,
     check_stage,
+    class_names,
     forget,
     read_items,
     save_tables,

@@ -51,22 +51,24 @@ def plot_class_changes(classes: pd.DataFrame, class_names=None, title: str = "")
     image = ax.imshow(change.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     for (r, c), value in np.ndenumerate(change.to_numpy()):
         star = "*" if marks.to_numpy()[r, c] else ""
-        ax.text(c, r, f"{value:+.0f}{star}", ha="center", va="center", fontsize=8)
+        ax.text(c, r, f"{value:+.0f}{star}", ha="center", va="center", fontsize=8,
+                color="white" if abs(value) > 0.6 * limit else "black")
     labels = [class_names[c] if class_names is not None else str(c) for c in change.index]
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xticks(range(change.shape[1]), [f"{sparsity[s] * 100:.0f}%" for s in change.columns])
     ax.set_xlabel("sparsity of prunable weights")
     fig.colorbar(image, ax=ax, label="class accuracy change (pp)")
     correction = classes["correction"].iloc[0]
-    ax.set_title(f"{title}\n* Welch p <= alpha after {correction} over the classes" if title else
-                 f"* Welch p <= alpha after {correction}")
+    note = (f"* Welch p <= alpha after {correction} over the classes" if classes["p_value"].notna().any() else
+            "Welch's t over seeds needs two seeds or more")
+    ax.set_title(f"{title}\n{note}" if title else note)
     return fig
 
 
 @styled
 def plot_gallery(pictures: np.ndarray, ids, forgotten: pd.DataFrame, class_names=None, columns: int = 6):
-    """The most forgotten images (``lib.forget.metrics.most_forgotten``), each titled with its label, the dense
-    population's modal label and the label it is forgotten to (at the sparsity where that first happens)."""
+    """The most forgotten images (``lib.forget.metrics.most_forgotten``), each titled with its id, its label, the
+    dense population's modal label and, at the sparsity where it is first forgotten, the label it is forgotten to."""
     count = len(forgotten)
     if count == 0:
         fig, ax = plt.subplots(figsize=(4, 1.5))
@@ -77,14 +79,14 @@ def plot_gallery(pictures: np.ndarray, ids, forgotten: pd.DataFrame, class_names
     name = (lambda c: class_names[int(c)]) if class_names is not None else (lambda c: str(int(c)))  # noqa: E731
     columns = min(columns, count)
     rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (_, item) in zip(axes.flat, forgotten.iterrows()):
         ax.imshow(pictures[index[str(item["image"])]])
-        ax.set_title(f"{item['image']}\n{name(item['label'])}: {name(item['dense_modal'])} -> "
-                     f"{name(item['modal_then'])}\nat {item['first_sparsity'] * 100:.0f}%", fontsize=8)
-    fig.tight_layout(pad=0.4)
+        ax.set_title(f"{item['image']}\nlabel: {name(item['label'])}\ndense: {name(item['dense_modal'])}\n"
+                     f"{item['first_sparsity'] * 100:.0f}%: {name(item['modal_then'])}", fontsize=7.5)
+    fig.tight_layout(pad=0.4, h_pad=1.2)
     return fig
 
 

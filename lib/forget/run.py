@@ -104,6 +104,15 @@ def load_images(dataset: dict, split: str, n_images: int | None, model: str):
     return torch.utils.data.Subset(data, range(count)), ids, name
 
 
+def class_names(dataset: dict) -> list[str] | None:
+    """The class names of a classification dataset where it records them (the embedded data's ``meta.json``)."""
+    if dataset.get("name", "shapes") != "shapes":
+        return None
+    from lib.data.shapes import load_meta
+
+    return list(load_meta(dataset["root"])["classes"])
+
+
 def pictures_of(data, indices, model: str) -> np.ndarray:
     """Images ``indices`` of ``data`` (network inputs) back as uint8 (N, H, W, 3), for the gallery."""
     from lib.models import get_spec
