@@ -87,6 +87,7 @@ class Stage:
     matrix: bool = True                    # one run per (arch, plan)
     variants: bool = False                 # also runs once per variant: see :func:`variant_stage`
     variant_of: str | None = None          # set on the variant stage: the stage whose variants it runs
+    population: bool = False               # one run over every seed of an (arch, plan): no seed<k> level, no seed axis
 
     def metric(self, column: str) -> Metric | None:
         """The declared metric that ``column`` of the stage's metrics is, if any."""
@@ -147,13 +148,13 @@ _DECLARED = (
     # Population measures over every seed of an (arch, plan): one run reads every seed's prune output (and RQ1's
     # and RQ2's per-image tables, for the join across dimensions).
     Stage("forget", "notebooks/08_forget.ipynb", "lib.stage", ("forget",), ("data", "prune", "interpret", "discover"),
-          check="lib.forget.run:check_stage", items="per_image.csv", item_id="image", metrics=(
+          check="lib.forget.run:check_stage", items="per_image.csv", item_id="image", population=True, metrics=(
               Metric("flip_share", higher_is_better=False, item="flip"),
               Metric("pie_share", higher_is_better=False, item="pie"),
               Metric("classes_hurt", higher_is_better=False,
                      why_untested="a count of classes (Welch's t over seeds), not a mean over images"))),
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
-                                                                    "mis", "forget"), matrix=False),
+                                                                    "mis"), matrix=False),
 )
 STAGES = {s.name: s for s in (*_DECLARED, *(variant_stage(s) for s in _DECLARED if s.variants))}
 
@@ -176,7 +177,11 @@ HOW_TO_GET = {
     "pool": "a folder of images for MIS, e.g. ImageNet's <root>/train (a seeded subset of `limit` images is used)",
 }
 
-ANALYSES = ("interpret", "discover", "align", "mis", "forget")
+ANALYSES = ("interpret", "discover", "align", "mis")
+# Analyses over a population: one run over every seed of an (arch, plan) (``Stage.population``), output
+# data/<stage>/<arch>/<plan>/ without the seed<k> level, rows keyed (arch, plan, step). The report does not read
+# them yet: it reads ANALYSES per seed.
+POPULATION_ANALYSES = tuple(name for name, stage in STAGES.items() if stage.population)
 
 # MIS scores the network's output layers apart from its hidden units: the stage's ``mis`` (and the report's test
 # of it) averages the hidden units only.

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lib.forget import (checkpoint_rows, class_changes, flips, join_dimensions, modal_label, most_forgotten,
+from lib.forget import (checkpoint_rows, class_changes, compare_forgotten, flips, join_dimensions, modal_label, most_forgotten,
                         per_image, pies, welch_t)
 from lib.forget.run import check_stage, forget, load_images, pictures_of, seed_dir
 
@@ -132,14 +132,19 @@ def test_the_predictions_table_is_checked():
 
 
 def test_join_matches_rq1_and_rq2_ids_of_the_same_image():
-    images = pd.DataFrame({"step": [0, 0, 1, 1], "image": ["test_00001", "test_00002"] * 2, "flip": [0, 0, 1, 0]})
+    images = pd.DataFrame({"step": [0, 0, 1, 1], "sparsity": [0, 0, 0.5, 0.5], "image": ["test_00001", "test_00002"] * 2,
+                           "flip": [0, 0, 1, 0]})
     interpret = pd.DataFrame({"step": [0, 1], "image": ["test_00001"] * 2, "rma_gradcam": [0.5, 0.2]})
     discover = pd.DataFrame({"step": [0, 1, 0, 1], "image": ["test_1", "test_1", "test_2", "test_2"],
                              "hit_lost": [1.0, 0.0, 1.0, 1.0]})
     joined = join_dimensions(images, {"interpret": interpret, "discover": discover},
                              {"interpret": ["rma_gradcam"], "discover": ["hit_lost"]})
-    assert joined[["step", "image", "interpret:rma_gradcam", "discover:hit_lost"]].values.tolist() == [
-        [0, "test_00001", 0.5, 1.0], [1, "test_00001", 0.2, 0.0]]
+    rows = joined[["step", "image", "interpret:rma_gradcam", "discover:hit_lost"]].values.tolist()
+    assert rows[0] == [0, "test_00001", 0.5, 1.0] and rows[2] == [1, "test_00001", 0.2, 0.0]
+    assert rows[1][:2] == [0, "test_00002"] and np.isnan(rows[1][2]) and rows[1][3] == 1.0  # RQ1 lacks image 2
+    compare = compare_forgotten(joined, ["interpret:rma_gradcam", "discover:hit_lost"]).set_index("dimension")
+    assert compare.loc["interpret:rma_gradcam", ["forgotten", "n_forgotten", "n_kept"]].tolist() == [0.2, 1, 0]
+    assert compare.loc["discover:hit_lost", ["forgotten", "kept", "n_kept"]].tolist() == [0.0, 1.0, 1]
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -189,9 +194,9 @@ def test_several_seeds_need_one_prune_run_each(pruned_cnn):
 
 
 def test_the_forget_package_has_the_analyses_files_and_runs_on_the_loop():
-    from lib.pipeline import ANALYSES, STAGES
+    from lib.pipeline import POPULATION_ANALYSES, STAGES
 
-    assert "forget" in ANALYSES and STAGES["forget"].check == "lib.forget.run:check_stage"
+    assert POPULATION_ANALYSES == ("forget",) and STAGES["forget"].check == "lib.forget.run:check_stage"
     folder = Path(__file__).resolve().parents[1] / "lib" / "forget"
     assert {"methods.py", "metrics.py", "run.py", "plots.py"} <= {p.name for p in folder.glob("*.py")}
     assert "analysis.score_checkpoints(" in (folder / "run.py").read_text()

@@ -195,8 +195,9 @@ def canonical_image(image) -> str:
 def join_dimensions(images: pd.DataFrame, tables: dict[str, pd.DataFrame], columns: dict[str, list[str]]) -> pd.DataFrame:
     """Forget's per-image table joined, on (step, image), with other stages' per-image tables: ``tables``
     {stage: its per-image table (``step``, ``image`` and the columns)}, ``columns`` {stage: the columns to take,
-    each renamed ``<stage>:<column>``}. Only the images every table holds are kept (an inner join); the images
-    of a table are averaged over its seeds where it has several rows per (step, image)."""
+    each renamed ``<stage>:<column>``}. Each stage is joined on its own (a stage's columns are NaN on the images
+    it does not score); the rows no stage scores are dropped. A table with several rows per (step, image) (its
+    seeds) is averaged over them."""
     out = images.assign(key=images["image"].map(canonical_image))
     for stage, table in tables.items():
         wanted = [c for c in columns.get(stage, []) if c in table.columns]
@@ -204,17 +205,20 @@ def join_dimensions(images: pd.DataFrame, tables: dict[str, pd.DataFrame], colum
             continue
         part = table.assign(key=table["image"].map(canonical_image)).groupby(["step", "key"])[wanted].mean()
         part = part.rename(columns={c: f"{stage}:{c}" for c in wanted}).reset_index()
-        out = out.merge(part, on=["step", "key"], how="inner")
-    return out.drop(columns="key")
+        out = out.merge(part, on=["step", "key"], how="left")
+    joined = [c for c in out.columns if ":" in str(c)]
+    return out[out[joined].notna().any(axis=1)].drop(columns="key").reset_index(drop=True) if joined else out.iloc[:0]
 
 
 def compare_forgotten(joined: pd.DataFrame, columns: list[str], by: str = "flip") -> pd.DataFrame:
     """Per pruned step and joined column: the column's mean over the images that are forgotten (``by`` > 0) and
-    over those that are not, their difference, and how many images each side holds."""
+    over those that are not, their difference, and how many images each side holds (the images the column's
+    stage scores)."""
     rows = []
-    for step, part in joined[joined["step"] != 0].groupby("step", sort=True):
-        forgotten = part[by] > 0
+    for step, all_images in joined[joined["step"] != 0].groupby("step", sort=True):
         for column in columns:
+            part = all_images[all_images[column].notna()]
+            forgotten = part[by] > 0
             values = part[column].astype(float)
             rows.append({"step": int(step), "sparsity": float(part["sparsity"].mean()), "dimension": column,
                          "forgotten": float(values[forgotten].mean()) if forgotten.any() else float("nan"),

@@ -199,7 +199,7 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
                         for n in names]
             count = min(sanity_images, len(truth))
             sanity = sanity_check(model, make, inputs_by_norm[norm][:count], truth[:count], batch_size, sanity_seed,
-                                  trained_maps=maps, targets=torch.from_numpy(frame["prediction"].to_numpy()[:count]))
+                                  trained_maps=maps, targets=torch.tensor(frame["prediction"].to_numpy()[:count]))
             sanity = {c: float(sanity[c].mean()) for c in sanity.columns}
         maps = {name: kept[:gallery_size] for name, kept in maps.items()}
         frame = describe_images(frame, record, data)
