@@ -179,7 +179,8 @@ def read_yaml(path: str | Path, what: str = "file") -> Any:
 
 
 def load_params(sections: list[str], params_file: str | Path = "params.yaml") -> dict:
-    """Merge the dotted ``sections`` of a params file (later sections override earlier ones)."""
+    """Merge the dotted ``sections`` of a params file (later sections override earlier ones). A section that is a
+    single value, not a mapping (the top-level ``seeds``), is the notebook parameter of its last key's name."""
     params = read_yaml(params_file, "params file") or {}
     if not isinstance(params, dict):
         raise ParameterError(f"{params_file} must be a mapping of sections, got {type(params).__name__}")
@@ -190,9 +191,7 @@ def load_params(sections: list[str], params_file: str | Path = "params.yaml") ->
             if not isinstance(node, dict) or key not in node:
                 raise ParameterError(f"section {dotted!r} is not in {params_file}; add it or fix the stage's --params")
             node = node[key]
-        if not isinstance(node, dict):
-            raise ParameterError(f"section {dotted!r} of {params_file} must be a mapping of notebook parameters")
-        merged.update(node)
+        merged.update(node if isinstance(node, dict) else {dotted.split(".")[-1]: node})
     return merged
 
 

@@ -38,7 +38,7 @@ LAYERS = (
     ("train", ("lib.train", "lib.distill")),
     ("prune", ("lib.prune",)),
     ("checkpoints", ("lib.checkpoints", "lib.analysis")),
-    ("analyses", ("lib.interpret", "lib.discover", "lib.align", "lib.mis")),
+    ("analyses", ("lib.interpret", "lib.discover", "lib.align", "lib.mis", "lib.forget")),
     ("report", ("lib.report",)),
     ("runner", ("lib.stage", "lib.notebook", "lib.outputs", "lib.kernel", "lib.experiment", "lib.vega", "lib.redraw")),
 )
@@ -88,6 +88,7 @@ class Stage:
     matrix: tuple[str, ...] = ("arch", "plan", "seed")  # dvc.yaml's matrix keys: one run per (arch, plan, seed)
     variants: bool = False                 # also runs once per variant: see :func:`variant_stage`
     variant_of: str | None = None          # set on the variant stage: the stage whose variants it runs
+    population: bool = False               # one run over every seed of an (arch, plan): no seed<k> level, no seed axis
 
     def metric(self, column: str) -> Metric | None:
         """The declared metric that ``column`` of the stage's metrics is, if any."""
@@ -126,7 +127,10 @@ _DECLARED = (
               Metric("rma_*", item="rma_*"), Metric("rra_*", item="rra_*"),
               Metric("pointing_*", item="pointing_*", tested=False), Metric("gini_*", item="gini_*", tested=False),
               Metric("deletion_*", higher_is_better=False, item="deletion_*", tested=False),
-              Metric("insertion_*", item="insertion_*", tested=False))),
+              Metric("insertion_*", item="insertion_*", tested=False),
+              # Adebayo et al.'s randomisation test: rank correlation of the maps with a random network's
+              Metric("sanity_*", higher_is_better=False, tested=False,
+                     why_untested="a check of the attribution on a few images, not a dimension"))),
     Stage("discover", "notebooks/04_discover.ipynb", "lib.stage", ("discover.common", "discover.{arch}"),
           ("data", "prune"), check="lib.discover.run:check_stage", items="per_image.csv", item_id="image",
           variants=True, metrics=(Metric("corloc_*", item="hit_*"),)),
@@ -142,6 +146,14 @@ _DECLARED = (
     Stage("mis", "notebooks/06_mis.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
           check="lib.mis.run:check_stage", items="per_unit.csv", item_id="unit",
           metrics=(Metric("mis", item="mis"), Metric("solved", item="solved", tested=False))),
+    # Population measures over every seed of an (arch, plan): one run reads every seed's prune output (and RQ1's
+    # and RQ2's per-image tables, for the join across dimensions).
+    Stage("forget", "notebooks/08_forget.ipynb", "lib.stage", ("forget", "seeds"),
+          ("data", "prune", "interpret", "discover"), matrix=("arch", "plan"), check="lib.forget.run:check_stage", items="per_image.csv", item_id="image", population=True, metrics=(
+              Metric("flip_share", higher_is_better=False, item="flip"),
+              Metric("pie_share", higher_is_better=False, item="pie"),
+              Metric("classes_hurt", higher_is_better=False,
+                     why_untested="a count of classes (Welch's t over seeds), not a mean over images"))),
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
                                                                     "mis"), matrix=()),
 )
@@ -170,6 +182,10 @@ HOW_TO_GET = {
 }
 
 ANALYSES = ("interpret", "discover", "align", "mis")
+# Analyses over a population: one run over every seed of an (arch, plan) (``Stage.population``), output
+# data/<stage>/<arch>/<plan>/ without the seed<k> level, rows keyed (arch, plan, step). The report does not read
+# them yet: it reads ANALYSES per seed.
+POPULATION_ANALYSES = tuple(name for name, stage in STAGES.items() if stage.population)
 
 # The matrix keys and the params.yaml lists they run over (``variant``: the entries of ``variants.<stage>``).
 MATRIX_LISTS = {"arch": "archs", "plan": "plans", "seed": "seeds"}
@@ -178,16 +194,18 @@ MATRIX_LISTS = {"arch": "archs", "plan": "plans", "seed": "seeds"}
 def output_dir(stage: str, arch: str, plan: str | None = None, seed: int = 0, variant: str | None = None,
                root: str | Path = "data") -> Path:
     """The output folder of one matrix item: ``data/train/<arch>/seed<k>``, ``data/<stage>/<arch>/<plan>/seed<k>``,
-    ``data/<stage>_variant/<arch>/<plan>/seed<k>/<variant>`` (what dvc.yaml writes; a test checks)."""
+    ``data/<stage>_variant/<arch>/<plan>/seed<k>/<variant>`` (what dvc.yaml writes; a test checks); a population
+    stage, whose matrix has no ``seed`` (``forget``: every seed in one run), ``data/<stage>/<arch>/<plan>``."""
     keys = STAGES[stage].matrix
-    parts = [arch] + ([plan] if "plan" in keys else []) + [f"seed{int(seed)}"] + ([variant] if "variant" in keys else [])
+    parts = ([arch] + ([plan] if "plan" in keys else []) + ([f"seed{int(seed)}"] if "seed" in keys else [])
+             + ([variant] if "variant" in keys else []))
     return Path(root, stage, *parts)
 
 
 def summary_path(stage: str, arch: str, plan: str | None = None, seed: int = 0, variant: str | None = None) -> Path:
-    """The flat summary of one matrix item: ``metrics/<stage>/<arch>[-<plan>]-seed<k>[-<variant>].json``."""
+    """The flat summary of one matrix item: ``metrics/<stage>/<arch>[-<plan>][-seed<k>][-<variant>].json``."""
     keys = STAGES[stage].matrix
-    name = "-".join([arch] + ([plan] if "plan" in keys else []) + [f"seed{int(seed)}"]
+    name = "-".join([arch] + ([plan] if "plan" in keys else []) + ([f"seed{int(seed)}"] if "seed" in keys else [])
                     + ([variant] if "variant" in keys else []))
     return Path("metrics", stage, f"{name}.json")
 

@@ -32,6 +32,13 @@
 # images (`n_images`) at 64 px; ties in RRA and the pointing game are scored in expectation (the released
 # code breaks them by an unstable sort); Guided Grad-CAM's guided backward also covers ReLU6 (captum's only
 # hooks `nn.ReLU`). Smoke defaults below use fewer IG steps; `params.yaml` holds the pipeline's values.
+#
+# **Sanity check** (Adebayo et al. 2018, "Sanity checks for saliency maps"; `lib.interpret.sanity`): on the first
+# `sanity_images` images of every checkpoint, the maps of the same network with **every layer's weights
+# re-initialised at once** (the end point of the cascading randomisation, top layer first, as Quantus's MPRT) are
+# compared with its own by Spearman rank correlation (`sanity_<attribution>`), and scored (`random_rma_`,
+# `random_rra_`: the floor RMA/RRA must clear). An attribution whose correlation reaches `sanity_threshold` at
+# some checkpoint **fails**: its maps would look alike for any weights, so its RMA/RRA trends are not the network's.
 
 # %% tags=["parameters"]
 arch = "cnn"
@@ -55,6 +62,9 @@ blur_sigma: float = 0                          # insertion starts from a blur (R
 batch_size = 8
 eval_batch_size = 128
 gallery_size = 3
+sanity_images = 2                       # the randomisation test on the first images (0: none)
+sanity_seed = 0
+sanity_threshold = 0.5                  # an attribution fails at a mean rank correlation >= this
 device: str | None = "cpu"         # None: the GPU when there is one
 out_dir = "data/smoke/interpret/cnn/lrr/seed0"
 
@@ -81,10 +91,20 @@ scores = score_checkpoints(source, data, attributions=attributions, cam_layer=ca
                            attribution_options={"ig_smoothgrad": ig_smoothgrad, "rollout": rollout},
                            tolerance=pointing_tolerance, perturbation_steps=perturbation_steps, blur_sigma=blur_sigma,
                            batch_size=batch_size, eval_batch_size=eval_batch_size, gallery_size=gallery_size,
-                           device=device, state_dir=f"{out_dir}/state", metrics=metrics)
+                           device=device, state_dir=f"{out_dir}/state", metrics=metrics, sanity_images=sanity_images,
+                           sanity_seed=sanity_seed, sanity_threshold=sanity_threshold)
 table = pd.DataFrame(scores.rows).assign(arch=arch, plan=plan)
 print("uniform map:", {k: round(v, 3) for k, v in scores.baseline.items()})
 table.round(3)
+
+# %% [markdown]
+# ## Sanity check: do the maps depend on the weights?
+#
+# Per attribution, the largest mean rank correlation over the checkpoints between the network's maps and those of
+# the same network with random weights, and whether it stays below `sanity_threshold` (passed).
+
+# %%
+pd.DataFrame(scores.sanity).T
 
 # %% [markdown]
 # ## RMA and RRA against sparsity, test accuracy on the second axis (Study A's figure)
@@ -112,4 +132,5 @@ save_figure(fig, out_dir, "gallery")
 # %%
 save_stage_metrics(out_dir, table.to_dict("records"), plot="scores", per_image=scores.per_image, arch=arch,
                    plan=plan, **source_lineage(source), dataset=dataset, n_images=len(data["masks"]),
-                   attributions=scores.attributions, **scores.baseline)
+                   attributions=scores.attributions, sanity=scores.sanity, sanity_images=sanity_images,
+                   **scores.baseline)

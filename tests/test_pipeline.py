@@ -138,7 +138,10 @@ def test_dvc_outputs_and_summaries_follow_the_seed_layout(name):
     assert all(str(next(iter(o)) if isinstance(o, dict) else o).startswith(folder + "/") for o in stage["outs"])
     summary = str(pipeline.summary_path(name, item["arch"], item.get("plan"), 0, item.get("variant")))
     assert words[words.index("--summary") + 1] == summary.replace("seed0", "seed${item.seed}")
-    if name not in ("train", "prune"):
+    if "seed" not in keys:  # a population stage reads every seed's prune run under the (arch, plan) folder
+        source = str(pipeline.output_dir("prune", item["arch"], item["plan"], 0).parent)
+        assert f"source={source}" in words and "seeds" in STAGES[name].params
+    elif name not in ("train", "prune"):
         source = str(pipeline.output_dir("prune", item["arch"], item["plan"], 0)).replace("seed0", "seed${item.seed}")
         assert f"source={source}" in words
     else:  # the seed reaches training and pruning

@@ -24,6 +24,7 @@ from lib import analysis
 from lib.analysis import Scored, digest
 from lib.interpret.methods import Attributor, check_attribution_names, create_attribution, default_attributions
 from lib.interpret.metrics import FAITHFULNESS, LOCALISATION, GroundTruth, relevance_map, uniform_scores
+from lib.interpret.sanity import sanity_check, verdicts
 from lib.checkpoints import validate_source
 from lib.data.transforms import normalize, to_tensor
 from lib.models import get_spec
@@ -45,6 +46,7 @@ class Scores:
     attributions: list[str]
     baseline: dict[str, float]
     gallery: dict = field(default_factory=dict)
+    sanity: dict = field(default_factory=dict)  # per attribution: the randomisation test's verdict (lib.interpret.sanity)
 
 
 def check_stage(p: dict) -> list[tuple]:
@@ -64,6 +66,11 @@ def check_stage(p: dict) -> list[tuple]:
             check_metrics(p["metrics"])
         except ValueError as error:
             raise ValueError(f"metrics: {error}") from None
+    sanity_images, threshold = p.get("sanity_images", 0), p.get("sanity_threshold", 0.5)
+    if not isinstance(sanity_images, int) or sanity_images < 0:
+        raise ValueError(f"sanity_images must be a number of images >= 0 (0: no randomisation test), got {sanity_images!r}")
+    if not -1 < threshold <= 1:
+        raise ValueError(f"sanity_threshold must be a rank correlation in (-1, 1], got {threshold!r}")
     for attribution in ("ig_smoothgrad", "rollout"):
         check_options(p[attribution], keys_of(ATTRIBUTIONS[attribution].__init__, ("self", "model")), attribution)
     if p["dataset"] == "voc12":
@@ -128,7 +135,8 @@ def score_model(model, attributions: list, inputs: torch.Tensor, truth: GroundTr
 def score_checkpoints(source, data: dict, attributions: list[str] | None = None, attribution_options: dict | None = None,
                       cam_layer: str | None = None, tolerance: float = 15.0, perturbation_steps: int = 16,
                       blur_sigma: float = 5.0, batch_size: int = 16, eval_batch_size: int = 128, gallery_size: int = 4,
-                      device: str | None = "cpu", state_dir=None, progress: bool = True, metrics=None) -> Scores:
+                      device: str | None = "cpu", state_dir=None, progress: bool = True, metrics=None,
+                      sanity_images: int = 0, sanity_seed: int = 0, sanity_threshold: float = 0.5) -> Scores:
     """Attribute and score every checkpoint of ``source`` on ``data`` (a ``lib.data.masks`` dict).
 
     attributions: names from ``lib.interpret.ATTRIBUTIONS`` (default: every attribution of the model family that applies
@@ -141,7 +149,13 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
     device: where the models run (None: the GPU when there is one, see ``lib.distributed.default_device``);
     metrics: the scores to compute, names of ``METRICS`` (None: all). ``["rma", "rra"]`` skips the pointing
     game, Gini and the deletion/insertion curves (the curves cost ``2 x perturbation_steps`` forward passes
-    per image and attribution).
+    per image and attribution);
+    sanity_images: the model parameter randomisation test (``lib.interpret.sanity``) on the first this many images
+    of every checkpoint (0: none): the maps of the same network with every layer re-initialised (``sanity_seed``)
+    are compared with its own (``sanity_<attribution>``: mean Spearman rank correlation; ``random_rma_``,
+    ``random_rra_``: the randomised maps' scores, a floor); an attribution whose correlation reaches
+    ``sanity_threshold`` at some checkpoint fails (``Scores.sanity``). It costs one more attribution pass of those
+    images per checkpoint (the trained network's maps are RQ1's own).
     """
     from lib.distributed import default_device
 
@@ -153,14 +167,16 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
         check_attribution_names(attributions)
     attribution_options = check_options(attribution_options)
     metrics = check_metrics(metrics)
-    if batch_size < 1 or gallery_size < 0:
-        raise ValueError(f"batch_size must be >= 1 and gallery_size >= 0, got {batch_size}, {gallery_size}")
+    if batch_size < 1 or gallery_size < 0 or sanity_images < 0:
+        raise ValueError(f"batch_size must be >= 1, gallery_size and sanity_images >= 0, got {batch_size}, "
+                         f"{gallery_size}, {sanity_images}")
     truth = GroundTruth(torch.from_numpy(np.asarray(data["masks"])), tolerance)
     faithfulness = [cls(perturbation_steps, eval_batch_size, blur_sigma) for cls in FAITHFULNESS if cls.name in metrics]
     baseline = {f"uniform_{k}": float(v.mean()) for k, v in uniform_scores(truth).items() if k in metrics}
     key = {"metrics": list(metrics), "attributions": attributions, "options": attribution_options, "cam_layer": cam_layer,
            "tolerance": tolerance, "perturbation_steps": perturbation_steps, "blur_sigma": blur_sigma,
            "batch_size": batch_size, "eval_batch_size": eval_batch_size, "gallery_size": gallery_size,
+           **({"sanity": [sanity_images, sanity_seed]} if sanity_images else {}),
            "data": digest(*(data.get(k) for k in ("images", "masks", "labels", "ids")))}
     images = to_tensor(np.asarray(data["images"]))
     inputs_by_norm: dict[tuple, torch.Tensor] = {}
@@ -177,13 +193,23 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
             inputs_by_norm[norm] = normalize(images, spec.mean, spec.std).contiguous(memory_format=layout)
         model.to(memory_format=layout)
         frame, maps = score_model(model, chosen, inputs_by_norm[norm], truth, batch_size, faithfulness,
-                                  keep=gallery_size, progress=progress, metrics=metrics)
+                                  keep=max(gallery_size, sanity_images), progress=progress, metrics=metrics)
+        sanity = {}
+        if sanity_images:
+            def make(network):
+                return [create_attribution(n, network, spec, cam_layer=cam_layer, **attribution_options.get(n, {}))
+                        for n in names]
+            count = min(sanity_images, len(truth))
+            sanity = sanity_check(model, make, inputs_by_norm[norm][:count], truth[:count], batch_size, sanity_seed,
+                                  trained_maps=maps, targets=torch.tensor(frame["prediction"].to_numpy()[:count]))
+            sanity = {c: float(sanity[c].mean()) for c in sanity.columns}
+        maps = {name: kept[:gallery_size] for name, kept in maps.items()}
         frame = describe_images(frame, record, data)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         row = {"step": record["step"], "sparsity": record["sparsity"], "test_acc": record.get("test_acc"),
                **({"scored_acc": float(frame["correct"].mean())} if "correct" in frame else {}),
                "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
-               **{c: float(frame[c].mean()) for c in frame.columns if c.split("_")[0] in METRICS}}
+               **{c: float(frame[c].mean()) for c in frame.columns if c.split("_")[0] in METRICS}, **sanity}
         return Scored(row, frame, {"maps": maps, "names": names})
 
     done = analysis.score_checkpoints(source, score, key, state_dir, device=device, progress=progress)
@@ -193,7 +219,8 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
                "maps": {step: extra["maps"] for step, extra in done.extras.items()},
                "sparsity": {r["step"]: r["sparsity"] for r in done.records}}
     names = done.extras[done.records[-1]["step"]]["names"] if done.records else None
-    return Scores(done.rows, done.items, names, baseline, gallery)
+    return Scores(done.rows, done.items, names, baseline, gallery,
+                  verdicts(done.rows, names or [], sanity_threshold) if sanity_images else {})
 
 
 def describe_images(frame: pd.DataFrame, record: dict, data: dict) -> pd.DataFrame:
