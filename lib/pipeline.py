@@ -89,6 +89,8 @@ class Stage:
     variants: bool = False                 # also runs once per variant: see :func:`variant_stage`
     variant_of: str | None = None          # set on the variant stage: the stage whose variants it runs
     population: bool = False               # one run over every seed of an (arch, plan): no seed<k> level, no seed axis
+    tracks: tuple[str, ...] = ()           # params.yaml sections it reads itself (not as notebook parameters):
+    #                                        dvc.yaml's ``params`` are ``params`` then these, so a change re-runs it
 
     def metric(self, column: str) -> Metric | None:
         """The declared metric that ``column`` of the stage's metrics is, if any."""
@@ -114,6 +116,9 @@ def variant_stage(stage: Stage) -> Stage:
                  stage.params + (f"{VARIANTS}.{stage.name}.{{variant}}",), stage.upstream, stage.check,
                  stage.metrics, stage.items, stage.item_id, stage.matrix + ("variant",), variant_of=stage.name)
 
+
+FORGET_UNTESTED = ("flips and PIEs are 0 at dense by definition, so no checkpoint can beat dense: they describe what "
+                   "pruning costs, not a sweet spot (shown, outside the family)")
 
 _DECLARED = (
     Stage("data", "notebooks/00_data.ipynb", "lib.stage", ("data",), matrix=(), check="lib.data.shapes:check_stage"),
@@ -150,12 +155,17 @@ _DECLARED = (
     # and RQ2's per-image tables, for the join across dimensions).
     Stage("forget", "notebooks/08_forget.ipynb", "lib.stage", ("forget", "seeds"),
           ("data", "prune", "interpret", "discover"), matrix=("arch", "plan"), check="lib.forget.run:check_stage", items="per_image.csv", item_id="image", population=True, metrics=(
-              Metric("flip_share", higher_is_better=False, item="flip"),
-              Metric("pie_share", higher_is_better=False, item="pie"),
+              # What pruning costs, not a sweet spot: 0 at dense by definition, so no checkpoint can beat dense.
+              # Kept ``tested`` for the flat summaries (dvc exp show); the report shows them outside the family.
+              Metric("flip_share", higher_is_better=False, item="flip", why_untested=FORGET_UNTESTED),
+              Metric("pie_share", higher_is_better=False, item="pie", why_untested=FORGET_UNTESTED),
               Metric("classes_hurt", higher_is_better=False,
-                     why_untested="a count of classes (Welch's t over seeds), not a mean over images"))),
+                     why_untested="a count of classes (Welch's t over seeds), not a mean over images; "
+                                  + FORGET_UNTESTED))),
+    # The report reads params.yaml's matrix itself (lib.report.read_matrix): tracked, not notebook parameters.
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
-                                                                    "mis"), matrix=()),
+                                                                    "mis", "forget"), matrix=(),
+          tracks=("archs", "plans", "seeds", "variants")),
 )
 STAGES = {s.name: s for s in (*_DECLARED, *(variant_stage(s) for s in _DECLARED if s.variants))}
 
@@ -183,8 +193,8 @@ HOW_TO_GET = {
 
 ANALYSES = ("interpret", "discover", "align", "mis")
 # Analyses over a population: one run over every seed of an (arch, plan) (``Stage.population``), output
-# data/<stage>/<arch>/<plan>/ without the seed<k> level, rows keyed (arch, plan, step). The report does not read
-# them yet: it reads ANALYSES per seed.
+# data/<stage>/<arch>/<plan>/ without the seed<k> level, rows keyed (arch, plan, step). The report merges their
+# rows into every seed's (a population number) and shows them outside the family of tests.
 POPULATION_ANALYSES = tuple(name for name, stage in STAGES.items() if stage.population)
 
 # The matrix keys and the params.yaml lists they run over (``variant``: the entries of ``variants.<stage>``).

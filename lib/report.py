@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lib.pipeline import ANALYSES, MIS_OUTPUT_LAYERS, STAGES
+from lib.pipeline import ANALYSES, MIS_OUTPUT_LAYERS, POPULATION_ANALYSES, STAGES
 from lib.plots import accuracy_axis, chance_of, colour, legend_below, styled
 
 
@@ -53,7 +53,8 @@ def metric_columns(frame: pd.DataFrame, stage: str) -> list[str]:
 def read_matrix(params_file) -> dict:
     """The pipeline's matrix as ``params.yaml`` declares it: ``archs``, ``plans``, ``seeds`` (None: a
     params file from before the seed axis, whose outputs have no ``seed<k>`` level; read as seed 0) and
-    ``variants`` ({stage: [names]}). An empty or missing ``archs`` / ``plans`` / ``seeds`` is refused: the
+    ``variants`` ({stage: [names]}) and ``population`` (the population analyses, e.g. ``forget``, that
+    params.yaml has a section for: the pipeline runs them). An empty or missing ``archs`` / ``plans`` / ``seeds`` is refused: the
     report would read nothing the pipeline ran."""
     from lib.params import read_yaml
 
@@ -69,12 +70,14 @@ def read_matrix(params_file) -> dict:
                              f"{key} the pipeline ran (e.g. `{key}: [{ {'archs': 'cnn', 'plans': 'lrr', 'seeds': 0}[key]}]`)")
         matrix[key] = list(value)
     matrix["variants"] = {stage: sorted(entries or {}) for stage, entries in (params.get("variants") or {}).items()}
+    matrix["population"] = [stage for stage in POPULATION_ANALYSES if stage in params]  # run only with its section
     return matrix
 
 
 def declared_folders(root, matrix: dict) -> dict:
     """(stage, arch, plan, seed) -> the output folder the pipeline writes for it, for the prune stage and every
-    analysis; and (stage_variant, arch, plan, seed, variant) -> a variant's folder (declared, not read)."""
+    analysis; (stage_variant, arch, plan, seed, variant) -> a variant's folder (declared, not read); and
+    (stage, arch, plan) -> the folder of a population analysis the matrix runs (``matrix["population"]``)."""
     from pathlib import Path
 
     seeds = matrix["seeds"] if matrix["seeds"] is not None else [None]
@@ -90,6 +93,10 @@ def declared_folders(root, matrix: dict) -> dict:
                         base = Path(root, f"{stage}_variant", str(arch), str(plan))
                         base = base if seed is None else base / SEED_FOLDER.format(seed)
                         out[(f"{stage}_variant", arch, plan, 0 if seed is None else int(seed), variant)] = base / variant
+    for stage in matrix.get("population") or []:
+        for arch in matrix["archs"]:
+            for plan in matrix["plans"]:
+                out[(stage, arch, plan)] = Path(root, stage, str(arch), str(plan))
     return out
 
 
@@ -101,7 +108,7 @@ def undeclared_outputs(root, matrix: dict) -> list[str]:
 
     declared = {folder.resolve() for folder in declared_folders(root, matrix).values()}
     found = []
-    for stage in ("prune", *ANALYSES, *(f"{s}_variant" for s in ANALYSES)):
+    for stage in ("prune", *ANALYSES, *(f"{s}_variant" for s in ANALYSES), *POPULATION_ANALYSES):
         for path in sorted(Path(root, stage).glob("**/metrics.json")):
             if path.parent.resolve() not in declared:
                 found.append(str(path))
@@ -117,6 +124,10 @@ def load_dimensions(root, matrix: dict | None = None) -> tuple[pd.DataFrame, dic
     accuracy and the control fields (``control``, ``control_of``: CONTRACT) come from the prune stage; an
     analysis that has not run is left out when no matrix is given. ``frame.attrs["folders"]``: (stage, arch,
     plan, seed) -> the folder read.
+
+    A population analysis (``forget``: one run over every seed of an (arch, plan)) is merged on (arch, plan,
+    step): the same value in every seed's row, since it is a number about the population of networks. It is read
+    where the matrix runs it (``matrix["population"]``), or, without a matrix, where it has run.
     """
     from pathlib import Path
 
@@ -150,12 +161,41 @@ def load_dimensions(root, matrix: dict | None = None) -> tuple[pd.DataFrame, dic
         merged = part if merged is None else merged.merge(part, on=KEYS, how="left")
     if merged is None or "sparsity" not in merged:
         raise FileNotFoundError(f"no pruning metrics under {root}/prune: run the pipeline first (dvc repro)")
+    for stage in POPULATION_ANALYSES:
+        part = _population_rows(root, stage, folders)
+        if part is None:
+            continue
+        cols = metric_columns(part, stage)
+        for key, source in part.groupby(["arch", "plan"])["source"].first().items():
+            read[(stage, *key)] = Path(source).parent
+        columns[stage] = cols
+        merged = merged.merge(part[["arch", "plan", "step", *cols]].drop_duplicates(["arch", "plan", "step"]),
+                              on=["arch", "plan", "step"], how="left")
     for column in ("control", "control_of"):
         if column not in merged:
             merged[column] = None
     merged = merged.sort_values(KEYS).reset_index(drop=True)
     merged.attrs["folders"] = read
     return merged, columns
+
+
+def _population_rows(root, stage: str, folders: dict | None) -> pd.DataFrame | None:
+    """The rows of a population analysis, keyed (arch, plan, step); None where it has not run (no matrix) or the
+    matrix does not run it. A declared output that is missing is an error naming it."""
+    from lib.results import collect, read_stage_metrics
+
+    if folders is None:
+        frame = collect(root, stage)
+        return None if frame.empty else frame
+    paths = [(key, folder / "metrics.json") for key, folder in folders.items() if key[0] == stage and len(key) == 3]
+    if not paths:
+        return None
+    missing = [str(p) for _, p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the matrix of params.yaml declares {len(missing)} {stage} output(s) that are "
+                                f"missing, e.g. {missing[0]}: run the pipeline (dvc repro) first")
+    return pd.concat([read_stage_metrics(p).assign(source=str(p), arch=k[1], plan=k[2]) for k, p in paths],
+                     ignore_index=True)
 
 
 def panels(columns: dict) -> list[tuple[str, str, list[str]]]:
@@ -384,6 +424,43 @@ def _interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, fl
     return mean, mean - half, mean + half
 
 
+SANITY_FAILED = "; its maps fail the randomisation sanity check: read as the image, not the network"
+
+
+def sanity_verdicts(folders: dict) -> dict:
+    """Per attribution, RQ1's randomisation sanity check (``lib.interpret.sanity``: the top-level ``sanity`` of
+    interpret's ``metrics.json``) over every interpret output the report reads: ``max_rank_correlation`` (the
+    largest), ``threshold`` (the strictest) and ``passed`` (in every one of them)."""
+    import json
+
+    out = {}
+    for key, folder in sorted(folders.items(), key=lambda kv: str(kv[0])):
+        path = folder / "metrics.json"
+        if key[0] != "interpret" or not path.is_file():
+            continue
+        for name, check in (json.loads(path.read_text()).get("sanity") or {}).items():
+            seen = out.setdefault(name, {"max_rank_correlation": -np.inf, "threshold": np.inf, "passed": True})
+            seen["max_rank_correlation"] = max(seen["max_rank_correlation"], float(check["max_rank_correlation"]))
+            seen["threshold"] = min(seen["threshold"], float(check["threshold"]))
+            seen["passed"] = seen["passed"] and bool(check["passed"])
+    return out
+
+
+def sanity_mark(sanity: dict, stage: str, column: str) -> dict:
+    """``{"sanity": text}`` for a per-attribution score of RQ1 (``rma_gradcam``...) whose attribution was checked
+    (:func:`sanity_verdicts`); ``{}`` otherwise (the check's own ``sanity_*`` columns included)."""
+    metric = STAGES[stage].metric(column)
+    if stage != "interpret" or "*" not in metric.name or metric.name.startswith("sanity_"):
+        return {}
+    check = sanity.get(_variant(metric.name, column))
+    if check is None:
+        return {}
+    if check["passed"]:
+        return {"sanity": f"passes (max {check['max_rank_correlation']:.3g})"}
+    return {"sanity": f"fails: rank correlation {check['max_rank_correlation']:.3g} >= {check['threshold']:.3g} "
+                      f"with random weights"}
+
+
 def family_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 2000, seed: int = 0,
                  alpha: float = 0.05, correction: str = "holm", tolerance: float = TOLERANCE,
                  level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -401,6 +478,7 @@ def family_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 20
     from lib import stats
 
     folders = frame.attrs.get("folders", {})
+    sanity = sanity_verdicts(folders)
     rows, points = [], []
     for (arch, plan), part in frame.groupby(["arch", "plan"], sort=True):
         seeds = sorted(part["seed"].unique())
@@ -410,11 +488,11 @@ def family_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 20
         control = controls(frame, arch, plan)
         ordinary = not is_control(frame, plan)
         claimable = [guard[s]["claimable"] for s in steps]
-        for stage in ANALYSES:
+        for stage in (*ANALYSES, *POPULATION_ANALYSES):
             for column in columns.get(stage, []):
                 metric = STAGES[stage].metric(column)
                 base = {"arch": arch, "plan": plan, "stage": stage, "metric": column, "seeds": len(seeds),
-                        "higher_is_better": metric.higher_is_better}
+                        "higher_is_better": metric.higher_is_better, **sanity_mark(sanity, stage, column)}
                 item = metric.item_column(column)
                 values = None if item is None else _item_values(folders, stage, arch, plan, seeds, item, steps)
                 if values is None and column in part:
@@ -433,6 +511,9 @@ def family_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 20
                                    "claimable": guard[step]["claimable"] or step == 0,
                                    "test_acc": guard[step]["test_acc"], "accuracy_drop": guard[step]["drop"]})
                 if not ordinary:
+                    continue
+                if stage in POPULATION_ANALYSES:
+                    rows.append({**base, "verdict": f"not tested: {metric.why_untested}"})
                     continue
                 if column in NOT_COMPARABLE:
                     rows.append({**base, "verdict": f"not tested: {NOT_COMPARABLE[column]}"})
@@ -488,6 +569,9 @@ def family_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 20
                              "random_init": None if floor is None or pd.isna(floor) else float(floor),
                              "resampled": "trial" if spot["unit"] == "trial" else STAGES[stage].item_id})
     stats.claim([r for r in rows if "p_value" in r], alpha=alpha, method=correction)  # one family: the report
+    for row in rows:
+        if row.get("sanity", "").startswith("fails"):
+            row["verdict"] += SANITY_FAILED
     return pd.DataFrame(rows), pd.DataFrame(points)
 
 
@@ -499,7 +583,7 @@ def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int 
 
 SHOWN = ["arch", "params", "plan", "metric", "seeds", "dense", "value", "sparsity", "test_acc", "accuracy_drop", "gain",
          "gain_interval", "sparsity_interval", "control", "random_init", "p_value", "p_adjusted",
-         "p_adjusted_control", "p_every_network", "detectable_gain", "verdict"]
+         "p_adjusted_control", "p_every_network", "detectable_gain", "sanity", "verdict"]
 
 
 def readable(spots: pd.DataFrame, digits: int = 3) -> pd.DataFrame:

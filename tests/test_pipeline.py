@@ -119,7 +119,7 @@ def test_dvc_commands_run_the_declared_notebook_and_sections(name):
     tracked = [p.replace("${item.arch}", "{arch}").replace("${item.plan}", "{plan}").replace("${item.variant}", "{variant}")
                for p in stage.get("params", [])]
     assert tracked == [s.split(".")[0] if s.startswith("mis") and name == "mis_embeddings" else s
-                       for s in declared.params] or name == "mis_embeddings"
+                       for s in (*declared.params, *declared.tracks)] or name == "mis_embeddings"
     assert tuple(stage.get("matrix", {})) == declared.matrix
     lists = {**pipeline.MATRIX_LISTS, "variant": f"variants.{declared.variant_of}"}
     assert stage.get("matrix", {}) == {key: f"${{{lists[key]}}}" for key in declared.matrix}

@@ -207,3 +207,92 @@ def test_decisions_are_tested_from_the_per_trial_table_and_the_human_trials(tmp_
     (out / HUMAN_TRIALS).unlink()
     spots = family_table(tmp_path, frame, columns, n_resamples=400)[0].set_index("metric")
     assert "wrote no human observer trials (human_trials.csv)" in spots.loc["ec_humans", "verdict"]
+
+
+def _two_seed_tree(root, sanity=None):
+    """prune and interpret of (a, m) for seeds 0 and 1, three checkpoints; interpret with per-image rma_/rra_ of
+    attributions ``good`` and ``bad`` and the top-level ``sanity`` of lib.interpret.sanity.verdicts."""
+    rng = np.random.default_rng(5)
+    rows = [{"step": s, "sparsity": s * 0.2, "test_acc": 0.8} for s in range(3)]
+    for seed in (0, 1):
+        save_stage_metrics(root / "prune" / "a" / "m" / f"seed{seed}", rows, arch="a", plan="m", seed=seed,
+                           control=None)
+        per_image = pd.DataFrame([{"step": s, "image": i, **{f"{m}_{a}": rng.random() for m in ("rma", "rra")
+                                                             for a in ("good", "bad")}}
+                                  for s in range(3) for i in range(6)])
+        scores = [{**r, **{c: float(per_image.loc[per_image["step"] == r["step"], c].mean())
+                           for c in per_image.columns if c not in ("step", "image")}} for r in rows]
+        save_stage_metrics(root / "interpret" / "a" / "m" / f"seed{seed}", scores, per_image=per_image, arch="a",
+                           plan="m", seed=seed, sanity=(sanity or {}).get(seed, {}))
+    return rows
+
+
+def test_forget_is_merged_into_every_seed_drawn_and_shown_untested(tmp_path):
+    """#25 item 4: forget's population rows (one run per (arch, plan)) join every seed's rows on (arch, plan,
+    step); they are panels of the dimensions figure and rows of the sweet-spot table, not tested, with the
+    reason; params.yaml declares forget's folder only with a ``forget`` section, and a copy is named."""
+    import yaml
+
+    from lib.report import declared_folders, family_table, panels, read_matrix, undeclared_outputs
+
+    rows = _two_seed_tree(tmp_path / "data")
+    frame, columns = load_dimensions(tmp_path / "data")  # no matrix, forget not run: skipped
+    assert "forget" not in columns and "flip_share" not in frame
+    forget = [{**r, "flip_share": 0.1 * r["step"], "pie_share": 0.05 * r["step"], "classes_hurt": r["step"]}
+              for r in rows]
+    save_stage_metrics(tmp_path / "data" / "forget" / "a" / "m", forget, arch="a", plan="m", seeds=[0, 1])
+    frame, columns = load_dimensions(tmp_path / "data")
+    assert columns["forget"] == ["flip_share", "pie_share", "classes_hurt"]
+    assert frame.set_index(["seed", "step"])["flip_share"].to_dict() == {
+        (seed, step): pytest.approx(0.1 * step) for seed in (0, 1) for step in range(3)}
+    assert ("forget", "flip_share", ["flip_share"]) in panels(columns)
+    spots = family_table(tmp_path / "data", frame, columns, n_resamples=50)[0].set_index("metric")
+    for metric in ("flip_share", "pie_share", "classes_hurt"):
+        assert spots.loc[metric, "verdict"].startswith("not tested:")
+        assert "0 at dense by definition" in spots.loc[metric, "verdict"] and pd.isna(spots.loc[metric, "p_value"])
+    assert not pd.isna(spots.loc["rma_good", "p_value"])  # the family is the same as without forget
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"archs": ["a"], "plans": ["m"], "seeds": [0, 1]}))
+    for stage in ("discover", "align", "mis"):
+        for seed in (0, 1):
+            save_stage_metrics(tmp_path / "data" / stage / "a" / "m" / f"seed{seed}", rows, arch="a", plan="m", seed=seed)
+    matrix = read_matrix(params)
+    assert ("forget", "a", "m") not in declared_folders(tmp_path / "data", matrix)
+    assert undeclared_outputs(tmp_path / "data", matrix) == [str(tmp_path / "data" / "forget" / "a" / "m" / "metrics.json")]
+    assert "forget" not in load_dimensions(tmp_path / "data", matrix)[1]  # not run by this params.yaml: not read
+    params.write_text(yaml.safe_dump({"archs": ["a"], "plans": ["m"], "seeds": [0, 1], "forget": {"n_images": 6}}))
+    matrix = read_matrix(params)
+    assert declared_folders(tmp_path / "data", matrix)[("forget", "a", "m")] == tmp_path / "data" / "forget" / "a" / "m"
+    save_stage_metrics(tmp_path / "data" / "forget" / "a" / "copy", forget, arch="a", plan="m")
+    assert undeclared_outputs(tmp_path / "data", matrix) == [str(tmp_path / "data" / "forget" / "a" / "copy" / "metrics.json")]
+    frame, columns = load_dimensions(tmp_path / "data", matrix)
+    assert frame.loc[frame["step"] == 2, "classes_hurt"].tolist() == [2, 2]
+    (tmp_path / "data" / "forget" / "a" / "m" / "metrics.json").unlink()
+    with pytest.raises(FileNotFoundError, match="forget output"):  # declared, not run: named
+        load_dimensions(tmp_path / "data", matrix)
+
+
+def test_an_attribution_that_fails_the_sanity_check_is_marked(tmp_path):
+    """#25 item 3: ``bad`` fails the randomisation test in one seed's interpret output (rank correlation 0.83 >=
+    0.5), ``good`` passes in both: every per-attribution row of ``bad`` says so, in a ``sanity`` column and in the
+    verdict; ``good``'s rows say it passes with the largest correlation over the outputs read."""
+    from lib.report import SANITY_FAILED, family_table, readable
+
+    check = lambda value: {"max_rank_correlation": value, "passed": value < 0.5, "threshold": 0.5}  # noqa: E731
+    _two_seed_tree(tmp_path, sanity={0: {"good": check(0.12), "bad": check(0.31)},
+                                     1: {"good": check(0.2), "bad": check(0.83)}})
+    frame, columns = load_dimensions(tmp_path)
+    spots = family_table(tmp_path, frame, columns, n_resamples=50)[0].set_index("metric")
+    for column in ("rma_bad", "rra_bad"):
+        assert spots.loc[column, "sanity"] == "fails: rank correlation 0.83 >= 0.5 with random weights"
+        assert spots.loc[column, "verdict"].endswith(SANITY_FAILED)
+        assert SANITY_FAILED == "; its maps fail the randomisation sanity check: read as the image, not the network"
+    for column in ("rma_good", "rra_good"):
+        assert spots.loc[column, "sanity"] == "passes (max 0.2)"
+        assert "sanity" not in spots.loc[column, "verdict"]
+    assert "sanity" in readable(spots.reset_index()).columns
+    _two_seed_tree(tmp_path)  # no check run: no mark
+    frame, columns = load_dimensions(tmp_path)
+    spots = family_table(tmp_path, frame, columns, n_resamples=50)[0]
+    assert "sanity" not in spots.columns and not spots["verdict"].str.contains("sanity").any()
