@@ -32,6 +32,12 @@
 #   pruned and the dense model's decisions per trial (exchangeable when the two decide alike), Bonferroni over
 #   the claimable checkpoints; with several seeds, the network-level t test on their per-network values.
 #   Error consistency with the dense model is 1 at dense by definition and is shown, never tested.
+# * *What pruning forgets* (`forget`, where `params.yaml` has its section): one number per (arch, plan, step) over
+#   the population of seeds, the same in every seed's row. Flips, PIEs and hurt classes are 0 at dense by
+#   definition, so no checkpoint can beat dense: they are drawn and tabled as what pruning costs, never tested.
+# * *Sanity of the maps* (RQ1, Adebayo et al. 2018): an attribution whose maps stay rank-correlated with those of
+#   the same network with random weights (at or above the threshold in any output read) has every score marked in
+#   the `sanity` column, and its verdicts say to read its trends as the image's, not the network's.
 # * *The family*: every test against dense and every test against the control, Holm (family-wise) at `alpha`.
 #   Where even the smallest p a test can give, times the family's size, is above `alpha`, the verdict reads
 #   "too few items for a claim among N tests"; otherwise a "no" gives the gain it could have detected (80%
