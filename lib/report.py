@@ -123,7 +123,7 @@ def load_dimensions(root, matrix: dict | None = None) -> tuple[pd.DataFrame, dic
     of one's own). The dimensions are the metrics the stages declare (``lib.pipeline``); sparsity, test
     accuracy and the control fields (``control``, ``control_of``: CONTRACT) come from the prune stage; an
     analysis that has not run is left out when no matrix is given. ``frame.attrs["folders"]``: (stage, arch,
-    plan, seed) -> the folder read.
+    plan, seed) -> the folder read ((stage, arch, plan) for a population analysis).
 
     A population analysis (``forget``: one run over every seed of an (arch, plan)) is merged on (arch, plan,
     step): the same value in every seed's row, since it is a number about the population of networks. It is read
