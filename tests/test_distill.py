@@ -1,6 +1,7 @@
 """Retraining by distillation (lib.distill): the loss on hand-computed cases, a student that moves towards its
 teacher, the teacher-output cache, resume after a kill mid-epoch, the distillation datasets, refusals."""
 
+import copy
 import math
 
 import numpy as np
@@ -95,6 +96,23 @@ def test_a_distilled_student_moves_towards_its_teacher(data, teacher, tmp_path, 
     assert after < 0.5 * before, (before, after)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert 0 <= history[-1]["train_acc"] <= 1  # agreement with the teacher's top-1
+
+
+@pytest.mark.parametrize("outputs", ["cached", "on_the_fly"])
+def test_a_network_distilled_towards_itself_is_left_unchanged(data, teacher, tmp_path, outputs):
+    """Student = teacher (frozen batch norm, so train mode computes what eval mode does): every target the loop
+    yields is the student's own output on exactly the image it is given, so the loss and its gradient are zero
+    and a large learning rate moves nothing. A teacher output of another item, view (flip) or preprocessing
+    than the student's image would move it."""
+    student = copy.deepcopy(teacher)
+    recipe = Recipe(epochs=2, batch_size=16, lr=0.5, momentum=0.9, seed=3, augment=("flip",), weight_decay=0.0,
+                    distill={"temperature": 2.0, "teacher_outputs": outputs, "batch_norm": "frozen"})
+    history = fit(student, data["train"], data["val"], recipe, tmp_path / "state", image_size=64, progress=False,
+                  teacher=teacher)["history"]
+    assert all(abs(h["train_loss"]) < 1e-6 and h["train_acc"] == 1.0 for h in history), history
+    x = torch.stack([data["val"][i][0] for i in range(len(data["val"]))])
+    with torch.no_grad():
+        torch.testing.assert_close(student.eval()(x), teacher.eval()(x), atol=1e-4, rtol=1e-4)
 
 
 def test_frozen_batch_norm_keeps_the_running_statistics(data, teacher, tmp_path):
