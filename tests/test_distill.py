@@ -216,7 +216,7 @@ def test_distillation_needs_a_teacher_and_labels_for_its_cross_entropy(data, tea
 
 def test_the_train_stage_refuses_a_distillation_recipe():
     p = {"recipe": {"epochs": 1, "augment": [], "distill": {"temperature": 4.0}}, "dataset": None, "pretrained": {},
-         "model": "small_cnn", "model_kwargs": {}, "data_dir": "data/shapes"}
+         "model": "small_cnn", "model_kwargs": {}, "data_dir": "data/shapes", "seed": 0}
     with pytest.raises(ValueError, match="retrain"):
         train.check_stage(p)
 
