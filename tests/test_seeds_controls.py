@@ -126,6 +126,15 @@ def test_random_init_is_the_seeds_fresh_initialisation(runs, trained):
     assert not same(create_model("small_cnn", 10, **KWARGS).state_dict(), weights(records[0]["path"]))
 
 
+def test_every_plans_checkpoints_are_hashed_so_analyses_can_verify_them(runs):
+    """The controls' manifests too: an analysis refuses a checkpoint its manifest does not hash (lib.checkpoints)."""
+    from lib.checkpoints import validate_source
+
+    for name in ("lrr", "lrr_retrained", "random_init"):
+        validate_source(runs[name], arch="cnn")
+        assert all(len(r["sha256"]) == 64 for r in list_checkpoints(runs[name]))
+
+
 def test_prune_metrics_and_manifest_name_the_seed_and_the_control(runs):
     expected = {"lrr": (None, None), "lrr_retrained": ("retrained", "lrr"), "random_init": ("random_init", None)}
     for name, (control, of) in expected.items():

@@ -298,9 +298,11 @@ def run_random_init(dense_checkpoint: str | Path, seed: int, data, out_dir: str 
     if dd.is_main():
         save_checkpoint(out_dir / rec["file"], model, model_info["name"], model_info["num_classes"], kwargs,
                         step=0, sparsity=rec["sparsity"], seed=seed, control="random_init")
+        rec["sha256"] = storage.file_sha256(out_dir / rec["file"])  # analyses verify it before scoring
         identity = {"control": "random_init", "seed": seed, "architecture": model_info,
                     "data": data_identity(data)}
-        storage.save_json(out_dir / MANIFEST, {"identity": identity, "plan": None, "recipe": None,
+        storage.save_json(out_dir / MANIFEST, {"identity": identity, "model": model_info["name"], "plan": None,
+                                               "recipe": None,
                                                **lineage(seed, "random_init"), "checkpoints": [rec]})
     dd.barrier()
     return [rec]
