@@ -166,8 +166,12 @@ def stage_check(notebook: str | Path) -> Callable[[dict], None] | None:
         if "prune" in stage.upstream and isinstance(parameters.get("source"), str):
             from lib.checkpoints import validate_source
 
-            # every checkpoint the analysis will score is the one its prune stage wrote, of the stage's arch
-            validate_source(parameters["source"], parameters.get("arch"))
+            # every checkpoint the analysis will score is the one its prune stage wrote, of the stage's arch; a
+            # population stage (no seed in its matrix: forget) reads each seed's run, <source>/seed<k>
+            sources = ([parameters["source"]] if "seed" in stage.matrix or "seeds" not in parameters
+                       else [Path(parameters["source"]) / f"seed{seed}" for seed in parameters["seeds"]])
+            for source in sources:
+                validate_source(source, parameters.get("arch"))
 
     return validate
 

@@ -132,5 +132,5 @@ save_figure(fig, out_dir, "gallery")
 # %%
 save_stage_metrics(out_dir, table.to_dict("records"), plot="scores", per_image=scores.per_image, arch=arch,
                    plan=plan, **source_lineage(source), dataset=dataset, n_images=len(data["masks"]),
-                   attributions=scores.attributions, sanity=scores.sanity, sanity_images=sanity_images,
+                   attributions=scores.attributions, sanity=scores.sanity, n_sanity_images=sanity_images,
                    **scores.baseline)
