@@ -142,6 +142,9 @@ def test_rq1_runs_the_check_on_every_checkpoint_with_its_own_maps(tiny_shapes, p
         for column in alone.columns:
             assert row[column] == pytest.approx(alone[column].mean(), abs=1e-5), column
     assert checked.gallery["maps"][0]["gradcam"].shape[0] == 1  # the gallery keeps its own size
+    # fewer images checked than the gallery keeps (notebook 03's smoke defaults: 2 checked, a gallery of 3)
+    few = score_checkpoints(source, data, sanity_images=1, sanity_seed=5, **{**options, "gallery_size": 3})
+    assert set(few.sanity) == {"gradcam", "saliency"}
 
 
 def truth_of(data, count):

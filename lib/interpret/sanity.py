@@ -95,10 +95,11 @@ def sanity_check(model: nn.Module, make_attributions, inputs: torch.Tensor, trut
     size = tuple(truth.masks.shape[-2:])
     columns: dict[str, list] = {}
     for lo in range(0, len(inputs), batch_size):
-        x, part = inputs[lo:lo + batch_size].to(device), truth[lo:lo + batch_size]
+        hi = min(lo + batch_size, len(inputs))  # the trained maps may cover more images than are checked
+        x, part = inputs[lo:hi].to(device), truth[lo:hi]
         if trained is None:
-            target = torch.as_tensor(targets[lo:lo + batch_size]).to(device)
-            mine = {name: torch.as_tensor(np.asarray(maps[lo:lo + batch_size])) for name, maps in trained_maps.items()}
+            target = torch.as_tensor(targets[lo:hi]).to(device)
+            mine = {name: torch.as_tensor(np.asarray(maps[lo:hi])) for name, maps in trained_maps.items()}
         else:
             target, raw = trained.attribute(x)
             mine = {name: relevance_map(raw[name], pooling[name], size=size) for name in raw}
