@@ -50,12 +50,14 @@ def metric_columns(frame: pd.DataFrame, stage: str) -> list[str]:
             and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
 
 
-def read_matrix(params_file) -> dict:
+def read_matrix(params_file) -> dict | None:
     """The pipeline's matrix as ``params.yaml`` declares it: ``archs``, ``plans``, ``seeds`` (None: a
     params file from before the seed axis, whose outputs have no ``seed<k>`` level; read as seed 0) and
     ``variants`` ({stage: [names]}) and ``population`` (the population analyses, e.g. ``forget``, that
     params.yaml has a section for: the pipeline runs them). An empty or missing ``archs`` / ``plans`` / ``seeds`` is refused: the
     report would read nothing the pipeline ran."""
+    if params_file is None:  # no matrix: every output under the root is read (a tree of one's own, the smoke run)
+        return None
     from lib.params import read_yaml
 
     params = read_yaml(params_file, "params file") or {}
@@ -104,6 +106,8 @@ def undeclared_outputs(root, matrix: dict) -> list[str]:
     """Every ``metrics.json`` under the stages' folders of ``root`` that no entry of the matrix declares (a copy
     such as ``data/interpret/cnn/backup``, a plan removed from ``params.yaml``, a ``.partial`` run): named by
     the report, never read."""
+    if matrix is None:
+        return []
     from pathlib import Path
 
     declared = {folder.resolve() for folder in declared_folders(root, matrix).values()}

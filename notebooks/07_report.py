@@ -45,7 +45,8 @@
 
 # %% tags=["parameters"]
 root = "data/smoke"
-params_file = "params.yaml"  # the matrix (archs, plans, seeds, variants) whose outputs the report reads
+params_file: str | None = None  # the params file whose matrix (archs, plans, seeds, variants) the report reads
+                             # (the pipeline: params.yaml); None: every output under root (this smoke run)
 tolerance = 0.02            # accuracy guard: the largest top-1 drop from dense (absolute) of a claimable checkpoint
 n_resamples = 2000          # sign flips / swaps / bootstrap resamples per test
 alpha = 0.05                # error rate of the whole report
