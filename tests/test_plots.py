@@ -131,7 +131,7 @@ def test_layer_profiles_name_every_checkpoint():
 
 
 @pytest.mark.parametrize("name", ["lite0/align/lite0/oneshot", "lite0/discover/lite0/oneshot", "cifar10_resnet"])
-def test_redraw_from_saved_tables(tmp_path, name, monkeypatch):
+def test_redraw_from_saved_tables(tmp_path, name, monkeypatch, capsys):
     from lib.redraw import main, redraw
 
     folder = tmp_path / Path(name).name  # a preset's folder keeps its name: its chance level comes from it
@@ -143,7 +143,9 @@ def test_redraw_from_saved_tables(tmp_path, name, monkeypatch):
     if "align" in name:
         assert written["distortions"] is None  # the run has no parametric distortions: no figure
     with pytest.raises(FileNotFoundError, match="folder=.*metrics.json"):
-        main([str(tmp_path / "missing")])
+        redraw(tmp_path / "missing")
+    assert main([str(tmp_path / "missing")]) == 2  # the command line: one sentence, no traceback
+    assert "has no metrics.json" in capsys.readouterr().err
 
 
 def test_report_chance_comes_from_the_run(tmp_path):
