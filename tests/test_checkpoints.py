@@ -103,12 +103,14 @@ def test_evaluation_only_data_refuses_training():
     recipe = {"epochs": 1, "batch_size": 4, "optimizer": "sgd", "lr": 0.01}
     with pytest.raises(ValueError, match="has no training images.*recipe.epochs to 0"):
         check_train({"recipe": recipe, "pretrained": {}, "dataset": {**sample, "num_classes": 1000},
-                     "model": "efficientnet_lite0", "model_kwargs": {"pretrained": True}, "data_dir": "d"})
+                     "model": "efficientnet_lite0", "model_kwargs": {"pretrained": True}, "data_dir": "d", "seed": 0})
     with pytest.raises(ValueError, match="retraining dataset 'imagenet_sample' has no training images"):
         check_prune({"plans": {}, "plan": {"schedule": "oneshot", "targets": [0.5]}, "plan_overrides": {},
-                     "recipe": recipe, "models": {}, "dataset": sample})
+                     "recipe": recipe, "models": {}, "dataset": sample, "seed": 0, "control": None,
+                     "control_of": None})
     needed = check_prune({"plans": {}, "plan": {"schedule": "oneshot", "targets": [0.5]}, "plan_overrides": {},
-                          "recipe": {**recipe, "epochs": 0}, "models": {}, "dataset": sample})
+                          "recipe": {**recipe, "epochs": 0}, "models": {}, "dataset": sample, "seed": 0,
+                          "control": None, "control_of": None})
     assert needed == [("dataset.root", Path("sample"), "imagenet_sample")]
 
 
@@ -116,7 +118,7 @@ def test_epochs_0_needs_weights_a_file_or_the_package(tmp_path):
     from lib.train import check_stage
 
     base = {"recipe": {"epochs": 0, "batch_size": 4, "optimizer": "sgd", "lr": 0.01}, "pretrained": {},
-            "dataset": {}, "model": "efficientnet_lite0", "data_dir": "d"}
+            "dataset": {}, "model": "efficientnet_lite0", "data_dir": "d", "seed": 0}
     assert check_stage({**base, "model_kwargs": {"pretrained": True}}) == [("data_dir", "d", "shapes")]
     with pytest.raises(ValueError, match="trains nothing"):
         check_stage({**base, "model_kwargs": {}})

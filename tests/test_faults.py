@@ -540,7 +540,7 @@ def test_training_killed_by_sigkill_resumes_to_the_same_model(tmp_path, tiny_sha
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DVC_STAGE", None)
     sets = ["--set", f"data_dir={tiny_shapes}", "model_kwargs={widths: [4, 8], convs: [1, 1]}",
-            "recipe={epochs: 4, batch_size: 16, augment: [flip, crop], seed: 1}"]
+            "recipe={epochs: 4, batch_size: 16, augment: [flip, crop]}", "seed=1"]
     cli = [sys.executable, "-m", "lib.stage", TRAIN_NB]
     reference = subprocess.run(cli + [str(tmp_path / "ref")] + sets, cwd=ROOT, env=env, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -692,7 +692,7 @@ def test_a_killed_dvc_leaves_no_orphan_writing_into_what_the_rerun_uses(tmp_path
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DVC_STAGE": "train@cnn"}
     out = tmp_path / "run"
     cli = [sys.executable, "-m", "lib.stage", TRAIN_NB, str(out), "--set", f"data_dir={tiny_shapes}",
-           "model_kwargs={widths: [4, 8], convs: [1, 1]}", "recipe={epochs: 30, batch_size: 16, seed: 1}"]
+           "model_kwargs={widths: [4, 8], convs: [1, 1]}", "recipe={epochs: 30, batch_size: 16}", "seed=1"]
     dvc = subprocess.Popen([sys.executable, "-c", LAUNCHER, *cli], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                            text=True, start_new_session=True)
     stage_pid = int(dvc.stdout.readline())
