@@ -53,6 +53,8 @@ class Metric:
     ``tested``: whether the report's family of sweet-spot tests includes it. The studies' own dimensions
     are tested; secondary scores are shown beside them but kept out of the family, so that they do not
     dilute the power of the tests the studies' question rests on.
+    ``of_dense``: the metric compares a checkpoint with its own network's dense checkpoint (fixed there by
+    definition: kappa 1, no flips), so a one-checkpoint control (random_init) has no value of it worth drawing.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Metric:
     item: str | None = None
     why_untested: str = ""
     tested: bool = True
+    of_dense: bool = False
 
     def matches(self, column: str) -> bool:
         return fnmatch(column, self.name)
@@ -145,7 +148,7 @@ _DECLARED = (
               Metric("ood_acc_all_images", item="ood_score_all_images", tested=False),  # Study A's aggregation
               Metric("shape_bias", why_untested="a ratio of decision counts, not a mean over images"),
               Metric("ec_humans", why_untested="Cohen's kappa is not a mean over images"),
-              Metric("ec_dense", why_untested="Cohen's kappa is not a mean over images"))),
+              Metric("ec_dense", why_untested="Cohen's kappa is not a mean over images", of_dense=True))),
     Stage("mis_embeddings", None, "lib.mis.embeddings", ("mis",), ("data",), check="lib.mis.run:check_stage",
           matrix=()),
     Stage("mis", "notebooks/06_mis.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
@@ -157,9 +160,9 @@ _DECLARED = (
           ("data", "prune", "interpret", "discover"), matrix=("arch", "plan"), check="lib.forget.run:check_stage", items="per_image.csv", item_id="image", population=True, metrics=(
               # What pruning costs, not a sweet spot: 0 at dense by definition, so no checkpoint can beat dense.
               # Kept ``tested`` for the flat summaries (dvc exp show); the report shows them outside the family.
-              Metric("flip_share", higher_is_better=False, item="flip", why_untested=FORGET_UNTESTED),
-              Metric("pie_share", higher_is_better=False, item="pie", why_untested=FORGET_UNTESTED),
-              Metric("classes_hurt", higher_is_better=False,
+              Metric("flip_share", higher_is_better=False, item="flip", why_untested=FORGET_UNTESTED, of_dense=True),
+              Metric("pie_share", higher_is_better=False, item="pie", why_untested=FORGET_UNTESTED, of_dense=True),
+              Metric("classes_hurt", higher_is_better=False, of_dense=True,
                      why_untested="a count of classes (Welch's t over seeds), not a mean over images; "
                                   + FORGET_UNTESTED))),
     # The report reads params.yaml's matrix itself (lib.report.read_matrix): tracked, not notebook parameters.

@@ -244,6 +244,20 @@ def chance_levels(root, arch: str) -> dict:
 
 
 @styled
+def _control_kind(part: pd.DataFrame, plan: str) -> str | None:
+    values = part.loc[part["plan"] == plan, "control"].dropna() if "control" in part else ()
+    return values.iloc[0] if len(values) else None
+
+
+def drawn_sparsity(part: pd.DataFrame, plan: str, steps) -> pd.Series:
+    """Where a plan's steps are drawn on the sparsity axis: their own sparsity, except a retrained control's step r
+    (dense, sparsity 0), drawn at its pruned plan's step-r sparsity, beside the checkpoint it controls."""
+    rows = part[part["plan"] == plan]
+    if _control_kind(part, plan) == "retrained":
+        rows = part[part["plan"] == rows["control_of"].dropna().iloc[0]]
+    return rows.groupby("step")["sparsity"].mean().reindex(steps)
+
+
 def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 3, chance: dict | None = None):
     """Small multiples for one architecture: a panel per declared metric against sparsity.
 
@@ -263,13 +277,24 @@ def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 
     nrows = -(-len(layout) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols, 3.0 * nrows), squeeze=False, layout="constrained")
     for ax, (stage, metric, cols) in zip(axes.flat, layout):
+        of_dense = STAGES[stage].metric(cols[0]).of_dense
         for plan, group in part.groupby("plan"):
-            group = group.groupby("step").mean(numeric_only=True).sort_values("sparsity")  # the mean over seeds
+            if of_dense and _control_kind(part, plan) == "random_init":
+                continue
+            group = group.groupby("step").mean(numeric_only=True)  # the mean over seeds
+            x = drawn_sparsity(part, plan, group.index) * 100
             for column in cols:
                 if group[column].notna().any():
                     name = _variant(metric, column) if "*" in metric else plan
-                    ax.plot(group["sparsity"] * 100, group[column], marker="o", ms=3, color=colour(name),
-                            ls=styles[plan], label=name if "*" in metric else f"plan: {plan}")
+                    label = name if "*" in metric else f"plan: {plan}"
+                    if _control_kind(part, plan) == "random_init":  # one checkpoint: a floor, not a point at 0%
+                        ax.axhline(group[column].mean(), color=colour(name), ls=":", lw=1, label=label)
+                    else:
+                        ax.plot(x, group[column], marker="o", ms=3, color=colour(name), ls=styles[plan], label=label)
+        pruned = part[part["sparsity"] > 0]
+        if not pruned[[c for c in cols if c in pruned]].notna().any().any():
+            ax.text(0.5, 0.5, "no value at any\npruned checkpoint", transform=ax.transAxes, ha="center", va="center",
+                    color="0.4")
         better = "higher" if STAGES[stage].metric(cols[0]).higher_is_better else "lower"
         ax.set_title(f"{stage}: {metric}\n({better} is better)")
         ax.set_xlabel("sparsity (%)")

@@ -204,3 +204,20 @@ def test_a_saved_figure_is_shown_once_in_a_notebook_and_kept_open_elsewhere(tmp_
     # the cell shows the saved file itself; the closed figure is not drawn again by the inline backend
     assert not plt.fignum_exists(fig.number)
     assert len(shown) == 1 and shown[0].data == path.read_bytes() == (tmp_path / "plots" / "script.png").read_bytes()
+
+
+def test_report_draws_a_retrained_control_beside_the_checkpoint_it_controls_and_random_init_as_a_floor():
+    frame, columns = _dimensions(plans=("lrr", "lrr_retrained", "random_init"))
+    frame["control"] = frame["plan"].map({"lrr_retrained": "retrained", "random_init": "random_init"})
+    frame["control_of"] = frame["plan"].map({"lrr_retrained": "lrr"})
+    frame.loc[frame["plan"] != "lrr", "sparsity"] = 0.0  # controls are dense
+    frame = frame[(frame["plan"] != "random_init") | (frame["step"] == 0)]
+    fig = plot_dimensions(frame, columns, "cnn", chance={"test_acc": 0.1})
+    mis = next(ax for ax in fig.axes if ax.get_title().startswith("mis: mis"))
+    lines = {line.get_label(): line for line in mis.get_lines()}
+    pruned = lines["plan: lrr"].get_xdata()
+    np.testing.assert_allclose(lines["plan: lrr_retrained"].get_xdata(), pruned)  # at step r's sparsity, not 0
+    floor = lines["plan: random_init"]
+    expected = frame.loc[frame["plan"] == "random_init", "mis"].iloc[0]
+    assert list(floor.get_ydata()) == [expected, expected] and floor.get_linestyle() == ":"
+    plt.close(fig)
