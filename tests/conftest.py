@@ -67,3 +67,19 @@ def pruned_cnn(pruned_source) -> Path:
     """A prune stage's output in miniature: a seeded, untrained small_cnn (10 classes), dense and pruned
     one-shot to half its weights by global magnitude."""
     return Path(pruned_source("small_cnn", targets=(0.5,)))
+
+
+@pytest.fixture
+def teacher_calls(monkeypatch) -> dict:
+    """Counts the distillation teacher's forward calls (``calls["n"]``), the calls still made for real."""
+    from lib import distill
+
+    calls = {"n": 0}
+    real = distill.Distiller.teacher_logits
+
+    def counted(self, x):
+        calls["n"] += 1
+        return real(self, x)
+
+    monkeypatch.setattr(distill.Distiller, "teacher_logits", counted)
+    return calls

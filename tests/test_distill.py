@@ -127,15 +127,8 @@ def test_frozen_batch_norm_keeps_the_running_statistics(data, teacher, tmp_path)
     assert not torch.equal(_model(2).features[0][0].weight, frozen.features[0][0].weight)  # the rest learnt
 
 
-def test_the_teacher_outputs_are_computed_once_and_reused(data, teacher, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real = distill.Distiller.teacher_logits
-
-    def counted(self, x):
-        calls["n"] += 1
-        return real(self, x)
-
-    monkeypatch.setattr(distill.Distiller, "teacher_logits", counted)
+def test_the_teacher_outputs_are_computed_once_and_reused(data, teacher, tmp_path, teacher_calls):
+    calls = teacher_calls
     _distil(data, teacher, tmp_path / "a" / "state", _recipe(epochs=1))
     first = calls["n"]
     assert first > 0 and len(list((tmp_path / "a").glob("teacher_outputs/teacher_*.pt"))) == 1

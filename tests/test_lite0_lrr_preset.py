@@ -54,14 +54,13 @@ def test_protocol():
 
 
 @pytest.mark.slow
-def test_retraining_by_distillation_runs_end_to_end_at_tiny_sizes(shared_data, tmp_path, monkeypatch):
+def test_retraining_by_distillation_runs_end_to_end_at_tiny_sizes(shared_data, tmp_path, teacher_calls):
     """The prune driver with the preset's plan, recipe and dataset, only sizes changed (two rounds, 16 training
     images at 64 px, 8 test images): every round distils from the dense model, whose outputs are cached once.
     About 6 min on two cores shared by several jobs (Lite0's accounting and evaluation dominate)."""
     for name in ("tiny-imagenet-200", "imagenet-sample-images"):
         if not (shared_data / name).is_dir():
             pytest.skip(f"{shared_data / name} is absent")
-    import lib.distill as distill
     from lib.prune.runs import run_pruning
 
     params = load()
@@ -71,14 +70,7 @@ def test_retraining_by_distillation_runs_end_to_end_at_tiny_sizes(shared_data, t
                "test_limit": 8, "test_image_size": 64, "test_resize": 64, "n_val": 4}
     recipe = {**retrain["recipe"], "batch_size": 8}
     plan = {**params["prune"]["lrr"]["plan"], "threshold": 0.36}  # two rounds: 0.2, 0.36
-    calls = {"n": 0}
-    real = distill.Distiller.teacher_logits
-
-    def counted(self, x):
-        calls["n"] += 1
-        return real(self, x)
-
-    monkeypatch.setattr(distill.Distiller, "teacher_logits", counted)
+    calls = teacher_calls
     results = run_pruning("lite0", "lrr", "", plan, recipe, str(tmp_path / "prune"), "", dataset=dataset,
                           models={"lite0": params["models"]["lite0"]}, plans={"lrr": plan}, progress=False)
     records = results["records"][("lite0", "lrr")]
