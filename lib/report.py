@@ -340,8 +340,8 @@ TOLERANCE = 0.02  # default accuracy guard: a checkpoint may be claimed when its
 # (lib.stats.swap_sweet_spot), by the seed-level t test with several. Error consistency with the dense model is
 # 1 at dense by definition, so no checkpoint can beat dense on it: it is shown, never tested.
 DECISION_METRICS = ("shape_bias", "ec_humans")
-HUMAN_TRIALS = "human_trials.csv"  # the align stage's observer trials (subj, dataset, condition, image_id, category,
-#                                    object_response), where the benchmark has them
+HUMAN_TRIALS = "human_trials.csv"  # the align stage's observer trials (lib.align.metrics.HUMAN_TRIALS: subj, dataset,
+#                                    condition, image_id, category, object_response), where the stimuli have observers
 NOT_COMPARABLE = {"ec_dense": "consistency with the dense model is 1 at dense by definition: no checkpoint can beat "
                               "dense on it (shown, outside the family)"}
 
@@ -411,7 +411,10 @@ def _decision_values(folders: dict, arch: str, plan: str, seed: int, metric: str
         humans = folder / HUMAN_TRIALS
         if not humans.is_file():
             return f"the align stage wrote no human observer trials ({HUMAN_TRIALS}) to compare decisions with"
-        humans = pd.read_csv(humans)
+        humans = pd.read_csv(humans, dtype=str, keep_default_na=False)  # as written: the trial keys must match
+        missing = sorted({"subj", "dataset", "condition", "image_id", "category", "object_response"} - set(humans))
+        if missing:
+            return f"{HUMAN_TRIALS} lacks {missing}"
     codes = {name: i for i, name in enumerate(sorted(set(trials["object_response"].astype(str))
                                                      | set(trials["category"].astype(str))
                                                      | set(trials.get("texture", pd.Series(dtype=str)).dropna().astype(str))))}
@@ -422,21 +425,30 @@ def _decision_values(folders: dict, arch: str, plan: str, seed: int, metric: str
     if metric == "shape_bias":
         texture = first["texture"].astype(str).map(lambda v: codes.get(v, -1)).to_numpy(dtype=float)
         return decisions, lambda rows: stats.shape_bias(rows, category, texture)
-    # ec_humans: the mean over observers of the kappa of trial-wise correctness on the trials both saw
-    humans = humans.assign(trial=humans["dataset"].astype(str) + "/" + humans["condition"].astype(str) + "/"
-                           + humans["image_id"].astype(str))
-    observers = []
-    for _, own in humans.groupby("subj"):
+    # ec_humans as the align stage aggregates it: per (dataset, condition) the mean over observers of the kappa of
+    # trial-wise correctness on the trials both saw, per dataset the mean over its conditions, then over datasets
+    humans = humans.assign(trial=humans["dataset"] + "/" + humans["condition"] + "/" + humans["image_id"])
+    groups = {}
+    for (dataset, condition, _), own in humans.groupby(["dataset", "condition", "subj"], sort=True):
         own = own.drop_duplicates("trial").set_index("trial")
         index = np.flatnonzero(first.index.isin(own.index))
         if len(index):
-            correct = (own.loc[first.index[index], "object_response"].astype(str)
-                       == own.loc[first.index[index], "category"].astype(str)).to_numpy()
-            observers.append((index, correct))
-    if not observers:
+            seen = own.loc[first.index[index]]
+            correct = (seen["object_response"] == seen["category"]).to_numpy()
+            groups.setdefault(dataset, {}).setdefault(condition, []).append((index, correct))
+    if not groups:
         return "no human trial matches the model's trials"
-    return decisions, lambda rows: np.mean([stats.kappa(np.atleast_2d(rows)[:, i] == category[i], c)
-                                            for i, c in observers], axis=0)
+
+    def ec_humans(rows):
+        rows = np.atleast_2d(rows)
+
+        def over_observers(observers):
+            return np.mean([stats.kappa(rows[:, i] == category[i], correct) for i, correct in observers], axis=0)
+
+        return np.mean([np.mean([over_observers(observers) for observers in conditions.values()], axis=0)
+                        for conditions in groups.values()], axis=0)
+
+    return decisions, ec_humans
 
 
 def _interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:

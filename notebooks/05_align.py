@@ -57,7 +57,7 @@ import lib.project
 from lib.align.metrics import checkpoint_rows, human_summary, per_image
 from lib.align.plots import (distortion_levels, plot_distortion_curves, plot_error_consistency, plot_examples,
                                  plot_metric_per_dataset, plot_shape_bias)
-from lib.align.run import evaluate, prepare
+from lib.align.run import evaluate, prepare, save_observer_trials
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
@@ -121,8 +121,12 @@ if fig is not None:  # no parametric distortions: no figure
 
 # %% [markdown]
 # ## Metrics
+#
+# Beside the per-trial table, `human_trials.csv`: the observers' trials of the images the model decided (none for
+# the embedded default), from which the report recomputes `ec_humans` for its test of every checkpoint against dense.
 
 # %%
 save_stage_metrics(out_dir, frame.to_dict("records"), plot="alignment", per_image=per_image(trials, accuracy_over), arch=arch,
                    plan=plan, **source_lineage(source), datasets=evaluation.datasets, humans=humans,
                    chance={m: 1 / len(evaluation.categories) for m in ("ood_acc", "ood_acc_all_images")})
+save_observer_trials(out_dir, evaluation.humans, trials)

@@ -100,6 +100,28 @@ def test_rows_against_human_observers():
     assert summary["accuracy_min"] == 0.5 and summary["accuracy_max"] == 0.75
 
 
+def test_the_observer_trials_written_are_those_behind_ec_humans(tmp_path):
+    """Matched by dataset, condition and image with the model's trials; the benchmark's excluded conditions (contrast
+    c100) and images the model did not decide left out; no file without observers, and an earlier one removed."""
+    def table(dataset, condition, ids, **columns):
+        return pd.DataFrame({"dataset": dataset, "condition": condition, "image_id": ids, "category": "cat",
+                             "object_response": "cat", **columns})
+
+    model = pd.concat([table("contrast", "c100", ["a", "b"]), table("contrast", "c10", ["a", "b"]),
+                       table("edge", "0", ["a"])], ignore_index=True).assign(step=0, sparsity=0.0, subj="step_00")
+    humans = pd.concat([table("contrast", "c100", ["a", "b"]), table("contrast", "c10", ["a", "b", "c"]),
+                        table("edge", "0", ["a", "b"]), table("silhouette", "0", ["a"])],
+                       ignore_index=True).assign(subj="subject-01", rt=0.5)
+    path = ev.save_observer_trials(tmp_path, humans, model)
+    assert path == tmp_path / am.HUMAN_TRIALS
+    written = pd.read_csv(path, dtype=str)
+    assert list(written.columns) == list(am.HUMAN_TRIAL_COLUMNS)
+    assert am.trial_key(written).tolist() == ["contrast/c10/a", "contrast/c10/b", "edge/0/a"]
+    assert set(am.trial_key(written)) <= set(am.per_image(model)["trial"])  # the report's key of a model's trial
+    assert ev.save_observer_trials(tmp_path, None, model) is None and not path.exists()
+    assert am.observer_trials(humans[humans["dataset"] == "silhouette"], model) is None  # nothing matches
+
+
 def test_bad_inputs_fail_before_compute(tiny_shapes):
     with pytest.raises(ValueError, match="c100"):
         ev.prepare(tiny_shapes, distortions={"contrast": ["c7"]}, n_images=4, progress=False)

@@ -247,11 +247,39 @@ def per_image(trials: pd.DataFrame, accuracy_over: str = "ood_conditions") -> pd
     columns = ["step", "sparsity", "dataset", "condition", "image_id", "category", "object_response"]
     out = trials[columns + (["texture"] if "texture" in trials else [])].copy()
     out["correct"] = (out["object_response"] == out["category"]).astype(int)
-    out.insert(0, "trial", out["dataset"].astype(str) + "/" + out["condition"].astype(str) + "/"
-               + out["image_id"].astype(str))
+    out.insert(0, "trial", trial_key(out))
     out["ood_score"] = out["correct"] * ood_weights(out, accuracy_over)
     out["ood_score_all_images"] = out["correct"] * ood_weights(out, "all_images")
     return out
+
+
+def trial_key(trials: pd.DataFrame) -> pd.Series:
+    """The name of each trial's image in its dataset and condition, ``<dataset>/<condition>/<image_id>``: the
+    key of :func:`per_image`'s ``trial``, by which the report matches the observers' trials (:func:`observer_trials`)."""
+    return trials["dataset"].astype(str) + "/" + trials["condition"].astype(str) + "/" + trials["image_id"].astype(str)
+
+
+# The observers' trials the stage writes beside its per-trial table (:func:`observer_trials`), for the report's
+# swap test of ec_humans; lib.report reads them under this name (its HUMAN_TRIALS).
+HUMAN_TRIALS = "human_trials.csv"
+HUMAN_TRIAL_COLUMNS = ("subj", "dataset", "condition", "image_id", "category", "object_response")
+
+
+def observer_trials(humans: pd.DataFrame | None, trials: pd.DataFrame) -> pd.DataFrame | None:
+    """The human observers' trials behind ``ec_humans`` (:data:`HUMAN_TRIAL_COLUMNS`), or None without observers:
+    those of an image the model decided in the same dataset and condition (:func:`trial_key`), in the conditions
+    a dataset's value aggregates (:data:`EXCLUDED_CONDITIONS` left out, as :func:`checkpoint_rows` does).
+
+    With them the report recomputes ``ec_humans`` from any checkpoint's decisions: per (dataset, condition) the
+    mean over observers of each one's kappa on the trials both saw, per dataset the mean over its conditions, then
+    the mean over datasets. Values are kept as the stage holds them (strings), so that the key matches."""
+    if humans is None or len(humans) == 0:
+        return None
+    kept = humans[[c not in EXCLUDED_CONDITIONS.get(d, ()) for d, c in zip(humans["dataset"], humans["condition"])]]
+    matched = kept[trial_key(kept).isin(set(trial_key(trials)))]
+    if matched.empty:
+        return None
+    return matched[list(HUMAN_TRIAL_COLUMNS)].astype(str).reset_index(drop=True)
 
 
 def ood_weights(trials: pd.DataFrame, accuracy_over: str = "ood_conditions") -> pd.Series:

@@ -232,3 +232,23 @@ def evaluate(source, evaluation: EvaluationSet, batch_size: int = 256, progress:
 
     done = analysis.score_checkpoints(source, score, key, state_dir, device=device, progress=progress)
     return done.records, done.items
+
+
+def save_observer_trials(out_dir, humans: pd.DataFrame | None, trials: pd.DataFrame):
+    """Write ``<out_dir>/human_trials.csv``: the observers' trials matched with the model's
+    (:func:`lib.align.metrics.observer_trials`), for the report's test of ``ec_humans``; returns its path, or None
+    where the stimuli come without observers (the embedded default), and then a file of an earlier run in the
+    same folder is removed, so that the report never compares with observers of other stimuli.
+
+    Not a declared DVC output: the embedded default writes none, and the report reads it where present."""
+    from pathlib import Path
+
+    from lib import storage
+    from lib.align.metrics import HUMAN_TRIALS, observer_trials
+
+    path = Path(out_dir) / HUMAN_TRIALS
+    matched = observer_trials(humans, trials)
+    if matched is None:
+        path.unlink(missing_ok=True)  # every rank under torchrun may: none writes it
+        return None
+    return storage.write_bytes(path, matched.to_csv(index=False).encode())
