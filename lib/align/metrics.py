@@ -254,8 +254,8 @@ def per_image(trials: pd.DataFrame, accuracy_over: str = "ood_conditions") -> pd
 
 
 def trial_key(trials: pd.DataFrame) -> pd.Series:
-    """The name of each trial's image in its dataset and condition, ``<dataset>/<condition>/<image_id>``: the
-    key of :func:`per_image`'s ``trial``, by which the report matches the observers' trials (:func:`observer_trials`)."""
+    """The name of each trial's image in its dataset and condition, ``<dataset>/<condition>/<image_id>``: the key of
+    :func:`per_image`'s ``trial``, by which the report matches the observers' trials (:func:`observer_trials`)."""
     return trials["dataset"].astype(str) + "/" + trials["condition"].astype(str) + "/" + trials["image_id"].astype(str)
 
 
