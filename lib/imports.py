@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -29,7 +30,8 @@ def module_file(module: str, root: Path | None = None) -> Path | None:
     return None
 
 
-def _imports(source: str, package: str) -> set[str]:
+@lru_cache(maxsize=2048)  # keyed by the source text itself, so never stale: dvc.yaml's 13 closures parse each file once
+def _imports(source: str, package: str) -> frozenset[str]:
     """Every ``lib`` module that ``source`` imports, anywhere (functions included), as dotted names.
 
     ``from lib.x import y`` counts ``lib.x`` and, when ``y`` is a submodule, ``lib.x.y``; relative imports
@@ -46,7 +48,7 @@ def _imports(source: str, package: str) -> set[str]:
                 base = ".".join(parts + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
-    return {m for m in found if m == "lib" or m.startswith("lib.")}
+    return frozenset(m for m in found if m == "lib" or m.startswith("lib."))
 
 
 def module_imports(module: str, root: Path | None = None) -> set[str]:

@@ -8,9 +8,10 @@ per-item column the report resamples. Everything else is derived from or checked
 - the report's dimensions, directions and resampling (``lib.report``);
 - ``lib.experiment``'s checks of a parameter file (it calls each stage's ``check``; nothing re-implements it);
 - ``lib.stage``'s checks before the notebook's first cell runs;
-- the ``deps`` of ``dvc.yaml``: ``python -m lib.pipeline deps`` prints, per stage, the library files its
-  notebook runs (the transitive import closure, module- and function-level imports alike), and a test
-  fails when ``dvc.yaml`` lists fewer or more.
+- ``dvc.yaml``, all of it (:func:`dvc_yaml`): each stage's command, matrix, params, deps, outs, metrics and
+  plots. Its ``lib/`` deps are the library files its notebook runs (the transitive import closure, module- and
+  function-level imports alike: ``python -m lib.pipeline deps`` prints them). ``python -m lib.pipeline dvc
+  --write`` writes the file, ``--check`` shows how the committed one differs; a test fails while it does.
 
 An analysis declared with ``variants`` also has a variant stage (``interpret_variant``...), derived from its
 declaration by :func:`variant_stage`: the same notebook once per entry of ``params.yaml``'s ``variants.<stage>``.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -76,6 +77,15 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Plot:
+    """A file (or folder) of a stage's output folder that ``dvc plots show`` draws; ``x``/``y``: a table's axes."""
+
+    path: str
+    x: str | None = None
+    y: str | None = None
+
+
+@dataclass(frozen=True)
 class Stage:
     """One step of the pipeline: what it runs, what it reads, what it writes."""
 
@@ -94,6 +104,15 @@ class Stage:
     population: bool = False               # one run over every seed of an (arch, plan): no seed<k> level, no seed axis
     tracks: tuple[str, ...] = ()           # params.yaml sections it reads itself (not as notebook parameters):
     #                                        dvc.yaml's ``params`` are ``params`` then these, so a change re-runs it
+    dvc_params: tuple[str, ...] | None = None  # dvc.yaml's ``params`` where narrower than ``params`` + ``tracks``
+    # What dvc.yaml's command and outputs are made of (:func:`dvc_stage`). In ``sets``, ``{arch}``, ``{plan}``,
+    # ``{seed}`` and ``{variant}`` are the matrix item and ``{<stage>}`` the folder of an upstream stage it reads.
+    sets: tuple[str, ...] = ()             # the command's ``--set KEY=VALUE`` (the notebook parameters of its item)
+    folder: str | None = None              # its output folder under data/ when it has no matrix (default: its name)
+    outs: tuple[str, ...] | None = ()      # the files it writes into its folder besides metrics.json, the
+    #                                        per-item table and the executed notebook; None: the folder is one out
+    plots: tuple[Plot, ...] = ()           # files of its folder that ``dvc plots show`` draws
+    provides: tuple[str, ...] = ()         # the files of its folder that a stage of the same item reads
 
     def metric(self, column: str) -> Metric | None:
         """The declared metric that ``column`` of the stage's metrics is, if any."""
@@ -115,21 +134,28 @@ def variant_stage(stage: Stage) -> Stage:
     (e.g. RQ1 with Study A's mask mode, RQ2 on a second dataset), on the same checkpoints. Its dvc stage is
     ``<stage>_variant``, its output ``data/<stage>_variant/<arch>/<plan>/seed<k>/<variant>``; the stage itself and
     what the report reads are unchanged, and an empty ``variants.<stage>`` (the default) runs nothing."""
-    return Stage(f"{stage.name}_variant", stage.notebook, stage.module,
-                 stage.params + (f"{VARIANTS}.{stage.name}.{{variant}}",), stage.upstream, stage.check,
-                 stage.metrics, stage.items, stage.item_id, stage.matrix + ("variant",), variant_of=stage.name)
+    return replace(stage, name=f"{stage.name}_variant", params=stage.params + (f"{VARIANTS}.{stage.name}.{{variant}}",),
+                   matrix=stage.matrix + ("variant",), variants=False, variant_of=stage.name)
 
 
 FORGET_UNTESTED = ("flips and PIEs are 0 at dense by definition, so no checkpoint can beat dense: they describe what "
                    "pruning costs, not a sweet spot (shown, outside the family)")
 
+ANALYSIS_SETS = ("arch={arch}", "plan={plan}", "source={prune}")  # an analysis scores its item's pruned checkpoints
+
 _DECLARED = (
-    Stage("data", "notebooks/00_data.ipynb", "lib.stage", ("data",), matrix=(), check="lib.data.shapes:check_stage"),
+    Stage("data", "notebooks/00_data.ipynb", "lib.stage", ("data",), matrix=(), check="lib.data.shapes:check_stage",
+          folder="shapes", outs=None),
     Stage("train", "notebooks/01_train.ipynb", "lib.stage", ("models.{arch}", "train.{arch}"), ("data",),
-          matrix=("arch", "seed"), check="lib.train:check_stage", metrics=(Metric("test_acc"),)),
+          matrix=("arch", "seed"), check="lib.train:check_stage", metrics=(Metric("test_acc"),),
+          sets=("arch={arch}", "seed={seed}", "data_dir={data}"), outs=("model.pt",), provides=("model.pt",),
+          plots=(Plot("dvclive/plots/metrics", x="step"),)),
     Stage("prune", "notebooks/02_prune.ipynb", "lib.stage", ("prune.{plan}", "retrain.{arch}"), ("data", "train"),
           check="lib.prune.runs:check_stage", metrics=(Metric("test_acc", item=None,
-                                                             why_untested="accuracy per checkpoint: no per-image file"),)),
+                                                             why_untested="accuracy per checkpoint: no per-image file"),),
+          sets=("arch={arch}", "plan_name={plan}", "seed={seed}", "data_dir={data}", "train_dir={train}"),
+          outs=("checkpoints", "pruning.json"), provides=("checkpoints", "pruning.json"),
+          plots=(Plot("plots/accuracy.csv", x="sparsity", y="test_acc"), Plot("plots/accuracy.png"))),
     Stage("interpret", "notebooks/03_interpret.ipynb", "lib.stage", ("interpret",), ("data", "prune"),
           check="lib.interpret.run:check_stage", items="per_image.csv", item_id="image", variants=True, metrics=(
               Metric("rma_*", item="rma_*"), Metric("rra_*", item="rra_*"),
@@ -138,37 +164,57 @@ _DECLARED = (
               Metric("insertion_*", item="insertion_*", tested=False),
               # Adebayo et al.'s randomisation test: rank correlation of the maps with a random network's
               Metric("sanity_*", higher_is_better=False, tested=False,
-                     why_untested="a check of the attribution on a few images, not a dimension"))),
+                     why_untested="a check of the attribution on a few images, not a dimension")),
+          sets=ANALYSIS_SETS, plots=(Plot("plots/scores.csv", x="sparsity"), Plot("plots/rma_rra.png"),
+                                     Plot("plots/scores.png"), Plot("plots/gallery.png"))),
     Stage("discover", "notebooks/04_discover.ipynb", "lib.stage", ("discover.common", "discover.{arch}"),
           ("data", "prune"), check="lib.discover.run:check_stage", items="per_image.csv", item_id="image",
-          variants=True, metrics=(Metric("corloc_*", item="hit_*"),)),
+          variants=True, metrics=(Metric("corloc_*", item="hit_*"),), sets=ANALYSIS_SETS,
+          plots=(Plot("plots/corloc.csv", x="sparsity", y="corloc_lost"), Plot("plots/corloc.png"),
+                 Plot("plots/gallery.png"))),
+    # No plots/distortions.png: the notebook draws it only when the run has parametric distortions (a declared
+    # output it did not write fails the stage; Study B's dry run did).
     Stage("align", "notebooks/05_align.ipynb", "lib.stage", ("align",), ("data", "prune"),
           check="lib.align.run:check_stage", items="per_image.csv", item_id="trial", variants=True, metrics=(
               Metric("ood_acc", item="ood_score"),
               Metric("ood_acc_all_images", item="ood_score_all_images", tested=False),  # Study A's aggregation
               Metric("shape_bias", why_untested="a ratio of decision counts, not a mean over images"),
               Metric("ec_humans", why_untested="Cohen's kappa is not a mean over images"),
-              Metric("ec_dense", why_untested="Cohen's kappa is not a mean over images", of_dense=True))),
+              Metric("ec_dense", why_untested="Cohen's kappa is not a mean over images", of_dense=True)),
+          sets=ANALYSIS_SETS, plots=(Plot("plots/alignment.csv", x="sparsity", y="ood_acc"), Plot("plots/accuracy.png"),
+                                     Plot("plots/shape_bias.png"), Plot("plots/error_consistency.png"),
+                                     Plot("plots/stimuli.png"))),
+    # The embeddings depend only on the image pool and the backends, not on the rest of the mis section.
     Stage("mis_embeddings", None, "lib.mis.embeddings", ("mis",), ("data",), check="lib.mis.run:check_stage",
-          matrix=()),
+          matrix=(), dvc_params=("mis.pool", "mis.backends"), folder="mis/embeddings", outs=None),
     Stage("mis", "notebooks/06_mis.ipynb", "lib.stage", ("mis",), ("data", "prune", "mis_embeddings"),
           check="lib.mis.run:check_stage", items="per_unit.csv", item_id="unit",
-          metrics=(Metric("mis", item="mis"), Metric("solved", item="solved", tested=False))),
+          metrics=(Metric("mis", item="mis"), Metric("solved", item="solved", tested=False)),
+          sets=(*ANALYSIS_SETS, "embeddings_dir={mis_embeddings}"),
+          plots=(Plot("plots/mis.csv", x="sparsity", y="mis"), Plot("plots/mis_layers.csv"),
+                 Plot("plots/mis_classes.csv"), Plot("plots/mis.png"), Plot("plots/mis_units.png"),
+                 Plot("plots/mis_layers.png"), Plot("plots/mis_classes.png"), Plot("plots/mis_tasks.png"))),
     # Population measures over every seed of an (arch, plan): one run reads every seed's prune output (and RQ1's
     # and RQ2's per-image tables, for the join across dimensions).
     Stage("forget", "notebooks/08_forget.ipynb", "lib.stage", ("forget", "seeds"),
-          ("data", "prune", "interpret", "discover"), matrix=("arch", "plan"), check="lib.forget.run:check_stage", items="per_image.csv", item_id="image", population=True, metrics=(
+          ("data", "prune", "interpret", "discover"), matrix=("arch", "plan"), check="lib.forget.run:check_stage",
+          items="per_image.csv", item_id="image", population=True, metrics=(
               # What pruning costs, not a sweet spot: 0 at dense by definition, so no checkpoint can beat dense.
               # Kept ``tested`` for the flat summaries (dvc exp show); the report shows them outside the family.
               Metric("flip_share", higher_is_better=False, item="flip", why_untested=FORGET_UNTESTED, of_dense=True),
               Metric("pie_share", higher_is_better=False, item="pie", why_untested=FORGET_UNTESTED, of_dense=True),
               Metric("classes_hurt", higher_is_better=False, of_dense=True,
                      why_untested="a count of classes (Welch's t over seeds), not a mean over images; "
-                                  + FORGET_UNTESTED))),
+                                  + FORGET_UNTESTED)),
+          sets=(*ANALYSIS_SETS, "interpret_dir={interpret}", "discover_dir={discover}"),
+          outs=("predictions.csv", "classes.csv", "dimensions.csv"),
+          plots=(Plot("plots/forgetting.csv", x="sparsity", y="flip_share"), Plot("plots/forgetting.png"),
+                 Plot("plots/classes.png"), Plot("plots/gallery.png"))),
     # The report reads params.yaml's matrix itself (lib.report.read_matrix): tracked, not notebook parameters.
     Stage("report", "notebooks/07_report.ipynb", "lib.stage", (), ("train", "prune", "interpret", "discover", "align",
                                                                     "mis", "forget"), matrix=(),
-          tracks=("archs", "plans", "seeds", "variants")),
+          tracks=("archs", "plans", "seeds", "variants"), sets=("root=data", "params_file=params.yaml"),
+          outs=("checkpoints.json",), plots=(Plot("plots"),)),
 )
 STAGES = {s.name: s for s in (*_DECLARED, *(variant_stage(s) for s in _DECLARED if s.variants))}
 
@@ -204,22 +250,28 @@ POPULATION_ANALYSES = tuple(name for name, stage in STAGES.items() if stage.popu
 MATRIX_LISTS = {"arch": "archs", "plan": "plans", "seed": "seeds"}
 
 
-def output_dir(stage: str, arch: str, plan: str | None = None, seed: int = 0, variant: str | None = None,
-               root: str | Path = "data") -> Path:
+def _item_parts(stage: Stage, arch: str | None, plan: str | None, seed: str, variant: str | None) -> list[str]:
+    """The names of one matrix item, in folder order (``seed``: the seed's label, e.g. ``seed0``)."""
+    keys = stage.matrix
+    return ([arch] if "arch" in keys else []) + ([plan] if "plan" in keys else []) + (
+        [seed] if "seed" in keys else []) + ([variant] if "variant" in keys else [])
+
+
+def output_dir(stage: str, arch: str | None = None, plan: str | None = None, seed: int = 0,
+               variant: str | None = None, root: str | Path = "data") -> Path:
     """The output folder of one matrix item: ``data/train/<arch>/seed<k>``, ``data/<stage>/<arch>/<plan>/seed<k>``,
-    ``data/<stage>_variant/<arch>/<plan>/seed<k>/<variant>`` (what dvc.yaml writes; a test checks); a population
-    stage, whose matrix has no ``seed`` (``forget``: every seed in one run), ``data/<stage>/<arch>/<plan>``."""
-    keys = STAGES[stage].matrix
-    parts = ([arch] + ([plan] if "plan" in keys else []) + ([f"seed{int(seed)}"] if "seed" in keys else [])
-             + ([variant] if "variant" in keys else []))
-    return Path(root, stage, *parts)
+    ``data/<stage>_variant/<arch>/<plan>/seed<k>/<variant>`` (what dvc.yaml writes); a population stage, whose
+    matrix has no ``seed`` (``forget``: every seed in one run), ``data/<stage>/<arch>/<plan>``; a stage without a
+    matrix, ``data/<its folder>`` (``data/shapes``)."""
+    declared = STAGES[stage]
+    if not declared.matrix:
+        return Path(root, declared.folder or declared.name)
+    return Path(root, stage, *_item_parts(declared, arch, plan, f"seed{int(seed)}", variant))
 
 
 def summary_path(stage: str, arch: str, plan: str | None = None, seed: int = 0, variant: str | None = None) -> Path:
     """The flat summary of one matrix item: ``metrics/<stage>/<arch>[-<plan>][-seed<k>][-<variant>].json``."""
-    keys = STAGES[stage].matrix
-    name = "-".join([arch] + ([plan] if "plan" in keys else []) + ([f"seed{int(seed)}"] if "seed" in keys else [])
-                    + ([variant] if "variant" in keys else []))
+    name = "-".join(_item_parts(STAGES[stage], arch, plan, f"seed{int(seed)}", variant))
     return Path("metrics", stage, f"{name}.json")
 
 
@@ -300,37 +352,197 @@ def stage_closure(stage: Stage, root: Path | None = None) -> list[str]:
     return sorted(str(f.relative_to(root)) for f in files)
 
 
-def write_deps(dvc_yaml: str | Path) -> None:
-    """Rewrite the ``lib/`` entries of every stage's ``deps`` in ``dvc_yaml`` to the stage's import closure
-    (the other entries, comments and layout are kept)."""
-    import re
+# ----------------------------------------------------------------------------- dvc.yaml, from the declarations
+ITEM = {key: f"${{item.{key}}}" for key in ("arch", "plan", "seed", "variant")}  # dvc.yaml's matrix item
+DVC_YAML_HEADER = """\
+# GENERATED from the stage declarations in lib/pipeline.py (STAGES) by `python -m lib.pipeline dvc --write`: do not
+# edit it by hand. To add or change a stage, declare it there and regenerate; `python -m lib.pipeline dvc --check`
+# shows what differs, and tests/test_pipeline.py fails while this file is not what the declarations give.
+# Every notebook stage runs its notebook's jupytext twin headless (python -m lib.stage), its parameters from
+# params.yaml; its lib/ deps are every library file it runs (the transitive import closure); every output is
+# persist: true (lib.stage replaces a stage's folder only once the notebook has run to its end).
+"""
 
-    root = Path(dvc_yaml).resolve().parent
-    lines, out, stage, in_deps = Path(dvc_yaml).read_text().split("\n"), [], None, False
-    for line in lines:
-        if match := re.match(r"^  (\w+):\s*$", line):
-            stage = match.group(1)
-        if re.match(r"^    deps:\s*$", line):
-            in_deps = True
-        elif in_deps and re.match(r"^      - ", line):
-            if line.strip()[2:].startswith("lib/"):
-                continue
-        elif in_deps:
-            out += [f"      - {path}" for path in stage_closure(STAGES[stage], root)]
-            in_deps = False
-        out.append(line)
-    Path(dvc_yaml).write_text("\n".join(out))
+
+def _folder(stage: Stage, reader: Stage) -> str:
+    """The folder of ``stage``'s outputs that ``reader`` reads, in dvc.yaml's placeholders: the folder of the
+    reader's own item; for a population reader, the one above its seeds; for a reader without matrix, all of them."""
+    if not stage.matrix:
+        return str(output_dir(stage.name))
+    if not reader.matrix:
+        return f"data/{stage.name}"
+    folder = Path("data", stage.name, *_item_parts(stage, ITEM["arch"], ITEM["plan"], f"seed{ITEM['seed']}",
+                                                   ITEM["variant"]))
+    return str(folder.parent if reader.population and "seed" in stage.matrix else folder)
+
+
+def _fill(template: str, stage: Stage) -> str:
+    """``template`` with ``{arch}``... as dvc.yaml's matrix item and ``{<upstream stage>}`` as its folder."""
+    try:
+        return template.format(**ITEM, **{name: _folder(STAGES[name], stage) for name in stage.upstream})
+    except KeyError as error:
+        raise ValueError(f"lib/pipeline.py: stage {stage.name!r} names {{{error.args[0]}}} in {template!r}, which is "
+                         f"neither a matrix key ({', '.join(ITEM)}) nor a stage it reads (upstream: "
+                         f"{', '.join(stage.upstream) or 'none'}); add it to `upstream` or fix the name") from None
+
+
+def _upstream_deps(stage: Stage) -> list[str]:
+    """What ``stage`` reads of the stages it consumes: the files of its own item that each provides, or a whole
+    folder (a stage without matrix, every seed for a population stage, every item for the report)."""
+    deps = []
+    for name in stage.upstream:
+        upstream = STAGES[name]
+        folder = _folder(upstream, stage)
+        if not upstream.matrix or not stage.matrix or stage.population:
+            deps.append(folder)
+        elif not upstream.provides:
+            raise ValueError(f"lib/pipeline.py: stage {stage.name!r} reads {name!r} of its own matrix item, but "
+                             f"{name!r} declares no `provides` (the files of its folder a later stage reads)")
+        else:
+            deps += [f"{folder}/{path}" for path in upstream.provides]
+    return deps
+
+
+def _command_lines(stage: Stage) -> list[str]:
+    """The stage's command, in the lines dvc.yaml shows it (joined by spaces, it is the command)."""
+    own = _folder(stage, stage)
+    lines = [" ".join(["python", "-m", stage.module, *([stage.notebook] if stage.notebook else []), own])]
+    if stage.params:
+        lines.append(" ".join(["--params", *(_fill(p, stage) for p in stage.params)]))
+    if stage.sets:
+        lines.append(" ".join(["--set", *(_fill(s, stage) for s in stage.sets)]))
+    if _summarized(stage):
+        lines.append(f"--summary {_summary(stage)}")
+    return lines
+
+
+def _summarized(stage: Stage) -> bool:
+    """Whether the stage writes a flat summary: its metrics that the report tests (``lib.results.summarize``)."""
+    return any(metric.tested for metric in stage.metrics)
+
+
+def _summary(stage: Stage) -> str:
+    """:func:`summary_path` in dvc.yaml's placeholders."""
+    return str(Path("metrics", stage.name, "-".join(
+        _item_parts(stage, ITEM["arch"], ITEM["plan"], f"seed{ITEM['seed']}", ITEM["variant"])) + ".json"))
+
+
+def dvc_stage(stage: Stage, root: Path | None = None) -> dict:
+    """The ``dvc.yaml`` entry of ``stage``: matrix, command, deps, params, outs, metrics, plots."""
+    folder, persist = _folder(stage, stage), {"persist": True}
+    entry = {}
+    if stage.matrix:
+        lists = {**MATRIX_LISTS, "variant": f"{VARIANTS}.{stage.variant_of}"}
+        entry["matrix"] = {key: f"${{{lists[key]}}}" for key in stage.matrix}
+    entry["cmd"] = " ".join(_command_lines(stage))
+    entry["deps"] = ([str(twin(stage.notebook))] if stage.notebook else []) + _upstream_deps(stage) + stage_closure(
+        stage, root)
+    params = stage.dvc_params if stage.dvc_params is not None else stage.params + stage.tracks
+    if params:
+        entry["params"] = [_fill(p, stage) for p in params]
+    if stage.outs is None:
+        entry["outs"] = [{folder: persist}]
+    else:
+        names = ["metrics.json", *([stage.items] if stage.items else []), *stage.outs,
+                 *([Path(stage.notebook).name] if stage.notebook else [])]
+        entry["outs"] = [{f"{folder}/{name}": persist} for name in names]
+    if _summarized(stage):
+        entry["metrics"] = [{_summary(stage): {"cache": False, **persist}}]
+    if stage.plots:
+        entry["plots"] = [{f"{folder}/{plot.path}": {**({"x": plot.x} if plot.x else {}),
+                                                      **({"y": plot.y} if plot.y else {}), **persist}}
+                          for plot in stage.plots]
+    return entry
+
+
+def _comment(stage: Stage) -> list[str]:
+    """The comment above a stage in dvc.yaml, where its matrix is not the usual one."""
+    if stage.variant_of:
+        return [f"  # {stage.variant_of} once per variant: an entry of params.yaml's variants.{stage.variant_of} "
+                "(its parameters replace the", "  # stage's), on the same checkpoints (lib.pipeline.variant_stage); "
+                "none by default."]
+    if stage.population:
+        return ["  # One run per (arch, plan) over every seed of params.yaml (a population measure)."]
+    return []
+
+
+def _scalar(value) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def dvc_yaml(root: Path | None = None) -> str:
+    """The text of ``dvc.yaml``: every declared stage (:func:`dvc_stage`), in declaration order."""
+    import textwrap
+
+    import yaml
+
+    stages = {name: dvc_stage(stage, root) for name, stage in STAGES.items()}
+    lines = DVC_YAML_HEADER.splitlines() + ["stages:"]
+    for name, entry in stages.items():
+        lines += ([""] if lines[-1] != "stages:" else []) + [*_comment(STAGES[name]), f"  {name}:"]
+        for key, value in entry.items():
+            if key == "cmd":
+                command = _command_lines(STAGES[name])
+                lines += [f"    cmd: {entry['cmd']}"] if len(entry["cmd"]) <= 100 else [
+                    "    cmd: >-", *(f"      {part}" for line in command for part in textwrap.wrap(
+                        line, 114, break_long_words=False, break_on_hyphens=False))]
+            elif isinstance(value, dict):
+                lines += [f"    {key}:", *(f"      {k}: {v}" for k, v in value.items())]
+            else:
+                lines.append(f"    {key}:")
+                for item in value:
+                    if isinstance(item, str):
+                        lines.append(f"      - {item}")
+                        continue
+                    (path, options), = item.items()
+                    lines += [f"      - {path}:", *(f"          {k}: {_scalar(v)}" for k, v in options.items())]
+    text = "\n".join(lines) + "\n"
+    if yaml.safe_load(text) != {"stages": stages}:  # a value YAML reads otherwise (quoting): fix the layout above
+        raise ValueError("lib.pipeline.dvc_yaml: the text does not read back as the declared stages")
+    return text
+
+
+def check_dvc_yaml(path: str | Path) -> str:
+    """A unified diff from the file at ``path`` to this repository's :func:`dvc_yaml` (empty when they are the same)."""
+    import difflib
+
+    path = Path(path)
+    current = path.read_text() if path.is_file() else ""
+    return "".join(difflib.unified_diff(current.splitlines(True), dvc_yaml().splitlines(True), f"{path} (as it is)",
+                                        f"{path} (from lib/pipeline.py)"))
+
+
+def write_dvc_yaml(path: str | Path) -> Path:
+    from lib.storage import write_bytes
+
+    return write_bytes(path, dvc_yaml().encode())
+
+
+USAGE = """\
+usage: python -m lib.pipeline deps [STAGE ...]
+       python -m lib.pipeline dvc [--check | --write]
+  deps          the library files each stage runs (its lib/ deps in dvc.yaml)
+  dvc           dvc.yaml as the stage declarations give it, on stdout
+  dvc --check   how the repository's dvc.yaml differs from that (a diff; exit status 1 when it differs)
+  dvc --write   write it into dvc.yaml ("deps --write" does the same)"""
 
 
 def main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] != ["deps"]:
-        print("usage: python -m lib.pipeline deps [STAGE ...] [--write]\n"
-              "  the library files each stage runs (its dvc deps); --write puts them into dvc.yaml")
-        return 2
-    if "--write" in args:
-        write_deps(_root() / "dvc.yaml")
+    dvc_file = _root() / "dvc.yaml"
+    if args[:1] == ["dvc"] and args[1:] in ([], ["--check"], ["--write"]) or args == ["deps", "--write"]:
+        if "--write" in args:
+            print(f"wrote {write_dvc_yaml(dvc_file)}")
+        elif "--check" in args:
+            diff = check_dvc_yaml(dvc_file)
+            print(diff or f"{dvc_file} is what lib/pipeline.py declares", end="\n" if not diff else "")
+            return 1 if diff else 0
+        else:
+            print(dvc_yaml(), end="")
         return 0
+    if args[:1] != ["deps"] or any(name not in STAGES for name in args[1:]):
+        print(USAGE)
+        return 2
     for name in args[1:] or list(STAGES):
         print(f"{name}:")
         for path in stage_closure(STAGES[name]):

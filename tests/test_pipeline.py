@@ -1,4 +1,5 @@
-"""The stage declarations (lib.pipeline) against the code and dvc.yaml: layers, import circles, deps."""
+"""The stage declarations (lib.pipeline) against the code and dvc.yaml: layers, import circles, deps, dvc.yaml
+written from them."""
 
 from pathlib import Path
 
@@ -118,8 +119,11 @@ def test_dvc_commands_run_the_declared_notebook_and_sections(name):
     assert tuple(sections) == declared.params
     tracked = [p.replace("${item.arch}", "{arch}").replace("${item.plan}", "{plan}").replace("${item.variant}", "{variant}")
                for p in stage.get("params", [])]
-    assert tracked == [s.split(".")[0] if s.startswith("mis") and name == "mis_embeddings" else s
-                       for s in (*declared.params, *declared.tracks)] or name == "mis_embeddings"
+    if declared.dvc_params is None:
+        assert tracked == [*declared.params, *declared.tracks]
+    else:  # narrower: keys within the sections it reads
+        assert tracked == list(declared.dvc_params)
+        assert all(key.split(".")[0] in {s.split(".")[0] for s in declared.params} for key in tracked)
     assert tuple(stage.get("matrix", {})) == declared.matrix
     lists = {**pipeline.MATRIX_LISTS, "variant": f"variants.{declared.variant_of}"}
     assert stage.get("matrix", {}) == {key: f"${{{lists[key]}}}" for key in declared.matrix}
@@ -146,6 +150,47 @@ def test_dvc_outputs_and_summaries_follow_the_seed_layout(name):
         assert f"source={source}" in words
     else:  # the seed reaches training and pruning
         assert "seed=${item.seed}" in words
+
+
+def test_dvc_yaml_is_what_the_declarations_give():
+    """dvc.yaml is written from lib.pipeline (commands, matrix, params, deps, outs, metrics, plots), never by hand."""
+    diff = pipeline.check_dvc_yaml(ROOT / "dvc.yaml")
+    assert not diff, ("dvc.yaml is not what the stage declarations in lib/pipeline.py give: run "
+                      "`python -m lib.pipeline dvc --write` and commit dvc.yaml\n" + diff[:4000])
+
+
+def test_what_a_stage_provides_it_writes():
+    for stage in STAGES.values():
+        assert set(stage.provides) <= set(stage.outs or ()), stage.name
+
+
+def test_a_stage_declared_without_its_inputs_is_refused():
+    """The generator names the declaration to fix instead of writing a stage without its inputs."""
+    from dataclasses import replace
+
+    reader = replace(STAGES["interpret"], name="reader", upstream=("data", "train"), sets=())
+    bare_train = replace(STAGES["train"], provides=())
+    original = dict(STAGES)
+    try:
+        STAGES.update(reader=reader, train=bare_train)
+        with pytest.raises(ValueError, match="'reader' reads 'train' of its own matrix item.*declares no `provides`"):
+            pipeline.dvc_stage(reader)
+        with pytest.raises(ValueError, match=r"'reader' names \{prune\} in 'source=\{prune\}'.*upstream: data, train"):
+            pipeline.dvc_stage(replace(reader, sets=("source={prune}",)))
+    finally:
+        STAGES.clear()
+        STAGES.update(original)
+
+
+def test_the_generator_prints_diffs_and_writes(tmp_path, capsys):
+    text = pipeline.dvc_yaml()
+    assert pipeline.main(["dvc"]) == 0 and capsys.readouterr().out == text
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text(text.replace("      - lib/storage.py\n", "", 1))
+    assert "+      - lib/storage.py" in pipeline.check_dvc_yaml(stale)
+    pipeline.write_dvc_yaml(stale)
+    assert stale.read_text() == text and pipeline.check_dvc_yaml(stale) == ""
+    assert pipeline.main(["dvc", "--nonsense"]) == 2 and "usage" in capsys.readouterr().out
 
 
 def test_training_never_depends_on_the_report_or_the_analyses():
