@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
+
+from lib import settings
 
 
 def init_from_env() -> bool:
     """Join the process group that ``torchrun`` describes in the environment; no-op otherwise."""
     if dist.is_available() and dist.is_initialized():
         return True
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if settings.world_size() <= 1:
         return False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(settings.local_rank())
     dist.init_process_group(backend=backend)
     return True
 
@@ -39,7 +39,7 @@ def is_main() -> bool:
 
 def default_device() -> torch.device:
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", settings.local_rank())
     return torch.device("cpu")
 
 

@@ -44,7 +44,7 @@ class headless_kernel:
     """Within it, kernels started by this process see ``lib.storage.HEADLESS_ENV``: their bars are plain lines."""
 
     def __enter__(self):
-        from lib.storage import HEADLESS_ENV
+        from lib.settings import HEADLESS_ENV
 
         self.name, self.old = HEADLESS_ENV, os.environ.get(HEADLESS_ENV)
         os.environ[HEADLESS_ENV] = "1"

@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from lib import settings
 from lib.params import ParameterError
 
 MARKER = ".stage.json"  # written into every output lib.stage publishes (and into its .partial)
@@ -132,7 +133,7 @@ def check_out_dir(out_dir: str | Path, notebook: str | Path, parameters: dict, r
     if nested:
         raise ParameterError(f"OUT_DIR {out_dir} holds other stage outputs (e.g. {nested}); lib.stage does not "
                              f"replace them. {hint}")
-    if os.environ.get("DVC_STAGE"):  # outputs DVC restored (dvc checkout/pull hold no marker), or from before markers
+    if settings.under_dvc():  # outputs DVC restored (dvc checkout/pull hold no marker), or from before markers
         return "unmarked"
     raise ParameterError(f"OUT_DIR {out_dir} already holds files that lib.stage did not publish (no {MARKER}); "
                          "it replaces only its own outputs. Move or delete that folder yourself if it is an old "

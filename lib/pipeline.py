@@ -33,7 +33,8 @@ from lib.imports import _imports, closure, code_digest, module_file, module_impo
 # One-way layers, lowest first: a module may import from its own layer and the layers before it.
 # lib.pipeline itself is core: it names the stages' code as strings and imports only lib.imports (the closure).
 LAYERS = (
-    ("core", ("lib", "lib.storage", "lib.params", "lib.distributed", "lib.results", "lib.plots", "lib.stats", "lib.pipeline", "lib.registry", "lib.project", "lib.imports")),
+    ("core", ("lib", "lib.settings", "lib.storage", "lib.params", "lib.distributed", "lib.results", "lib.plots",
+              "lib.stats", "lib.pipeline", "lib.registry", "lib.project", "lib.imports")),
     ("data", ("lib.data",)),
     ("models", ("lib.models",)),
     ("train", ("lib.train", "lib.distill")),

@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from lib import settings
 from lib.kernel import headless_kernel, NoticeRelay, start_kernel, stop_kernel  # noqa: F401  (this module's API)
 from lib.notebook import (KERNELSPEC, PARAMETERS_TAG, check_parameter_types, check_parameters,  # noqa: F401
                           notebook_annotations, notebook_parameters, read_notebook, twin_differs)
@@ -90,7 +91,7 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, parameters: dict, pr
     known = notebook_parameters(notebook)
     check_parameters(notebook, parameters, known)
     effective = {**known, **parameters}
-    rank = int(os.environ.get("RANK", "0"))
+    rank = settings.rank()
     kernel = start_kernel(notebook, root) if rank == 0 else None
     lock = contextlib.ExitStack()
     try:
@@ -223,7 +224,7 @@ def _end_with_parent(poll_s: float = 1.0) -> None:
     import threading
 
     parent = os.getppid()
-    if not os.environ.get("DVC_STAGE") or parent <= 1:
+    if not settings.under_dvc() or parent <= 1:
         return
 
     def watch():
@@ -268,7 +269,7 @@ def _main(argv) -> int:
         if args.summary and declared is None:
             raise ParameterError(f"--summary: {notebook} is no stage of lib.pipeline; its metrics are unknown")
         run_notebook(notebook, out_dir, parameters, validate=stage_check(notebook))
-        if args.summary and int(os.environ.get("RANK", "0")) == 0:
+        if args.summary and settings.rank() == 0:
             from lib.results import write_summary
 
             write_summary(declared.name, out_dir / "metrics.json", args.summary)

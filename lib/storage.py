@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lib import settings
+
 if TYPE_CHECKING:
     import torch
 
@@ -21,7 +23,7 @@ class CheckpointError(RuntimeError):
 
 def _is_writer() -> bool:
     """Under torchrun only rank 0 writes files: every rank runs the same notebook into the same paths."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return settings.rank() == 0
 
 
 def _atomic_replace(path: Path, write) -> Path:
@@ -135,8 +137,7 @@ def notice(message: str) -> None:
 # most every PROGRESS_INTERVAL_ENV seconds (default 30) as whole lines with this prefix, which lib.stage relays
 # to the terminal; the executed notebook keeps them as text, the last line of a finished bar at 100%.
 PROGRESS_PREFIX = "[progress] "
-HEADLESS_ENV = "LIB_STAGE_HEADLESS"
-PROGRESS_INTERVAL_ENV = "LIB_PROGRESS_INTERVAL"
+HEADLESS_ENV, PROGRESS_INTERVAL_ENV = settings.HEADLESS_ENV, settings.PROGRESS_INTERVAL_ENV  # lib.settings
 
 
 _PROGRESS_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%), {elapsed} elapsed, {remaining} left{postfix}"
@@ -161,7 +162,7 @@ class _ProgressLines:
 
 def headless() -> bool:
     """Whether this process is a kernel run by ``python -m lib.stage`` (papermill), not a human's JupyterLab."""
-    return bool(os.environ.get(HEADLESS_ENV))
+    return settings.headless()
 
 
 def progress_bar(iterable=None, **kwargs):
@@ -169,7 +170,7 @@ def progress_bar(iterable=None, **kwargs):
     if headless():
         from tqdm.std import tqdm
 
-        kwargs.setdefault("mininterval", float(os.environ.get(PROGRESS_INTERVAL_ENV) or 30))
+        kwargs.setdefault("mininterval", settings.progress_interval())
         total = kwargs.get("total", len(iterable) if hasattr(iterable, "__len__") else None)
         kwargs.setdefault("bar_format", _PROGRESS_FORMAT if total else "{desc}: {n_fmt}, {elapsed} elapsed{postfix}")
         kwargs.update(file=_ProgressLines(), dynamic_ncols=False)

@@ -1,13 +1,15 @@
-"""Shared fixtures: the real data in ../shared/data (tests that need it skip with a reason when absent)."""
+"""Shared fixtures: the real data in ../shared/data, or $PRUNING_SHARED_DATA (tests that need it skip with a reason
+when absent)."""
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from lib import settings
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_DATA = settings.shared_data(ROOT)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -16,7 +18,8 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def shared_data() -> Path:
     """Root of the shared real data; skips the test (with the reason) when it is not there."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set SHARED_DATA or put shared/ beside the repository)")
+        pytest.skip(f"real data not found at {SHARED_DATA} (set {settings.SHARED_DATA_ENV} or put shared/ beside the "
+                    "repository)")
     return SHARED_DATA
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib import settings
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -26,7 +28,7 @@ def load(root: str | Path) -> dict:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"CIFAR-10 folder {root} does not exist; point `root` at a folder of <class>/*.png "
-                                "(e.g. ../shared/data/cifar10/test)")
+                                f"(e.g. {settings.shared_data() / 'cifar10' / 'test'})")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     files = [(f, label) for label, c in enumerate(classes) for f in sorted((root / c).glob("*.png"))]
     if not files:

@@ -15,6 +15,9 @@ the keys that dataset takes::
 
 :func:`classification_data` turns it into the ``train`` / ``val`` / ``test`` datasets (``full``: every
 image, where the dataset has such a split), the ``image_size`` and an ``id`` that names the data.
+
+``../shared/data`` in these examples (and in the presets) is where the shared real data lies by default:
+``lib.settings.shared_data`` (``$PRUNING_SHARED_DATA``) names it.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib import settings
+
 EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
@@ -148,7 +150,7 @@ def sample_datasets(root: str | Path, mean, std, n_val: int = 100, image_size: i
     folder = Path(root)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist: `root` must be a folder of images, one per class in "
-                                "class order (e.g. ../shared/data/imagenet-sample-images)")
+                                f"class order (e.g. {settings.shared_data() / 'imagenet-sample-images'})")
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(EXTENSIONS)}) in {folder}")
@@ -186,7 +188,8 @@ def distillation_datasets(files, labels, mean, std, image_size: int, test_root: 
     images (a smaller run); ``test_limit``: the same for the test images (a smoke run)."""
     if test_root is None:
         raise ValueError("a distillation dataset needs test_root, a folder of labelled test images (one ImageNet "
-                         "image per class, e.g. ../shared/data/imagenet-sample-images): top-1 is measured there")
+                         f"image per class, e.g. {settings.shared_data() / 'imagenet-sample-images'}): top-1 is "
+                         "measured there")
     if limit is not None and not 0 < limit <= len(files):
         raise ValueError(f"limit must be between 1 and the {len(files)} training images, got {limit}")
     from lib import storage

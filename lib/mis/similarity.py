@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 import torch
+from lib import settings
 from lib.storage import progress_bar as tqdm
 
 from lib.data.image_pool import ImagePool
@@ -168,7 +169,7 @@ class DreamSimBackend(SimilarityBackend):
             raise BackendUnavailable("the DreamSim backend needs the `dreamsim` package, which is not installed "
                                      "(pip install dreamsim), and its weights in a local folder given as "
                                      f"weights_dir or $DREAMSIM_WEIGHTS (they are never downloaded here). {alternatives}")
-        weights_dir = weights_dir or os.environ.get("DREAMSIM_WEIGHTS")
+        weights_dir = weights_dir or settings.dreamsim_weights()
         if not weights_dir:
             raise BackendUnavailable("the DreamSim backend needs its weights in a local folder: pass weights_dir=... "
                                      "or set $DREAMSIM_WEIGHTS (DreamSim would otherwise download them, which this "
