@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lab kernel plots browser-check
+.PHONY: setup repro test check lab kernel plots browser-check
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ repro: setup
 # Unit tests of lib/, the stage contract, and every notebook with its smoke defaults under nbval (in order).
 test: setup
 	python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly
+
+# The fast tier, for the edit loop: every test not marked slow, no notebooks under nbval (docs/testing.md).
+check: setup
+	python -m pytest tests -m "not slow" -p no:randomly -q
 
 # JupyterLab with the project's environment as the kernel, serving notebooks/. Each NN_*.ipynb is paired with its
 # jupytext twin NN_*.py (notebooks/jupytext.toml): a save writes both, and DVC tracks only the twins. The server's
