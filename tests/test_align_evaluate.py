@@ -31,6 +31,7 @@ def test_prepare_embedded(evaluation):
     assert not evaluation.imagenet16 and evaluation.humans is None
 
 
+@pytest.mark.slow
 def test_every_checkpoint_decides_every_image_once(evaluation, evaluated):
     records, trials = evaluated
     assert [r["step"] for r in records] == [0, 1]
@@ -133,6 +134,7 @@ def test_bad_inputs_fail_before_compute(tiny_shapes):
         ev.prepare(mvh_root=tiny_shapes, datasets=["edge"], progress=False)
 
 
+@pytest.mark.slow
 def test_model_and_evaluation_set_must_agree(evaluation, pruned_source):
     with pytest.raises(ValueError, match="16-class|classes"):
         ev.evaluate(pruned_source("small_cnn", targets=(0.5,), num_classes=7), evaluation, progress=False)

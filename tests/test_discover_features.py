@@ -29,6 +29,7 @@ def randomise_batchnorm(model):
 
 
 # ----------------------------------------------------------------------------- dilation
+@pytest.mark.slow
 def test_dilated_resnet50_equals_torchvisions_replace_stride_with_dilation():
     for factor, replace in [(2, [False, False, True]), (4, [False, True, True])]:
         model = randomise_batchnorm(torchvision.models.resnet50())
@@ -195,6 +196,7 @@ def test_the_lite0_study_only_uses_parameters_the_notebook_knows(variant):
     assert parameters["dataset"]["name"] == ("tiny_imagenet" if variant else "coco")
 
 
+@pytest.mark.slow
 def test_diagnose_features_counts_positive_pairs_and_seeds_in_boxes(tiny_shapes, pruned_source):
     from lib.checkpoints import iter_checkpoints
     from lib.discover import LOST, diagnose_features

@@ -88,6 +88,7 @@ def test_loss_against_the_textbook_formula():
     assert float(distillation_loss(student, pack(teacher, labels), t, 0.3)) == pytest.approx(float(kl + 0.3 * ce), rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outputs", ["cached", "on_the_fly"])
 def test_a_distilled_student_moves_towards_its_teacher(data, teacher, tmp_path, outputs):
     before = _kl(teacher, _model(2), data["val"])
@@ -98,6 +99,7 @@ def test_a_distilled_student_moves_towards_its_teacher(data, teacher, tmp_path, 
     assert 0 <= history[-1]["train_acc"] <= 1  # agreement with the teacher's top-1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outputs", ["cached", "on_the_fly"])
 def test_a_network_distilled_towards_itself_is_left_unchanged(data, teacher, tmp_path, outputs):
     """Student = teacher (frozen batch norm, so train mode computes what eval mode does): every target the loop
@@ -115,6 +117,7 @@ def test_a_network_distilled_towards_itself_is_left_unchanged(data, teacher, tmp
         torch.testing.assert_close(student.eval()(x), teacher.eval()(x), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_frozen_batch_norm_keeps_the_running_statistics(data, teacher, tmp_path):
     def running(model):
         return [b.clone() for name, b in model.named_buffers() if name.endswith("running_mean")]
@@ -127,6 +130,7 @@ def test_frozen_batch_norm_keeps_the_running_statistics(data, teacher, tmp_path)
     assert not torch.equal(_model(2).features[0][0].weight, frozen.features[0][0].weight)  # the rest learnt
 
 
+@pytest.mark.slow
 def test_the_teacher_outputs_are_computed_once_and_reused(data, teacher, tmp_path, teacher_calls):
     calls = teacher_calls
     _distil(data, teacher, tmp_path / "a" / "state", _recipe(epochs=1))
@@ -139,6 +143,7 @@ def test_the_teacher_outputs_are_computed_once_and_reused(data, teacher, tmp_pat
     assert calls["n"] > first and len(list((tmp_path / "a").glob("teacher_outputs/teacher_*.pt"))) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outputs", ["cached", "on_the_fly"])
 def test_resume_after_a_kill_mid_epoch_is_bit_identical(data, teacher, tmp_path, monkeypatch, outputs):
     recipe = _recipe(teacher_outputs=outputs)
@@ -163,6 +168,7 @@ def test_resume_after_a_kill_mid_epoch_is_bit_identical(data, teacher, tmp_path,
     assert all(torch.equal(x, y) for x, y in zip(reference.state_dict().values(), resumed.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_a_state_distilled_from_another_teacher_is_not_resumed(data, teacher, tmp_path):
     _distil(data, teacher, tmp_path / "state", _recipe(epochs=1, teacher_outputs="on_the_fly"))
     fit_log = []

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -18,6 +19,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tiny_shapes, tmp_path):
     single, ddp = tmp_path / "single.pt", tmp_path / "ddp.pt"
     subprocess.run([sys.executable, str(WORKER), str(tiny_shapes), str(single)], check=True, env=_env(), cwd=ROOT)

@@ -145,6 +145,7 @@ def test_the_checks_catch_a_wrong_command():
             check(wrong)
 
 
+@pytest.mark.slow
 def test_dvc_plots_show_offline(tmp_path):
     """lib.vega's template inlines Vega: the page has no external script, DVC's CDN tags are not added."""
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], cwd=tmp_path, check=True)

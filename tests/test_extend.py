@@ -31,6 +31,7 @@ def registries():
         r.update(before)
 
 
+@pytest.mark.slow
 def test_a_registered_model_trains_and_its_checkpoint_loads(registries, tiny_shapes, tmp_path):
     from lib.models import load_checkpoint, register_model
     from lib.train import Recipe, evaluate, train_classifier
@@ -123,6 +124,7 @@ def test_a_registered_attribution_method_scores_two_checkpoints(registries, prun
     assert dense["rma_saliency"] != pruned["rma_saliency"]
 
 
+@pytest.mark.slow
 def test_a_registered_dataset_trains_and_evaluates(registries, tmp_path):
     from lib.data.datasets import check_dataset, register_dataset
     from lib.train import Recipe, train_classifier

@@ -52,6 +52,7 @@ def _untouched(model, reference, patterns=STUDY_B_EXCLUDE):
             assert name not in masks, name
 
 
+@pytest.mark.slow
 def test_study_b_structured_equals_ln_structured_per_layer(googlenet):
     model, reference = copy_model(googlenet), copy_model(googlenet)
     plan = PruningPlan(schedule="oneshot", pruner="filters", scope="layer", targets=(0.4,), layers=("conv",),
@@ -72,6 +73,7 @@ def test_study_b_structured_equals_ln_structured_per_layer(googlenet):
     _untouched(model, googlenet)
 
 
+@pytest.mark.slow
 def test_study_b_structured_keeps_batch_norm_by_default_companions():
     """The repository's default masks the filter's batch-norm channel too (its output is then exactly zero)."""
     torch.manual_seed(0)
@@ -82,6 +84,7 @@ def test_study_b_structured_keeps_batch_norm_by_default_companions():
     assert any(key.endswith("bn.weight") for key in current_masks(model))
 
 
+@pytest.mark.slow
 def test_study_b_global_unstructured_with_biases_equals_torch(googlenet):
     model, reference = copy_model(googlenet), copy_model(googlenet)
     plan = PruningPlan(schedule="oneshot", pruner="unstructured", scope="global", targets=(0.6,),
@@ -105,6 +108,7 @@ def test_include_bias_is_for_unstructured_only():
         PruningPlan(schedule="oneshot", pruner="filters", targets=(0.5,), include_bias=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.2, 0.4, 0.6, 0.8])
 def test_study_b_connection_sparsity_counts_int_rate_channels_in_every_layer(googlenet, rate):
     model = copy_model(googlenet)
@@ -120,6 +124,7 @@ def test_study_b_connection_sparsity_counts_int_rate_channels_in_every_layer(goo
     _untouched(model, googlenet)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masking", ["regrowing", "persistent"])
 def test_regrowing_connections_grow_back_after_a_training_step_persistent_ones_do_not(masking):
     torch.manual_seed(0)
@@ -247,6 +252,7 @@ def test_exponential_lr_per_epoch_is_exponential_lr_stepped_each_epoch():
     assert math.isclose(optimizer.param_groups[0]["lr"], 0.01 * 0.9 ** (1 / 3))
 
 
+@pytest.mark.slow
 def test_googlenet_trains_its_auxiliary_heads_with_weight_0_3(googlenet):
     from lib.train import _logits_and_loss
 

@@ -253,6 +253,7 @@ def test_a_failing_check_stops_the_kernel_started_beside_it_and_writes_nothing(i
     assert not (tmp_path / "p").exists() and not (tmp_path / "p.partial").exists()
 
 
+@pytest.mark.slow
 def test_the_early_kernel_has_imported_what_the_notebook_imports(in_root):
     from jupyter_core.utils import run_sync
 
@@ -355,6 +356,7 @@ def test_dataset_fingerprint_follows_content_not_path(tmp_path):
     assert data_identity({"id": str(a)}) == {"fingerprint": shapes.fingerprint(a)}
 
 
+@pytest.mark.slow
 def test_training_state_of_regenerated_data_is_not_resumed(tmp_path, capsys):
     from lib.models import create_model
     from lib.train import Recipe, data_identity, fit, seed_everything
@@ -387,6 +389,7 @@ def _small_checkpoint(path: Path, name="small_cnn", **meta):
     return path
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_shapes):
     from lib.models.registry import check_arch
     from lib.prune.runs import run_pruning
@@ -800,6 +803,7 @@ def test_interrupted_then_code_changed_redoes_the_finished_work(tmp_path, tiny_s
 
 
 # ----------------------------------------------------------------------------- foreign checkpoints
+@pytest.mark.slow
 def test_a_foreign_checkpoint_in_a_prune_output_is_named_before_any_compute(in_root, no_kernel, capsys, tmp_path,
                                                                              pruned_cnn, pruned_source, tiny_shapes):
     import shutil

@@ -163,6 +163,7 @@ def test_bad_parameters_are_refused_before_any_compute(change, message):
         check_stage({**PARAMS, **change})
 
 
+@pytest.mark.slow
 def test_the_stage_predicts_every_seed_checkpoint_and_image_and_resumes(tiny_shapes, pruned_source, tmp_path,
                                                                           monkeypatch):
     from lib import analysis

@@ -86,6 +86,7 @@ def test_pruning_data_and_validation_take_the_new_keys(imagenet_root):
         check_dataset({**dataset, "num_classes": 1000})
 
 
+@pytest.mark.slow
 def test_train_classifier_on_the_imagenet_layout(imagenet_root, tmp_path):
     dataset = {"name": "imagenet", "root": str(imagenet_root), "train_split": "train", "n_val": 3, "image_size": 32,
                "resize": 36, "augment": True, "num_classes": 1000}
@@ -136,6 +137,7 @@ def test_zero_epochs_are_a_valid_recipe_but_warm_up_needs_epochs():
         Recipe(epochs=-1)
 
 
+@pytest.mark.slow
 def test_plan_overrides_change_the_methods_plan_for_one_architecture(tiny_shapes, tmp_path):
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "train" / "model.pt", create_model("small_cnn", num_classes=10, widths=(4, 8, 8, 8)),

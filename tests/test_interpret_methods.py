@@ -49,6 +49,7 @@ def _close(ours, reference, rtol=1e-5):
     assert (ours - reference).abs().max() <= rtol * scale
 
 
+@pytest.mark.slow
 def test_gradcam_matches_pytorch_grad_cam_on_cnn(cnn):
     from pytorch_grad_cam import GradCAM as ReferenceGradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -81,6 +82,7 @@ def test_gradcam_matches_pytorch_grad_cam_on_vit(vit):
     assert np.abs(ours.numpy() - reference).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_cam_guided_and_saliency_equal_captum(cnn):
     from captum.attr import GuidedGradCam, LayerGradCam, Saliency
 
@@ -96,6 +98,7 @@ def test_cam_guided_and_saliency_equal_captum(cnn):
         _close(maps["saliency"], Saliency(cnn).attribute(x, target))
 
 
+@pytest.mark.slow
 def test_shared_pass_runs_one_forward_and_changes_nothing(cnn):
     x = _inputs()
     spec = get_spec("small_cnn")
@@ -157,6 +160,7 @@ def test_ig_without_noise_is_captums_integrated_gradients(cnn):
     _close(ours, IntegratedGradients(cnn).attribute(x, baselines=0.0, target=target, n_steps=10))
 
 
+@pytest.mark.slow
 def test_smoothgrad_noise_is_per_image_and_seeded(cnn):
     x = _inputs(3)
     target = cnn(x).argmax(1)
@@ -223,6 +227,7 @@ def test_errors_name_the_problem(cnn, vit):
         create_attribution("ig_smoothgrad", cnn, steps=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["small_cnn", "small_vit"])
 def test_hand_batched_ig_equals_captum_noise_tunnel(name, cnn, vit):
     """The batched IG in SmoothGrad against captum's NoiseTunnel(IntegratedGradients) on the same noisy inputs:

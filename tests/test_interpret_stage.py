@@ -21,6 +21,7 @@ def source(pruned_source):
     return pruned_source("small_cnn", targets=(0.5,))
 
 
+@pytest.mark.slow
 def test_scores_every_checkpoint_and_image(tiny_shapes, source):
     data = load_ground_truth("shapes", tiny_shapes, limit=4)
     scores = score_checkpoints(source, data, attribution_options=FAST, tolerance=2, perturbation_steps=4,

@@ -60,6 +60,7 @@ def test_default_attributions_are_those_that_apply(swin, vit):
         create_attribution("guided_gradcam", swin, get_spec(SWIN))
 
 
+@pytest.mark.slow
 def test_swin_gradcam_matches_pytorch_grad_cam_on_its_last_stage(swin):
     from pytorch_grad_cam import GradCAM as ReferenceGradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -83,6 +84,7 @@ def test_timm_vit_maps_follow_the_input_size(vit):
             name: (2, size // 16, size // 16) for name in ("gradcam", "attention", "rollout")}
 
 
+@pytest.mark.slow
 def test_swin_patch_features_are_its_last_stage_with_losts_layernorm(swin):
     x = torch.randn(2, 3, 64, 96)
     feats, grid = PatchFeatures(swin, SWIN)(x)

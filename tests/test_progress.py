@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import jupytext
+import pytest
 
 from lib import stage, storage
 
@@ -58,6 +59,7 @@ Path(out_dir).mkdir(parents=True, exist_ok=True)
 '''
 
 
+@pytest.mark.slow
 def test_stage_run_relays_progress_and_keeps_finished_bars(tmp_path):
     """A notebook run by lib.stage in a scratch project: the terminal gets its progress lines, the executed
     copy a finished text bar and no widget."""

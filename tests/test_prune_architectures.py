@@ -57,6 +57,7 @@ def built(request):
     return request.param, name, kwargs, model, classifier, size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["unstructured", "filters", "connections"])
 def test_pruner_on_architecture(built, pruner, tmp_path):
     arch, name, kwargs, base, classifier, size = built

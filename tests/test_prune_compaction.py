@@ -119,6 +119,7 @@ def test_resnet20_compaction_across_stages(pruner):
     assert n_params(small) < 0.8 * n_params(model)
 
 
+@pytest.mark.slow
 def test_googlenet_with_auxiliary_heads(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -137,6 +138,7 @@ def test_googlenet_with_auxiliary_heads(tmp_path):
     assert_same_function(model, rebuilt, 64)
 
 
+@pytest.mark.slow
 def test_torchvision_resnet_and_vit_mlp():
     for name, size, classifier in [("torchvision/resnet18", 64, "fc"), ("small_vit", 64, "head")]:
         model = randomise_batch_norms(create_model(name, 5))

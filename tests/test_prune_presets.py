@@ -32,6 +32,7 @@ def test_preset_parameters_are_known_and_valid(name):
     Recipe.from_dict(params["recipe"])
 
 
+@pytest.mark.slow
 def test_studyB_preset_on_a_tiny_imagenet_stand_in(tmp_path):
     import torchvision
 

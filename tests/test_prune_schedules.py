@@ -54,6 +54,7 @@ def test_oneshot_filters(dense, tiny_shapes, tmp_path):
     assert (tmp_path / "checkpoints/step_01.pt").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_accuracy_before_retraining_is_the_pruned_dense_model_s(dense, tiny_shapes, tmp_path):
     from lib.data.datasets import shapes_data
     from lib.models import get_spec

@@ -117,6 +117,7 @@ def test_against_quantus_mprt():
         assert np.allclose(scores[last], mine[f"sanity_{name}"], atol=1e-6), name
 
 
+@pytest.mark.slow
 def test_rq1_runs_the_check_on_every_checkpoint_with_its_own_maps(tiny_shapes, pruned_source):
     """RQ1's loop with ``sanity_images``: every checkpoint's row has the correlation and the randomised maps'
     RMA/RRA of each attribution, the same as the check run on its own; the other scores are unchanged."""

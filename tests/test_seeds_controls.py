@@ -80,6 +80,7 @@ def runs(trained, tiny_shapes, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_the_retrained_control_prunes_nothing_and_retrains_like_its_round(runs, trained, tiny_shapes, tmp_path):
     pruned, control = list_checkpoints(runs["lrr"]), list_checkpoints(runs["lrr_retrained"])
     assert [r["step"] for r in control] == [r["step"] for r in pruned] == [0, 1, 2]

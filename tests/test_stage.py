@@ -109,6 +109,7 @@ def test_cli_bad_name_exits_with_the_fix_and_leaves_outputs_intact(tmp_path):
     (["model=resnet9000"], "unknown model 'resnet9000'"),
     (["data_dir=nowhere"], "data_dir = nowhere (the embedded dataset"),
 ])
+@pytest.mark.slow
 def test_cli_bad_value_stops_the_notebook_before_compute_and_leaves_outputs_intact(tmp_path, sets, message, tiny_shapes):
     out = tmp_path / "train"
     out.mkdir()

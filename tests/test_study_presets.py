@@ -112,6 +112,7 @@ def test_dry_run_overrides_touch_only_sizes(name):
         set_dotted(copy.deepcopy(params), dotted, value)  # exists in the file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_stage_resolves_and_checks(name):
     stages = experiment.resolve(PRESETS[name], ROOT)
@@ -176,6 +177,7 @@ def test_study_b_protocol():
     assert params["mis"]["layers"] == "conv_channels"
 
 
+@pytest.mark.slow
 def test_missing_data_is_named_with_how_to_get_it(tmp_path):
     stages = experiment.resolve(PRESETS["study_b"], ROOT)
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")  # a checkout without data
@@ -201,6 +203,7 @@ def test_missing_data_is_named_with_how_to_get_it(tmp_path):
     (("archs", ["resnet18", "resnet34"]), "resnet34"),
     (("mis", "backends", [{"name": "dreamsim"}]), "DreamSim backend needs"),
 ])
+@pytest.mark.slow
 def test_bad_parameters_fail_before_any_compute(tmp_path, change, message):
     params = load("study_a")
     *path, key, value = change
@@ -226,6 +229,7 @@ def test_sections_must_match_params_yaml(tmp_path, section, renamed, message):
         experiment.resolve(tmp_path / "p.yaml", ROOT)
 
 
+@pytest.mark.slow
 def test_main_runs_dvc_exp_run_with_the_file_as_params_yaml(tmp_path, monkeypatch, capsys):
     project = tmp_path / "project"
     shutil.copytree(ROOT / "notebooks", project / "notebooks")
@@ -431,6 +435,7 @@ def read(project: Path, *parts) -> dict:
     return json.loads((project.joinpath(*parts)).read_text())
 
 
+@pytest.mark.slow
 def test_study_a_dry_run(tmp_path, monkeypatch):
     project = make_project(tmp_path, "study_a")
     dry_run(project, monkeypatch)
@@ -456,6 +461,7 @@ def test_study_a_dry_run(tmp_path, monkeypatch):
     assert {key.split("/")[0] for key in report["accuracy"]} == set(A_ARCHS)
 
 
+@pytest.mark.slow
 def test_study_b_dry_run(tmp_path, monkeypatch):
     project = make_project(tmp_path, "study_b")
     dry_run(project, monkeypatch)

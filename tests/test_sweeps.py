@@ -20,6 +20,7 @@ def _run(args, cwd, env, timeout=600):
     return result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is needed for dvc experiments")
 def test_queued_experiments_run_two_parameter_sets_in_parallel(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
