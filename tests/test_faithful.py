@@ -248,7 +248,7 @@ def test_exponential_lr_per_epoch_is_exponential_lr_stepped_each_epoch():
 
 
 def test_googlenet_trains_its_auxiliary_heads_with_weight_0_3(googlenet):
-    from lib.train import _logits_and_loss
+    from lib.train.loop import _logits_and_loss
 
     model = copy_model(googlenet).train()
     y = torch.tensor([1, 2])

@@ -751,18 +751,17 @@ def test_a_partial_folder_of_other_code_is_moved_aside_never_resumed(tmp_path, c
 
 
 def test_training_resume_key_reads_whole_tensors_and_the_code(monkeypatch):
-    from lib import train
-    from lib.train import Recipe
+    from lib.train import Recipe, loop
 
     model = torch.nn.Linear(2000, 10)  # 80 kB of weights
     recipe = Recipe(epochs=1)
-    first = train._fingerprint(model, recipe, None)
+    first = loop._fingerprint(model, recipe, None)
     with torch.no_grad():
         model.weight[-1, -1] += 1  # past the first 4 kB
-    second = train._fingerprint(model, recipe, None)
+    second = loop._fingerprint(model, recipe, None)
     assert second != first
     monkeypatch.setattr("lib.imports.code_digest", lambda modules: "other code")
-    assert train._fingerprint(model, recipe, None) != second
+    assert loop._fingerprint(model, recipe, None) != second
 
 
 @pytest.mark.slow
