@@ -393,7 +393,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_shapes):
 
     train_dir = tmp_path / "train" / "vit"
     _small_checkpoint(train_dir / "model.pt", "small_vit")
-    plan = {"schedule": "lrr", "threshold": 0.5}
+    plan = {"schedule": "lrr", "rate": 0.2, "threshold": 0.5}
     recipe = {"epochs": 1, "batch_size": 16}
     out = tmp_path / "prune"
     with pytest.raises(storage.CheckpointError, match=r"holds a small_vit model \(a vit\), but the stage was given arch='cnn'"):

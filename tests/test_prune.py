@@ -86,7 +86,9 @@ def test_oneshot_and_iterative_plans():
 @pytest.mark.parametrize("kwargs,match", [({"threshold": 1.0}, "threshold"), ({"rate": 0}, "rate"),
                                           ({"schedule": "magic"}, "schedule"),
                                           ({"schedule": "oneshot", "targets": (1.2,)}, "target"),
-                                          ({"schedule": "oneshot"}, "target")])
+                                          ({"schedule": "oneshot"}, "target"),
+                                          # lrr's rate and threshold have no default of their own (params.yaml's)
+                                          ({"threshold": 0.5}, "lrr needs rate"), ({"rate": 0.5}, "lrr needs threshold")])
 def test_bad_plans_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PruningPlan(**kwargs)

@@ -28,4 +28,4 @@ from lib.train.loop import (  # noqa: F401
     predict,
 )
 from lib.train.recipe import Recipe, seed_everything, with_seed  # noqa: F401
-from lib.train.stage import check_stage, has_weights, train_classifier  # noqa: F401
+from lib.train.stage import check_stage, check_training, has_weights, stage_recipe, train_classifier  # noqa: F401

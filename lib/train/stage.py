@@ -28,21 +28,15 @@ def train_classifier(model_name: str, data_dir: str | Path, recipe: Recipe, out_
     import shutil
 
     from lib.data import shapes
-    from lib.data.datasets import check_training_data, classification_data
+    from lib.data.datasets import classification_data
     from lib.models import get_spec, load_pretrained, save_checkpoint
 
     out_dir = Path(out_dir)
     spec = get_spec(model_name)
     pretrained = dict(pretrained or {})
-    check_pretrained(pretrained)
-    if recipe.epochs == 0 and not has_weights(pretrained, model_kwargs):
-        raise ValueError("epochs 0 trains nothing: give pretrained weights, or at least one epoch")
-    check_training_data(dataset, recipe.epochs)
+    num_classes = check_training(model_name, recipe, dataset, pretrained, model_kwargs)
     if dataset:
-        dataset = dict(dataset)
-        if "num_classes" not in dataset:
-            raise ValueError(f"dataset {dataset.get('name')!r} needs num_classes (e.g. 1000 for ImageNet)")
-        num_classes = int(dataset.pop("num_classes"))
+        dataset = {k: v for k, v in dataset.items() if k != "num_classes"}
     else:
         dataset = {"name": "shapes", "root": str(data_dir)}
         num_classes = len(shapes.load_meta(data_dir)["classes"])
@@ -78,32 +72,59 @@ def has_weights(pretrained: dict | None, model_kwargs: dict | None = None) -> bo
     return bool(pretrained) or bool((model_kwargs or {}).get("pretrained"))
 
 
+def stage_recipe(recipe: dict, seed: int) -> Recipe:
+    """The train stage's recipe (params.yaml ``train.<arch>.recipe``) with the run's ``seed``: what the stage's check
+    refuses and what notebook 01 trains with are the same parse."""
+    recipe = Recipe.from_dict(with_seed(recipe, seed, "recipe"))
+    if recipe.distill is not None:
+        raise ValueError("train.recipe.distill: distillation retrains a pruned model towards the dense one, so it "
+                         "belongs in the retraining recipe (retrain.<arch>.recipe); remove it from train")
+    return recipe
+
+
+def check_training(model_name: str, recipe: Recipe, dataset: dict | None, pretrained: dict | None,
+                   model_kwargs: dict | None, exists: bool = True) -> int | None:
+    """The checks of a training run, before any compute: :func:`check_stage` runs them on the stage's parameters
+    before the notebook starts (``exists`` False: input files are listed for the runner, not opened) and
+    :func:`train_classifier` again on its arguments. Returns ``dataset``'s class count (None: the embedded
+    dataset, whose classes its ``meta.json`` lists).
+
+    ``pretrained`` holds the weights file of a pretrained source (``lib.models.pretrained``): 'weights' and
+    optionally 'drop_keys', 'recorded_acc'; the source's model, classes and kwargs are the stage's own parameters."""
+    from lib.data.datasets import check_training_data
+    from lib.models import WEIGHTS_KEYS, check_pretrained
+
+    check_training_data(dataset, recipe.epochs)
+    pretrained = pretrained or {}
+    if set(pretrained) - set(WEIGHTS_KEYS) or (pretrained and not pretrained.get("weights")):
+        raise ValueError(f"pretrained takes 'weights' (a local file) and optionally 'drop_keys', 'recorded_acc'; "
+                         f"got {sorted(pretrained)} (the model, its classes and kwargs are the parameters model, "
+                         "dataset.num_classes and model_kwargs)")
+    check_pretrained({"model": model_name, **pretrained}, exists=exists)
+    if recipe.epochs == 0 and not has_weights(pretrained, model_kwargs):
+        raise ValueError("recipe.epochs 0 trains nothing: give pretrained weights (pretrained.weights, or "
+                         "model_kwargs {pretrained: true} for a model that ships its own), or at least one epoch")
+    if dataset and "num_classes" not in dataset:
+        raise ValueError(f"dataset {dataset.get('name')!r} needs num_classes (e.g. 1000 for ImageNet)")
+    return int(dataset["num_classes"]) if dataset else None
+
+
 def check_stage(p: dict) -> list[tuple]:
     """The train stage's parameters, checked before any compute; returns the input paths it reads."""
     import torch
 
-    from lib.data.datasets import check_dataset, check_training_data, dataset_paths
+    from lib.data.datasets import check_dataset, dataset_paths
     from lib.models import create_model
 
-    recipe = Recipe.from_dict(with_seed(p["recipe"], p["seed"], "recipe"))
-    if recipe.distill is not None:
-        raise ValueError("train.recipe.distill: distillation retrains a pruned model towards the dense one, so it "
-                         "belongs in the retraining recipe (retrain.<arch>.recipe); remove it from train")
-    check_training_data(p["dataset"], recipe.epochs)
-    check_pretrained(p["pretrained"], exists=False)
-    if recipe.epochs == 0 and not has_weights(p["pretrained"], p["model_kwargs"]):
-        raise ValueError("recipe.epochs 0 trains nothing: give pretrained weights (pretrained.weights, or "
-                         "model_kwargs {pretrained: true} for a model that ships its own), or at least one epoch")
-    dataset = dict(p["dataset"] or {})
-    num_classes = dataset.pop("num_classes", None)
-    if dataset and num_classes is None:
-        raise ValueError(f"dataset {dataset.get('name')!r} needs num_classes (e.g. 1000 for ImageNet)")
+    recipe = stage_recipe(p["recipe"], p["seed"])
+    num_classes = check_training(p["model"], recipe, p["dataset"], p["pretrained"], p["model_kwargs"], exists=False)
     with torch.device("meta"):  # the architecture is built, no memory is touched
         # the architecture only: weights a package ships (model_kwargs pretrained) are loaded when the stage runs
         create_model(p["model"], num_classes=num_classes or 10,
                      **{k: v for k, v in (p["model_kwargs"] or {}).items() if k != "pretrained"})
     needed = []
-    if dataset:
+    if p["dataset"]:
+        dataset = {k: v for k, v in p["dataset"].items() if k != "num_classes"}
         check_dataset(dataset, exists=False)
         needed += dataset_paths(dataset)
     else:
@@ -111,16 +132,3 @@ def check_stage(p: dict) -> list[tuple]:
     if p["pretrained"]:
         needed.append(("pretrained.weights", p["pretrained"]["weights"], "weights"))
     return needed
-
-
-def check_pretrained(pretrained: dict | None, exists: bool = True) -> None:
-    """``pretrained`` of :func:`train_classifier`: empty, or 'weights' (a local file that ``exists``) and
-    optionally 'drop_keys' and 'recorded_acc' (a pretrained source, ``lib.models.pretrained``, whose model,
-    class count and kwargs are the stage's own parameters)."""
-    pretrained = pretrained or {}
-    unknown = set(pretrained) - {"weights", "drop_keys", "recorded_acc"}
-    if unknown or (pretrained and not pretrained.get("weights")):
-        raise ValueError(f"pretrained takes 'weights' (a local file) and optionally 'drop_keys', 'recorded_acc'; "
-                         f"got {sorted(pretrained)}")
-    if exists and pretrained and not Path(pretrained["weights"]).is_file():
-        raise FileNotFoundError(f"pretrained weights file {pretrained['weights']} does not exist")
