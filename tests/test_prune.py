@@ -97,3 +97,20 @@ def test_bad_plans_are_refused(kwargs, match):
 def test_unknown_plan_fields_are_refused():
     with pytest.raises(ValueError, match="unknown pruning parameter"):
         PruningPlan.from_dict({"rate": 0.2, "treshold": 0.9})
+
+
+def test_notebook_02_runs_params_yaml_lrr_plan_and_says_what_it_does():
+    """One default per value: notebook 02's plan is params.yaml's prune.lrr.plan, and its markdown's description of
+    the schedule (rate a round, rounds, final sparsity) is what that plan runs."""
+    from pathlib import Path
+
+    import yaml
+
+    from lib.stage import notebook_parameters
+
+    root = Path(__file__).resolve().parents[1]
+    plan = yaml.safe_load((root / "params.yaml").read_text())["prune"]["lrr"]["plan"]
+    assert notebook_parameters(root / "notebooks/02_prune.ipynb")["plan"] == plan
+    targets = [s for s, _ in PruningPlan.from_dict(plan).sparsities()]
+    markdown = " ".join((root / "notebooks/02_prune.py").read_text().replace("\n# ", " ").split())
+    assert f"removes {plan['rate']:.0%} a round, {len(targets)} rounds to {targets[-1]:.1%}" in markdown

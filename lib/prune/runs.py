@@ -215,8 +215,7 @@ def prune(run: PruneRun, progress: bool = True) -> dict:
     Returns ``{"rows": [...], "dense": {arch: {...}}, "records": {(arch, name): [...]}, "grid": bool}`` and the
     run's lineage (seed, control, control_of).
     """
-    arch, plan_name, out_dir, dataset, recipe = run.arch, run.plan_name, run.out_dir, run.dataset, run.recipe
-    seed, control, control_of, grid = run.seed, run.control, run.control_of, run.grid
+    plan_name, out_dir, seed, control, control_of = run.plan_name, run.out_dir, run.seed, run.control, run.control_of
     rows, dense, records, cache = [], {}, {}, {}
     for model_arch, source in run.models.items():
         checkpoint = dense_checkpoint(model_arch, source, out_dir)
@@ -225,7 +224,7 @@ def prune(run: PruneRun, progress: bool = True) -> dict:
         spec = get_spec(model_info["name"])
         key = (spec.mean, spec.std)
         if key not in cache:
-            cache = {key: classification_data(dataset, spec.mean, spec.std)}  # one normalisation in memory at a time
+            cache = {key: classification_data(run.dataset, spec.mean, spec.std)}  # one normalisation in memory at a time
         data = cache[key]
         dense[model_arch] = dense_scores(checkpoint, data, recorded_acc)
         if control == "random_init":
@@ -234,15 +233,15 @@ def prune(run: PruneRun, progress: bool = True) -> dict:
             continue
         dense_accounting = {}  # the same for every plan that prunes the same layers
         for name, pruning_plan in run.plans.items():
-            run_dir = Path(out_dir) / model_arch / name if grid else Path(out_dir)
+            run_dir = Path(out_dir) / model_arch / name if run.grid else Path(out_dir)
             layers = pruning_plan.layer_set()
-            recs = run_schedule(checkpoint, pruning_plan, recipe, data, run_dir, progress=progress,
+            recs = run_schedule(checkpoint, pruning_plan, run.recipe, data, run_dir, progress=progress,
                                 dense_eval={**dense[model_arch], "accounting": dense_accounting.get(layers)},
                                 control=control, control_of=control_of)
             dense_accounting[layers] = recs[0]["accounting"]
             records[(model_arch, name)] = recs
             rows += [summary_row(r, model_arch, name, pruning_plan) for r in recs]
-    return {"rows": rows, "dense": dense, "records": records, "grid": grid,
+    return {"rows": rows, "dense": dense, "records": records, "grid": run.grid,
             **lineage(seed, control, control_of)}
 
 
