@@ -37,7 +37,8 @@ LAYERS = (
               "lib.stats", "lib.pipeline", "lib.registry", "lib.project", "lib.imports")),
     ("data", ("lib.data",)),
     ("models", ("lib.models",)),
-    ("train", ("lib.train", "lib.distill")),
+    ("train", ("lib.train.recipe", "lib.train.loaders", "lib.distill", "lib.train.loop")),
+    ("train stage", ("lib.train.stage", "lib.train")),  # the stage's check and driver; lib.train re-exports all
     ("prune", ("lib.prune",)),
     ("checkpoints", ("lib.checkpoints", "lib.analysis")),
     ("analyses", ("lib.interpret", "lib.discover", "lib.align", "lib.mis", "lib.forget")),

@@ -30,10 +30,11 @@ import lib.project
 from lib import storage
 from lib.plots import chance_of, plot_learning_curves
 from lib.results import save_figure
-from lib.train import Recipe, train_classifier, with_seed
+from lib.train import stage_recipe, train_classifier
 
 lib.project.enter_project()
-recipe = Recipe.from_dict(with_seed(recipe, seed, "recipe"))
+recipe = stage_recipe(recipe, seed)  # the Recipe the stage's check parsed, with the run's seed
+recipe
 
 # %% [markdown]
 # ## Train

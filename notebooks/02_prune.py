@@ -13,7 +13,9 @@
 #
 # **Schedules** (`lib.prune.schedules`): `lrr`, Study A's learning-rate rewinding (each round removes `rate`
 # of the remaining weights and retrains with the full recipe, optimizer and schedule rebuilt; round *i* has
-# sparsity 1 - 0.8^i, stopping at `threshold`); `oneshot`, Study B's one-shot retraining (prune the dense
+# sparsity 1 - (1 - `rate`)^i, the rounds stopping once it reaches `threshold`: the pipeline's plan, params.yaml
+# `prune.lrr.plan` and this notebook's default, removes 50% a round, 3 rounds to 87.5%; Study A's 20% a round is
+# `presets/study_a.params.yaml`); `oneshot`, Study B's one-shot retraining (prune the dense
 # model to each target, retrain; with `recipe["epochs"]` 0 no retraining at all: the pruned weights as they are, as
 # `presets/lite0.params.yaml` prunes the pretrained EfficientNet-Lite0 for every analysis); `iterative`, Study B's iterative retraining (prune/retrain steps up to each
 # target in turn, the first in `steps` steps). Every step is a checkpoint (`checkpoints/step_XX.pt`: folded
@@ -53,8 +55,8 @@ control: str | None = None  # a control instead of a pruned plan: retrained (pla
 control_of: str | None = None  # retrained: the name of the pruned plan it controls
 data_dir = "data/smoke/shapes"
 train_dir = "data/smoke/train/cnn/seed0"
-plan = {"schedule": "lrr", "pruner": "unstructured", "selection": "l1", "scope": "global", "rate": 0.2,
-        "threshold": 0.5, "layers": ["conv", "linear"], "exclude_classifier": True}
+# params.yaml prune.lrr.plan, the pipeline's (the smoke run prunes as the pipeline does: 50%, 75%, 87.5%)
+plan = {"schedule": "lrr", "rate": 0.5, "threshold": 0.85, "layers": ["conv", "linear"], "exclude_classifier": True}
 recipe = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
           "schedule": "cosine", "augment": ["flip", "crop"]}
 # Presets: real data and grids of dense models x plans (empty: one run of `plan` on the model in train_dir)
@@ -68,18 +70,22 @@ out_dir = "data/smoke/prune/cnn/lrr/seed0"
 import pandas as pd
 
 import lib.project
-from lib.prune.runs import accuracy_table, layer_table, plot_accuracy, run_pruning, save_results
+from lib.prune.runs import accuracy_table, configure, layer_table, plot_accuracy, prune, save_results
 from lib.plots import chance_of
 from lib.results import save_figure
 
 lib.project.enter_project()
+# every parameter checked and parsed once, before any compute (the stage's check is this same call): the plans
+# and the retraining recipe that run, their defaults filled in
+run = configure(arch, plan_name, train_dir, plan, recipe, out_dir, data_dir, dataset=dataset, models=models, plans=plans,
+                plan_overrides=plan_overrides, seed=seed, control=control, control_of=control_of)
+run.plans
 
 # %% [markdown]
 # ## Prune and retrain
 
 # %%
-results = run_pruning(arch, plan_name, train_dir, plan, recipe, out_dir, data_dir, dataset=dataset, models=models,
-                      plans=plans, plan_overrides=plan_overrides, seed=seed, control=control, control_of=control_of)
+results = prune(run)
 frame = pd.DataFrame(results["rows"])
 frame[["arch", "plan", "step", "target", "sparsity", "test_acc", "pruned_acc", "val_acc", "retrain_epochs",
        "removed_share", "compacted_macs_ratio"]]

@@ -157,8 +157,8 @@ def _tiny_torchvision_vit():
 def test_study_a_keeps_qkv_dense_torchvision_vit():
     torch.manual_seed(0)
     model = _tiny_torchvision_vit()
-    plan = PruningPlan(schedule="lrr", pruner="unstructured", layers=("conv", "linear"), exclude_classifier=False,
-                       attention_qkv=False)
+    plan = PruningPlan(schedule="lrr", rate=0.2, threshold=0.95, pruner="unstructured", layers=("conv", "linear"),
+                       exclude_classifier=False, attention_qkv=False)
     params = plan.prunable(model, "torchvision/vit_b_32")
     assert not any(isinstance(p.module, nn.MultiheadAttention) for p in params)
     assert any(p.name.endswith("self_attention.out_proj") for p in params)  # out projection and MLPs are pruned
@@ -168,7 +168,7 @@ def test_study_a_keeps_qkv_dense_torchvision_vit():
         assert (block.self_attention.in_proj_weight != 0).all()
         assert (block.self_attention.out_proj.weight == 0).any()
     # the repository's default prunes the packed projection too
-    default = PruningPlan(schedule="lrr", pruner="unstructured", exclude_classifier=False)
+    default = PruningPlan(schedule="lrr", rate=0.2, threshold=0.95, pruner="unstructured", exclude_classifier=False)
     assert any(isinstance(p.module, nn.MultiheadAttention) for p in default.prunable(model, "torchvision/vit_b_32"))
 
 
@@ -254,7 +254,7 @@ def test_exponential_lr_per_epoch_is_exponential_lr_stepped_each_epoch():
 
 @pytest.mark.slow
 def test_googlenet_trains_its_auxiliary_heads_with_weight_0_3(googlenet):
-    from lib.train import _logits_and_loss
+    from lib.train.loop import _logits_and_loss
 
     model = copy_model(googlenet).train()
     y = torch.tensor([1, 2])

@@ -396,7 +396,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_shapes):
 
     train_dir = tmp_path / "train" / "vit"
     _small_checkpoint(train_dir / "model.pt", "small_vit")
-    plan = {"schedule": "lrr", "threshold": 0.5}
+    plan = {"schedule": "lrr", "rate": 0.2, "threshold": 0.5}
     recipe = {"epochs": 1, "batch_size": 16}
     out = tmp_path / "prune"
     with pytest.raises(storage.CheckpointError, match=r"holds a small_vit model \(a vit\), but the stage was given arch='cnn'"):
@@ -754,18 +754,17 @@ def test_a_partial_folder_of_other_code_is_moved_aside_never_resumed(tmp_path, c
 
 
 def test_training_resume_key_reads_whole_tensors_and_the_code(monkeypatch):
-    from lib import train
-    from lib.train import Recipe
+    from lib.train import Recipe, loop
 
     model = torch.nn.Linear(2000, 10)  # 80 kB of weights
     recipe = Recipe(epochs=1)
-    first = train._fingerprint(model, recipe, None)
+    first = loop._fingerprint(model, recipe, None)
     with torch.no_grad():
         model.weight[-1, -1] += 1  # past the first 4 kB
-    second = train._fingerprint(model, recipe, None)
+    second = loop._fingerprint(model, recipe, None)
     assert second != first
     monkeypatch.setattr("lib.imports.code_digest", lambda modules: "other code")
-    assert train._fingerprint(model, recipe, None) != second
+    assert loop._fingerprint(model, recipe, None) != second
 
 
 @pytest.mark.slow

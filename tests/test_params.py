@@ -27,7 +27,7 @@ def test_unknown_parameter_is_named_with_the_known_ones():
 
 def test_recipe_and_plan_use_it():
     assert Recipe.from_dict({"augment": ["flip"]}).augment == ("flip",)
-    assert PruningPlan.from_dict({"targets": [0.5]}).targets == (0.5,)
+    assert PruningPlan.from_dict({"schedule": "oneshot", "targets": [0.5]}).targets == (0.5,)
     with pytest.raises(ValueError, match="unknown training parameter"):
         Recipe.from_dict({"epoch": 1})
     with pytest.raises(ValueError, match="unknown pruning parameter"):

@@ -86,7 +86,9 @@ def test_oneshot_and_iterative_plans():
 @pytest.mark.parametrize("kwargs,match", [({"threshold": 1.0}, "threshold"), ({"rate": 0}, "rate"),
                                           ({"schedule": "magic"}, "schedule"),
                                           ({"schedule": "oneshot", "targets": (1.2,)}, "target"),
-                                          ({"schedule": "oneshot"}, "target")])
+                                          ({"schedule": "oneshot"}, "target"),
+                                          # lrr's rate and threshold have no default of their own (params.yaml's)
+                                          ({"threshold": 0.5}, "lrr needs rate"), ({"rate": 0.5}, "lrr needs threshold")])
 def test_bad_plans_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PruningPlan(**kwargs)
@@ -95,3 +97,20 @@ def test_bad_plans_are_refused(kwargs, match):
 def test_unknown_plan_fields_are_refused():
     with pytest.raises(ValueError, match="unknown pruning parameter"):
         PruningPlan.from_dict({"rate": 0.2, "treshold": 0.9})
+
+
+def test_notebook_02_runs_params_yaml_lrr_plan_and_says_what_it_does():
+    """One default per value: notebook 02's plan is params.yaml's prune.lrr.plan, and its markdown's description of
+    the schedule (rate a round, rounds, final sparsity) is what that plan runs."""
+    from pathlib import Path
+
+    import yaml
+
+    from lib.stage import notebook_parameters
+
+    root = Path(__file__).resolve().parents[1]
+    plan = yaml.safe_load((root / "params.yaml").read_text())["prune"]["lrr"]["plan"]
+    assert notebook_parameters(root / "notebooks/02_prune.ipynb")["plan"] == plan
+    targets = [s for s, _ in PruningPlan.from_dict(plan).sparsities()]
+    markdown = " ".join((root / "notebooks/02_prune.py").read_text().replace("\n# ", " ").split())
+    assert f"removes {plan['rate']:.0%} a round, {len(targets)} rounds to {targets[-1]:.1%}" in markdown

@@ -81,7 +81,8 @@ def test_studyB_preset_on_a_tiny_imagenet_stand_in(tmp_path):
     ({"name": "cifar10", "root": "."}, {"r20": {"model": "resnet20"}}, "unknown model"),
 ])
 def test_grid_parameters_fail_before_any_compute(dataset, models, message):
-    from lib.prune.runs import validate
+    from lib.prune.runs import configure
 
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        validate(dataset, models, {"p": {"schedule": "oneshot", "targets": [0.5]}}, {})
+        configure("r20", "p", "", None, {}, "out", "", dataset=dataset, models=models,
+                  plans={"p": {"schedule": "oneshot", "targets": [0.5]}})

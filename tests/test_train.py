@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import lib.train as train
+import lib.train.loop as loop
 from lib.data import shapes
 from lib.models import create_model
 from lib.train import Recipe, fit, seed_everything
@@ -40,10 +41,10 @@ def test_interrupted_training_resumes_to_the_same_weights(data, tmp_path, monkey
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(train, "evaluate", evaluate_then_crash)
+    monkeypatch.setattr(loop, "evaluate", evaluate_then_crash)  # what fit calls
     with pytest.raises(KeyboardInterrupt):
         _run(data, tmp_path / "run")
-    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    monkeypatch.setattr(loop, "evaluate", real_evaluate)
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
     resumed, history = _run(data, tmp_path / "run")
     assert [h["epoch"] for h in history] == [1, 2]

@@ -16,5 +16,5 @@ from lib.models.registry import (  # noqa: F401
     register_model,
     save_checkpoint,
 )
-from lib.models.pretrained import PRETRAINED_KEYS, check_pretrained, load_pretrained  # noqa: F401
+from lib.models.pretrained import PRETRAINED_KEYS, WEIGHTS_KEYS, check_pretrained, load_pretrained  # noqa: F401
 from lib.models import cifar_resnet, efficientnet_lite, small  # noqa: F401  (registers the models)

@@ -13,16 +13,23 @@ from pathlib import Path
 from lib import storage
 from lib.models.registry import create_model, get_spec
 
-PRETRAINED_KEYS = {"model", "weights", "num_classes", "model_kwargs", "drop_keys", "recorded_acc"}
+WEIGHTS_KEYS = ("weights", "drop_keys", "recorded_acc")  # the weights file and what is known of it
+PRETRAINED_KEYS = {"model", "num_classes", "model_kwargs", *WEIGHTS_KEYS}
 
 
 def check_pretrained(source: dict, exists: bool = True, what: str = "pretrained") -> None:
-    """A pretrained source's keys and model name (and, with ``exists``, that its weights file is there)."""
+    """A pretrained source's keys and model name (and, with ``exists``, that its weights file is there): the one
+    check of a source, for the prune stage's ``models`` and, completed by the stage's model, the train stage's
+    ``pretrained``."""
     unknown = set(source) - PRETRAINED_KEYS
     if unknown or "model" not in source:
         raise ValueError(f"{what} needs 'model' (optional: {sorted(PRETRAINED_KEYS - {'model'})}); "
                          f"unknown: {sorted(unknown)}")
     get_spec(source["model"])
+    described = sorted({"drop_keys", "recorded_acc"} & set(source))
+    if described and not source.get("weights"):
+        raise ValueError(f"{what}: {described} describe a weights file, but 'weights' is not given; give the file "
+                         "or remove them")
     if exists and source.get("weights") and not Path(source["weights"]).is_file():
         raise FileNotFoundError(f"{what}: weights file {source['weights']} does not exist")
 

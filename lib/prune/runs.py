@@ -7,10 +7,14 @@ plan), each into ``out_dir/<arch>/<name>``, and writes a summary of all of them 
 
 ``dataset`` picks the data (``lib.data.datasets``; default: the embedded dataset in ``data_dir``); a
 dense model is a checkpoint ``{"checkpoint": path}`` or a pretrained source (``lib.models.pretrained``).
+
+:func:`configure` checks and parses the notebook's parameters once, into the :class:`PruneRun` that :func:`prune`
+runs; the stage's check (:func:`check_stage`) is the same call before the notebook starts.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -76,45 +80,86 @@ def check_controls(params: dict, source: str = "params.yaml") -> None:
             raise ValueError(f"{source}: `plans` lists {name}, the control of {of}, without {of}; add {of} to plans")
 
 
+@dataclass(frozen=True)
+class PruneRun:
+    """A prune stage's run with every parameter checked and parsed (:func:`configure`): what notebook 02 runs.
+
+    ``plans``: name -> :class:`PruningPlan` (the stage's one plan, ``plan_name``; a grid's several), each with the
+    run's seed and ``plan_overrides`` applied; ``recipe``: the retraining :class:`Recipe` with the run's seed;
+    ``models``: arch -> dense model source (a pipeline stage: the checkpoint its train stage wrote in ``train_dir``);
+    ``dataset``: the data (the embedded dataset in ``data_dir`` unless given)."""
+
+    arch: str
+    plan_name: str
+    train_dir: str
+    out_dir: str
+    plans: dict
+    recipe: Recipe
+    dataset: dict
+    models: dict
+    grid: bool
+    seed: int = 0
+    control: str | None = None
+    control_of: str | None = None
+
+
+def configure(arch: str, plan_name: str, train_dir: str, plan: dict, recipe: dict, out_dir: str, data_dir: str,
+              dataset: dict | None = None, models: dict | None = None, plans: dict | None = None,
+              plan_overrides: dict | None = None, seed: int = 0, control: str | None = None,
+              control_of: str | None = None, exists: bool = True) -> PruneRun:
+    """The prune stage's one check and parse, before any compute: the parameters of notebook 02 (see
+    :func:`run_pruning`) as a :class:`PruneRun`. :func:`check_stage` calls it with ``exists`` False (before the
+    notebook starts: input files are listed for the runner, not opened); the notebook calls it with ``exists``
+    True (every file there, the dense checkpoint of the stage's ``arch`` and ``seed``) and runs what it returns."""
+    grid = bool(models or plans)
+    models = dict(models or {arch: {"checkpoint": f"{train_dir}/model.pt"}})
+    dataset = dict(dataset or {"name": "shapes"})
+    if dataset.get("name", "shapes") == "shapes":
+        dataset.setdefault("root", data_dir)
+    check_dataset(dataset, exists=exists)
+    for model_arch, source in models.items():
+        if "checkpoint" not in source:
+            check_pretrained(source, exists=exists, what=f"model {model_arch!r}")
+        elif set(source) != {"checkpoint"}:
+            raise ValueError(f"model {model_arch!r}: a checkpoint source takes only 'checkpoint'")
+        elif exists and not Path(source["checkpoint"]).is_file():
+            raise FileNotFoundError(f"model {model_arch!r}: {source['checkpoint']} does not exist; train it first "
+                                    "(dvc repro train, or notebooks/01_train.ipynb)")
+    parsed = {name: PruningPlan.from_dict(with_seed({**p, **(plan_overrides or {})}, seed, "plan"))
+              for name, p in (plans or {plan_name: plan}).items()}
+    parsed_recipe = Recipe.from_dict(with_seed(recipe, seed, "recipe"))
+    check_control(control, control_of, parsed_recipe, grid)
+    check_training_data(dataset, parsed_recipe.epochs, "the retraining dataset")
+    if exists and not grid:  # the stage's arch and seed against the checkpoint's (not labelled silently)
+        from lib.models.registry import check_arch
+
+        check_arch(models[arch]["checkpoint"], arch=arch)
+        trained = (storage.load_torch(models[arch]["checkpoint"])["meta"].get("recipe") or {}).get("seed", seed)
+        if trained != seed:
+            raise ValueError(f"train_dir {train_dir} holds the network of seed {trained}, but this run's seed is "
+                             f"{seed}; point train_dir at data/train/{arch}/seed{seed}")
+    return PruneRun(arch, plan_name, train_dir, out_dir, parsed, parsed_recipe, dataset, models, grid, seed, control,
+                    control_of)
+
+
 def check_stage(p: dict) -> list[tuple]:
-    """The prune stage's parameters, checked before any compute; returns the input paths it reads."""
+    """The prune stage's parameters, checked before any compute (:func:`configure`); returns the input paths it
+    reads that no upstream stage writes: a grid's dense models and a dataset other than the embedded one."""
     from lib.data.datasets import dataset_paths
 
-    for plan in (p["plans"] or {"plan": p["plan"]}).values():
-        PruningPlan.from_dict(with_seed({**plan, **(p["plan_overrides"] or {})}, p["seed"], "plan"))
-    recipe = Recipe.from_dict(with_seed(p["recipe"], p["seed"], "recipe"))
-    check_control(p["control"], p["control_of"], recipe, grid=bool(p["models"] or p["plans"]))
-    check_training_data(p["dataset"], recipe.epochs, "the retraining dataset")
+    # arch, plan_name and the folders only name things here (the runner gives them; a test's check may not)
+    run = configure(p.get("arch"), p.get("plan_name"), p.get("train_dir"), p["plan"], p["recipe"], p.get("out_dir"),
+                    p.get("data_dir"), p["dataset"], p["models"], p["plans"], p["plan_overrides"], p["seed"], p["control"],
+                    p["control_of"], exists=False)
     needed = []
-    for arch, source in (p["models"] or {}).items():
+    for arch, source in (run.models if run.grid else {}).items():
         if "checkpoint" in source:
             needed.append((f"models.{arch}.checkpoint", source["checkpoint"], "weights"))
-        else:
-            check_pretrained(source, exists=False, what=f"model {arch!r}")
-            needed += [(f"models.{arch}.weights", source["weights"], "weights")] if source.get("weights") else []
+        elif source.get("weights"):
+            needed.append((f"models.{arch}.weights", source["weights"], "weights"))
     if p["dataset"]:
-        check_dataset(p["dataset"], exists=False)
-        needed += dataset_paths(p["dataset"])
+        needed += dataset_paths(run.dataset)
     return needed
-
-
-def validate(dataset: dict, models: dict, plans: dict, recipe: dict) -> tuple[dict, Recipe]:
-    """Check every parameter before any compute; returns the parsed plans and recipe."""
-    check_dataset(dataset)
-    for arch, source in models.items():
-        if "checkpoint" in source:
-            if set(source) != {"checkpoint"}:
-                raise ValueError(f"model {arch!r}: a checkpoint source takes only 'checkpoint'")
-            if not Path(source["checkpoint"]).is_file():
-                raise FileNotFoundError(f"model {arch!r}: {source['checkpoint']} does not exist; train it first "
-                                        "(dvc repro train, or notebooks/01_train.ipynb)")
-            continue
-        check_pretrained(source, what=f"model {arch!r}")
-    if not plans:
-        raise ValueError("no pruning plan given")
-    recipe = Recipe.from_dict(recipe)
-    check_training_data(dataset, recipe.epochs, "the retraining dataset")
-    return {name: PruningPlan.from_dict(p) for name, p in plans.items()}, recipe
 
 
 def dense_checkpoint(arch: str, source: dict, out_dir: str | Path) -> Path:
@@ -150,7 +195,7 @@ def run_pruning(arch: str, plan_name: str, train_dir: str, plan: dict, recipe: d
                 dataset: dict | None = None, models: dict | None = None, plans: dict | None = None,
                 plan_overrides: dict | None = None, progress: bool = True, seed: int = 0,
                 control: str | None = None, control_of: str | None = None) -> dict:
-    """Run one pruning schedule, or a grid of them (see the module docstring).
+    """Run one pruning schedule, or a grid of them (see the module docstring): :func:`configure`, then :func:`prune`.
 
     ``plan_overrides``: fields that replace the plan's for this architecture (the pipeline's plans belong to
     plans, shared by every architecture; e.g. Study A prunes ResNets further: ``{"threshold": 0.997}``).
@@ -158,35 +203,28 @@ def run_pruning(arch: str, plan_name: str, train_dir: str, plan: dict, recipe: d
     ``control``: ``retrained`` (``plan`` with nothing pruned, the control of plan ``control_of``) or
     ``random_init`` (one freshly initialised network of the architecture; ``plan`` unused), see
     ``lib.prune.schedules``.
-
-    Returns ``{"rows": [...], "dense": {arch: {...}}, "records": {(arch, name): [...]}, "grid": bool}``.
     """
-    grid = bool(models or plans)
-    models = models or {arch: {"checkpoint": f"{train_dir}/model.pt"}}
-    dataset = dict(dataset or {"name": "shapes"})
-    if dataset.get("name", "shapes") == "shapes":
-        dataset.setdefault("root", data_dir)
-    plans = {name: with_seed({**p, **(plan_overrides or {})}, seed, "plan")
-             for name, p in (plans or {plan_name: plan}).items()}
-    plans, recipe = validate(dataset, models, plans, with_seed(recipe, seed, "recipe"))
-    check_control(control, control_of, recipe, grid)
-    if not grid:  # the stage's arch against the one the checkpoint was trained as (not labelled silently)
-        from lib.models.registry import check_arch
+    return prune(configure(arch, plan_name, train_dir, plan, recipe, out_dir, data_dir, dataset, models, plans,
+                           plan_overrides, seed, control, control_of), progress)
 
-        check_arch(models[arch]["checkpoint"], arch=arch)
-        trained = (storage.load_torch(models[arch]["checkpoint"])["meta"].get("recipe") or {}).get("seed", seed)
-        if trained != seed:
-            raise ValueError(f"train_dir {train_dir} holds the network of seed {trained}, but this run's seed is "
-                             f"{seed}; point train_dir at data/train/{arch}/seed{seed}")
+
+def prune(run: PruneRun, progress: bool = True) -> dict:
+    """Run a checked :class:`PruneRun`: its dense models, each pruned with each plan into ``run.out_dir`` (a grid:
+    ``run.out_dir/<arch>/<plan>``).
+
+    Returns ``{"rows": [...], "dense": {arch: {...}}, "records": {(arch, name): [...]}, "grid": bool}`` and the
+    run's lineage (seed, control, control_of).
+    """
+    plan_name, out_dir, seed, control, control_of = run.plan_name, run.out_dir, run.seed, run.control, run.control_of
     rows, dense, records, cache = [], {}, {}, {}
-    for model_arch, source in models.items():
+    for model_arch, source in run.models.items():
         checkpoint = dense_checkpoint(model_arch, source, out_dir)
         payload = storage.load_torch(checkpoint)
         model_info, recorded_acc = payload["model"], source.get("recorded_acc", payload["meta"].get("recorded_acc"))
         spec = get_spec(model_info["name"])
         key = (spec.mean, spec.std)
         if key not in cache:
-            cache = {key: classification_data(dataset, spec.mean, spec.std)}  # one normalisation in memory at a time
+            cache = {key: classification_data(run.dataset, spec.mean, spec.std)}  # one normalisation in memory at a time
         data = cache[key]
         dense[model_arch] = dense_scores(checkpoint, data, recorded_acc)
         if control == "random_init":
@@ -194,16 +232,16 @@ def run_pruning(arch: str, plan_name: str, train_dir: str, plan: dict, recipe: d
             rows += [summary_row(r, model_arch, plan_name, None) for r in recs]
             continue
         dense_accounting = {}  # the same for every plan that prunes the same layers
-        for name, pruning_plan in plans.items():
-            run_dir = Path(out_dir) / model_arch / name if grid else Path(out_dir)
+        for name, pruning_plan in run.plans.items():
+            run_dir = Path(out_dir) / model_arch / name if run.grid else Path(out_dir)
             layers = pruning_plan.layer_set()
-            recs = run_schedule(checkpoint, pruning_plan, recipe, data, run_dir, progress=progress,
+            recs = run_schedule(checkpoint, pruning_plan, run.recipe, data, run_dir, progress=progress,
                                 dense_eval={**dense[model_arch], "accounting": dense_accounting.get(layers)},
                                 control=control, control_of=control_of)
             dense_accounting[layers] = recs[0]["accounting"]
             records[(model_arch, name)] = recs
             rows += [summary_row(r, model_arch, name, pruning_plan) for r in recs]
-    return {"rows": rows, "dense": dense, "records": records, "grid": grid,
+    return {"rows": rows, "dense": dense, "records": records, "grid": run.grid,
             **lineage(seed, control, control_of)}
 
 

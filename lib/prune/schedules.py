@@ -62,8 +62,10 @@ class PruningPlan:
     pruner: str = "unstructured"          # unstructured | filters | connections
     selection: str = "l1"                 # l1 | random (the control)
     scope: str = "global"                 # global | layer (allocation of the sparsity over layers)
-    rate: float = 0.2                     # lrr: share of the remaining weights removed per round
-    threshold: float = 0.9                # lrr: stop once the sparsity reaches this
+    # lrr (required there, no default of their own: params.yaml's prune.<plan>.plan gives them; other schedules
+    # ignore them): the share of the remaining weights removed per round, and the sparsity that stops the rounds
+    rate: float | None = None
+    threshold: float | None = None
     targets: tuple = ()                   # iterative / oneshot: target sparsities
     steps: int = 3                        # iterative: prune/retrain steps to reach the first target
     layers: tuple = ("conv", "linear")    # prunable layer kinds
@@ -82,10 +84,15 @@ class PruningPlan:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(allowed)}")
-        if not 0 < self.rate < 1:
+        if self.rate is not None and not 0 < self.rate < 1:
             raise ValueError(f"rate must be in (0, 1), got {self.rate}")
-        if not 0 < self.threshold < 1:  # 0 would still prune one round (to `rate`): not what it says
+        if self.threshold is not None and not 0 < self.threshold < 1:  # 0 would still prune one round: not what it says
             raise ValueError(f"threshold (a sparsity) must be in (0, 1), got {self.threshold}")
+        missing = [key for key in ("rate", "threshold") if getattr(self, key) is None]
+        if self.schedule == "lrr" and missing:
+            raise ValueError(f"schedule lrr needs {' and '.join(missing)} (rate: the share of the remaining weights "
+                             "removed per round; threshold: the sparsity that stops the rounds), as params.yaml's "
+                             "prune.lrr.plan gives them")
         bad = [t for t in self.targets if not 0 < t < 1]
         if bad:
             raise ValueError(f"target sparsities must be in (0, 1), got {bad}")
@@ -288,9 +295,11 @@ def run_random_init(dense_checkpoint: str | Path, seed: int, data, out_dir: str 
     seed_everything(seed)
     kwargs = {k: v for k, v in model_info["kwargs"].items() if k != "pretrained"}  # a package's weights: not loaded
     model = create_model(model_info["name"], num_classes=model_info["num_classes"], **kwargs).eval()
-    plan = PruningPlan()  # its prunable layers only measure the accounting (nothing is pruned)
+    # the accounting counts the layers a plan prunes by default (conv and linear, the classifier left out); nothing
+    # is pruned
+    classifier = spec.classifier
     example_input = torch.zeros(2, 3, data["image_size"], data["image_size"])
-    acct = accounting(model, plan.prunable(model, model_info["name"]), example_input)
+    acct = accounting(model, prunable_parameters(model, exclude=(classifier,) if classifier else ()), example_input)
     test_acc = evaluate(model, data["test"])
     rec = {"step": 0, "file": "checkpoints/step_00.pt", "parent": None, "target": 0.0, "sparsity": acct["sparsity"],
            "test_acc": test_acc, "val_acc": evaluate(model, data["val"]), "pruned_acc": test_acc,
