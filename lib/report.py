@@ -243,7 +243,6 @@ def chance_levels(root, arch: str) -> dict:
     return levels
 
 
-@styled
 def _control_kind(part: pd.DataFrame, plan: str) -> str | None:
     values = part.loc[part["plan"] == plan, "control"].dropna() if "control" in part else ()
     return values.iloc[0] if len(values) else None
@@ -258,6 +257,7 @@ def drawn_sparsity(part: pd.DataFrame, plan: str, steps) -> pd.Series:
     return rows.groupby("step")["sparsity"].mean().reindex(steps)
 
 
+@styled
 def plot_dimensions(frame: pd.DataFrame, columns: dict, arch: str, ncols: int = 3, chance: dict | None = None):
     """Small multiples for one architecture: a panel per declared metric against sparsity.
 
