@@ -179,11 +179,15 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
                 "dense_test_acc": info["meta"].get("test_acc"), "code": code_digest([__name__])[:16],
                 **({"control": control} if control else {})}
 
+    def label(step, split):  # the progress bar's label of an evaluation, None without progress
+        return f"step {step}: top-1 on {split}" if progress else None
+
     def record(step, model, parent, target, known=None, pruned_acc=None, retrain_epochs=0):
         known = known or {}
         acct = known.get("accounting") or accounting(model, plan.prunable(model, model_info["name"]), example_input)
-        test_acc = known["test_acc"] if "test_acc" in known else evaluate(model, data["test"])
-        val_acc = known["val_acc"] if "val_acc" in known else evaluate(model, data["val"])
+        test_acc = known["test_acc"] if "test_acc" in known else evaluate(model, data["test"],
+                                                                          progress=label(step, "test"))
+        val_acc = known["val_acc"] if "val_acc" in known else evaluate(model, data["val"], progress=label(step, "val"))
         return {"step": step, "file": f"checkpoints/step_{step:02d}.pt", "parent": parent, "target": target,
                 "sparsity": acct["sparsity"], "test_acc": test_acc, "val_acc": val_acc,
                 "pruned_acc": test_acc if step == 0 else pruned_acc, "retrain_epochs": retrain_epochs,
@@ -236,7 +240,7 @@ def run_schedule(dense_checkpoint: str | Path, plan: PruningPlan, recipe: Recipe
             if control is None:
                 plan.pruner_for(step).prune(model, plan.prunable(model, model_info["name"]), target, example_input)
                 # Study B reports accuracy before retraining too: what pruning alone costs, what retraining recovers
-                pruned_acc = evaluate(model, data["test"])
+                pruned_acc = evaluate(model, data["test"], progress=label(step, "test, before retraining"))
             else:  # the control prunes nothing: before retraining it is its parent, whose accuracy is recorded
                 pruned_acc, target = records[parent]["test_acc"], 0.0
             trained = 0
