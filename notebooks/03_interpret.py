@@ -72,13 +72,17 @@ out_dir = "data/smoke/interpret/cnn/lrr/seed0"
 import pandas as pd
 
 import lib.project
-from lib.interpret import score_checkpoints
+from lib.interpret.run import configure, score
 from lib.interpret.plots import plot_gallery, plot_scores
 from lib.data.masks import load_ground_truth
 from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
+# every scoring parameter checked and parsed once, before any compute (the stage's check is this same call)
+run = configure(source, attributions, {"ig_smoothgrad": ig_smoothgrad, "rollout": rollout}, cam_layer, metrics,
+                pointing_tolerance, perturbation_steps, blur_sigma, batch_size, eval_batch_size, gallery_size,
+                sanity_images, sanity_seed, sanity_threshold, device, state_dir=f"{out_dir}/state")
 data = load_ground_truth(dataset, data_dir, split=split, limit=n_images, image_size=image_size, mask=mask)
 print(f"{len(data['masks'])} images of {dataset}, {data['images'].shape[1]} px; "
       f"objects cover {data['masks'].mean():.1%} of the pixels")
@@ -87,12 +91,7 @@ print(f"{len(data['masks'])} images of {dataset}, {data['images'].shape[1]} px; 
 # ## Attribute and score every checkpoint
 
 # %%
-scores = score_checkpoints(source, data, attributions=attributions, cam_layer=cam_layer,
-                           attribution_options={"ig_smoothgrad": ig_smoothgrad, "rollout": rollout},
-                           tolerance=pointing_tolerance, perturbation_steps=perturbation_steps, blur_sigma=blur_sigma,
-                           batch_size=batch_size, eval_batch_size=eval_batch_size, gallery_size=gallery_size,
-                           device=device, state_dir=f"{out_dir}/state", metrics=metrics, sanity_images=sanity_images,
-                           sanity_seed=sanity_seed, sanity_threshold=sanity_threshold)
+scores = score(run, data)
 table = pd.DataFrame(scores.rows).assign(arch=arch, plan=plan)
 print("uniform map:", {k: round(v, 3) for k, v in scores.baseline.items()})
 table.round(3)
