@@ -57,12 +57,14 @@ import lib.project
 from lib.align.metrics import checkpoint_rows, human_summary, per_image
 from lib.align.plots import (distortion_levels, plot_distortion_curves, plot_error_consistency, plot_examples,
                                  plot_metric_per_dataset, plot_shape_bias)
-from lib.align.run import evaluate, prepare, save_observer_trials
+from lib.align.run import configure, decide_checkpoints, evaluation_set, save_observer_trials
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
-evaluation = prepare(data_dir, mvh_root, datasets, distortions, n_images, n_split, seed=seed,
-                     eidolon_size=eidolon_size, eidolon_fields=eidolon_fields, image_size=image_size)
+# every parameter checked and parsed once, before any compute (the stage's check is this same call)
+run = configure(source, data_dir, mvh_root, datasets, distortions, n_images, n_split, seed, eidolon_size,
+                eidolon_fields, image_size, accuracy_over, batch_size, state_dir=f"{out_dir}/state")
+evaluation = evaluation_set(run)
 pd.DataFrame([{"dataset": c.dataset, "condition": c.condition, "images": len(c.images)} for c in evaluation.conditions])
 
 # %% [markdown]
@@ -75,8 +77,8 @@ save_figure(plot_examples(evaluation), out_dir, 'stimuli')
 # ## Decisions of every checkpoint
 
 # %%
-records, trials = evaluate(source, evaluation, batch_size=batch_size, state_dir=f"{out_dir}/state")
-frame = pd.DataFrame(checkpoint_rows(records, trials, evaluation.humans, accuracy_over)).assign(arch=arch, plan=plan)
+records, trials = decide_checkpoints(run, evaluation)
+frame = pd.DataFrame(checkpoint_rows(records, trials, evaluation.humans, run.accuracy_over)).assign(arch=arch, plan=plan)
 frame.set_index("step").T
 
 # %% [markdown]
