@@ -73,9 +73,9 @@ import pandas as pd
 
 import lib.project
 from lib.interpret.run import configure, score
-from lib.interpret.plots import plot_gallery, plot_scores
+from lib.interpret.plots import plot_gallery, stage_figures
 from lib.data.masks import load_ground_truth
-from lib.plots import chance_of
+from lib.plots import chance_levels
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
@@ -106,20 +106,25 @@ table.round(3)
 pd.DataFrame(scores.sanity).T
 
 # %% [markdown]
-# ## RMA and RRA against sparsity, test accuracy on the second axis (Study A's figure)
+# ## Metrics
+#
+# Beside `plots/scores.csv`, `metrics.json` holds what the figures below are drawn from (`lib.redraw` draws them
+# again from the folder): the attributions, the uniform map's scores, and chance (1 / the network's classes).
 
 # %%
-fig = plot_scores(scores.rows, ["rma", "rra"], scores.attributions, scores.baseline, title=f"{arch} / {plan}",
-                  chance=chance_of(source))
-save_figure(fig, out_dir, "rma_rra")
+metrics = {"arch": arch, "plan": plan, **source_lineage(source), "dataset": dataset, "n_images": len(data["masks"]),
+           "attributions": scores.attributions, "sanity": scores.sanity, "n_sanity_images": sanity_images,
+           **scores.baseline, "chance": chance_levels(source)}
+save_stage_metrics(out_dir, table.to_dict("records"), plot="scores", per_image=scores.per_image, **metrics)
 
 # %% [markdown]
-# ## Pointing game, sparseness and faithfulness against sparsity
+# ## Scores against sparsity, test accuracy on the second axis
+#
+# `rma_rra`: RMA and RRA (Study A's figure); `scores`: the pointing game, sparseness and faithfulness.
 
 # %%
-fig = plot_scores(scores.rows, ["pointing", "gini", "deletion", "insertion"], scores.attributions, scores.baseline,
-                  title=f"{arch} / {plan}", chance=chance_of(source))
-save_figure(fig, out_dir, "scores")
+for name, fig in stage_figures(table, metrics).items():
+    save_figure(fig, out_dir, name)
 
 # %% [markdown]
 # ## The same images across sparsities (yellow: the ground-truth mask)
@@ -127,9 +132,3 @@ save_figure(fig, out_dir, "scores")
 # %%
 fig = plot_gallery(scores.gallery, scores.attributions)
 save_figure(fig, out_dir, "gallery")
-
-# %%
-save_stage_metrics(out_dir, table.to_dict("records"), plot="scores", per_image=scores.per_image, arch=arch,
-                   plan=plan, **source_lineage(source), dataset=dataset, n_images=len(data["masks"]),
-                   attributions=scores.attributions, sanity=scores.sanity, n_sanity_images=sanity_images,
-                   **scores.baseline)

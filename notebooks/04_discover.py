@@ -56,9 +56,10 @@ out_dir = "data/smoke/discover/cnn/lrr/seed0"
 import pandas as pd
 
 import lib.project
-from lib.discover import centred_baseline, gallery_steps, plot_corloc, plot_gallery
+from lib.discover import centred_baseline, gallery_steps, plot_gallery
+from lib.discover.plots import stage_figures
 from lib.discover.run import configure, diagnose, score
-from lib.plots import chance_of
+from lib.plots import chance_levels
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
@@ -97,24 +98,29 @@ table = pd.DataFrame(rows)
 table.round(3)
 
 # %% [markdown]
+# ## Metrics
+#
+# Beside `plots/corloc.csv`, `metrics.json` holds what the CorLoc figure is drawn from (`lib.redraw` draws it again
+# from the folder): the algorithms, the tuned centred box, and chance (1 / the network's classes).
+
+# %%
+compare = {f"compare_{k}": v for k, v in compare_rows[0].items() if k.startswith(("corloc_", "miou_"))}
+metrics = {"arch": arch, "plan": plan, **source_lineage(source), "dataset": data.name, "n_images": len(data),
+           "features": features, "algorithms": algorithms, "centred_box_corloc": float(best["corloc"]),
+           "centred_box_fraction": float(best["fraction"]), "compare_features": compare_features, **compare,
+           "chance": chance_levels(source)}
+save_stage_metrics(out_dir, rows, plot="corloc", per_image=per_image, **metrics)
+
+# %% [markdown]
 # ## CorLoc against sparsity (test accuracy on the right axis)
 
 # %%
-ax = plot_corloc(rows, list(algorithms), baseline=best["corloc"], title=f"{arch} / {plan}: {data.name}",
-                 chance=chance_of(source),
-                 baseline_label=f"centred box ({best['fraction']:.0%} of each side, tuned)")
-save_figure(ax.figure, out_dir, "corloc")
+for name, fig in stage_figures(rows, metrics).items():
+    save_figure(fig, out_dir, name)
 
 # %% [markdown]
 # ## Predicted (dashed, dotted) and true (yellow) boxes across sparsities
 
 # %%
-fig = plot_gallery(data, per_image, gallery_steps(rows, gallery_rows), gallery_images, list(algorithms))
+fig = plot_gallery(data, per_image, gallery_steps(rows, run.gallery_rows), run.gallery_images, list(run.algorithms))
 save_figure(fig, out_dir, "gallery")
-
-# %%
-compare = {f"compare_{k}": v for k, v in compare_rows[0].items() if k.startswith(("corloc_", "miou_"))}
-save_stage_metrics(out_dir, rows, plot="corloc", per_image=per_image, arch=arch, plan=plan, **source_lineage(source),
-                   dataset=data.name,
-                   n_images=len(data), features=features, algorithms=algorithms, centred_box_corloc=float(best["corloc"]),
-                   centred_box_fraction=float(best["fraction"]), compare_features=compare_features, **compare)

@@ -55,10 +55,9 @@ import pandas as pd
 import lib.project
 from lib.data.image_pool import load_pool
 from lib.mis.metrics import class_table_correlations, trend_table
-from lib.mis.plots import (plot_class_units, plot_layer_profiles, plot_mis_vs_sparsity, plot_unit_distributions,
-                           plot_unit_tasks)
+from lib.mis.plots import plot_unit_tasks, stage_figures
 from lib.mis.run import build_scorers, configure, save_tables, score
-from lib.plots import chance_of
+from lib.plots import chance_levels
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
@@ -86,22 +85,16 @@ result, control = score(run, images, scorers)
 pd.concat([result.checkpoints, control.checkpoints], ignore_index=True).drop(columns="model").round(3)
 
 # %% [markdown]
-# ## MIS against sparsity (Spearman's rank correlation over the checkpoints)
+# ## MIS against sparsity: Spearman's rank correlation over the checkpoints
 
 # %%
 trend = trend_table(result.checkpoints)
-fig = plot_mis_vs_sparsity(result.checkpoints, control.checkpoints, title=f"{arch}: {plan} ({primary} similarity)",
-                           chance=chance_of(source))
-save_figure(fig, out_dir, "mis")
 trend.round(4)
 
 # %% [markdown]
-# ## Per-unit distributions and per-layer profiles
+# ## Mean MIS per layer and checkpoint
 
 # %%
-save_figure(plot_unit_distributions(result.units, primary, title=f"{arch}: {plan}"), out_dir, "mis_units")
-fig = plot_layer_profiles(result.layers, primary, title=f"{arch}: {plan}, mean MIS per layer")
-save_figure(fig, out_dir, "mis_layers")
 result.layers[result.layers.backend == primary].pivot_table(index="layer", columns="sparsity", values="mis", sort=False).round(3)
 
 # %% [markdown]
@@ -113,8 +106,6 @@ result.layers[result.layers.backend == primary].pivot_table(index="layer", colum
 
 # %%
 class_units = class_table_correlations(result.classes)
-if not result.classes.empty:
-    save_figure(plot_class_units(result.classes, primary, title=f"{arch}: {plan}"), out_dir, "mis_classes")
 class_units.round(3)
 
 # %% [markdown]
@@ -136,14 +127,29 @@ if result.examples:
 
 # %% [markdown]
 # ## Metrics
+#
+# Beside the tables, `metrics.json` holds what the figures below are drawn from (`lib.redraw` draws them again from
+# the folder): the primary backend, the controls' rows and chance (1 / the network's classes).
 
 # %%
 rows = result.checkpoints.drop(columns="model").assign(arch=arch, plan=plan).to_dict("records")
-save_stage_metrics(out_dir, rows, plot="mis", arch=arch, plan=plan, **source_lineage(source),
-                   similarity=primary,
-                   backends=[b.config() for b in run.backends], pool={"source": images.source, "images": len(images)},
-                   tasks=vars(scorers[primary].tasks), alpha=run.alpha, aggregation=run.aggregation,
-                   spearman=trend.set_index("metric").to_dict("index"),
-                   controls=control.checkpoints.drop(columns="model", errors="ignore").to_dict("records"),
-                   class_units=class_units.to_dict("records"))
+metrics = {"arch": arch, "plan": plan, **source_lineage(source), "similarity": primary,
+           "backends": [b.config() for b in run.backends], "pool": {"source": images.source, "images": len(images)},
+           "tasks": vars(scorers[primary].tasks), "alpha": run.alpha, "aggregation": run.aggregation,
+           "spearman": trend.set_index("metric").to_dict("index"),
+           "controls": control.checkpoints.drop(columns="model", errors="ignore").to_dict("records"),
+           "class_units": class_units.to_dict("records"), "chance": chance_levels(source)}
+save_stage_metrics(out_dir, rows, plot="mis", **metrics)
 save_tables(out_dir, result, control)
+
+# %% [markdown]
+# ## Figures
+#
+# `mis`: MIS against sparsity, accuracy on the second axis (the controls marked); `mis_units`: the distribution of
+# the units' MIS per checkpoint; `mis_layers`: mean MIS per layer; `mis_classes`: the classifier's units against
+# per-class accuracy (where the pool has labels).
+
+# %%
+for name, fig in stage_figures(pd.DataFrame(rows), result.units, result.layers, result.classes, metrics).items():
+    if fig is not None:
+        save_figure(fig, out_dir, name)
