@@ -145,6 +145,13 @@ def chance_of(source) -> float | None:
     return 1 / classes if classes else None
 
 
+def chance_levels(source) -> dict:
+    """What a stage's ``metrics.json`` records as ``chance`` for the accuracy of the networks of ``source`` (see
+    :func:`chance_of`): ``{"test_acc": 1 / classes}``, or ``{}`` where the classes are unknown."""
+    chance = chance_of(source)
+    return {} if chance is None else {"test_acc": chance}
+
+
 def plot_against_sparsity(frame: pd.DataFrame, metric: str, ax=None, label_by=("arch", "plan"), title: str | None = None,
                           ylabel: str | None = None, legend: bool = True, x: str = "sparsity"):
     """One line per (arch, plan): ``metric`` against sparsity, checkpoints marked.

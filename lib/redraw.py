@@ -4,11 +4,12 @@
 
 A stage's folder (``results/NAME`` of a notebook preset, ``data/<stage>/<arch>/<plan>``, or such a folder
 collected into ``results/``) holds ``metrics.json``, ``plots/*.csv`` and, where it has them,
-``per_image.csv`` / ``per_unit.csv``. Which figures are redrawn
-follows from which of these tables are there; figures drawn from images or relevance maps (galleries,
-stimuli, MIS tasks) are not in the tables and are left as they are, except RQ2's boxes gallery where the
-preset's dataset is at hand (the boxes are in ``per_image.csv``). Chance levels come from the tables
-(categories of the trials, classes of the pool) or from the preset that wrote the folder
+``per_image.csv`` / ``per_unit.csv``. Which stage wrote it follows from which of these tables are there;
+its figures are drawn by the stage's own ``stage_figures`` (``lib.<stage>.plots``), the function its notebook
+calls, from those files. Figures drawn from images or relevance maps (galleries, stimuli, MIS tasks) are not in
+the tables and are left as they are, except RQ2's boxes gallery where the preset's dataset is at hand (the boxes
+are in ``per_image.csv``). Chance levels come from ``metrics.json``; a folder written before it recorded them
+takes them from the tables (categories of the trials, classes of the pool) or from the preset that wrote it
 (``presets/NAME.yaml``: the models' ``num_classes``).
 """
 
@@ -40,30 +41,22 @@ def _preset_classes(folder: Path) -> int | None:
 
 
 def _prune(folder: Path, metrics: dict) -> dict:
-    from lib.prune.runs import plot_accuracy
+    from lib.prune.plots import stage_figures
 
-    classes = _preset_classes(folder)
-    frame = pd.read_csv(folder / "plots" / "accuracy.csv")
-    return {"accuracy": plot_accuracy(frame, chance=1 / classes if classes else None)}
+    return stage_figures(pd.read_csv(folder / "plots" / "accuracy.csv"), metrics)
 
 
 def _interpret(folder: Path, metrics: dict) -> dict:
-    from lib.interpret.plots import plot_scores
+    from lib.interpret.plots import stage_figures
 
-    rows = pd.read_csv(folder / "plots" / "scores.csv")
-    title = f"{metrics['arch']} / {metrics['plan']}"
-    return {name: plot_scores(rows, chosen, metrics["attributions"], metrics, title=title)
-            for name, chosen in (("rma_rra", ["rma", "rra"]), ("scores", ["pointing", "gini", "deletion", "insertion"]))}
+    return stage_figures(pd.read_csv(folder / "plots" / "scores.csv"), metrics)
 
 
 def _discover(folder: Path, metrics: dict) -> dict:
-    from lib.discover.plots import plot_corloc
+    from lib.discover.plots import stage_figures
 
     rows = pd.read_csv(folder / "plots" / "corloc.csv")
-    label = f"centred box ({metrics['centred_box_fraction']:.0%} of each side, tuned)"
-    ax = plot_corloc(rows.to_dict("records"), list(metrics["algorithms"]), baseline=metrics["centred_box_corloc"],
-                     title=f"{metrics['arch']} / {metrics['plan']}: {metrics['dataset']}", baseline_label=label)
-    figures = {"corloc": ax.figure}
+    figures = stage_figures(rows, metrics)
     gallery = _discovery_gallery(folder, metrics, rows)
     if gallery is not None:
         figures["gallery"] = gallery
@@ -95,49 +88,23 @@ def _discovery_gallery(folder: Path, metrics: dict, rows: pd.DataFrame):
 
 
 def _align(folder: Path, metrics: dict) -> dict:
-    from lib.align import plots
-    from lib.align.distortions import DISTORTIONS
+    from lib.align.plots import stage_figures
 
-    frame = pd.read_csv(folder / "plots" / "alignment.csv")
     trials = pd.read_csv(folder / "per_image.csv", dtype={"condition": str})
-    datasets, humans = metrics["datasets"], metrics.get("humans") or {}
-    chance = 1 / trials["category"].nunique()  # every category of the benchmark occurs among the trials
-    title = f"{metrics['arch']}: {metrics['plan']}"
-    figures = {"accuracy": plots.plot_metric_per_dataset(frame, "acc", datasets, humans, "accuracy", ylabel="accuracy",
-                                                         chance=chance, title=title),
-               "shape_bias": plots.plot_shape_bias(frame, humans, title=title),
-               "error_consistency": plots.plot_error_consistency(frame, datasets, humans)}
-    present = set(trials["dataset"]) - set(datasets)
-    levels = {name: [c for c in DISTORTIONS[name].conditions if c in set(trials.loc[trials["dataset"] == name, "condition"])]
-              for name in DISTORTIONS if name in present}
-    figures["distortions"] = plots.plot_distortion_curves(trials, levels, chance=chance)  # no human trials saved
-    return figures
+    if "ood_acc" not in (metrics.get("chance") or {}):  # written before chance was recorded: every category occurs
+        metrics = {**metrics, "chance": {"ood_acc": 1 / trials["category"].nunique()}}
+    return stage_figures(pd.read_csv(folder / "plots" / "alignment.csv"), trials, metrics)
 
 
 def _mis(folder: Path, metrics: dict) -> dict:
-    from lib.mis import plots
+    from lib.mis.plots import stage_figures
 
-    checkpoints = pd.read_csv(folder / "plots" / "mis.csv")
-    controls = pd.DataFrame(metrics.get("controls") or [])
-    primary = metrics["similarity"]
-    arch, plan = metrics["arch"], metrics["plan"]
-    figures = {}
-    classes = pd.DataFrame()
-    if (folder / "plots" / "mis_classes.csv").is_file():
-        classes = pd.read_csv(folder / "plots" / "mis_classes.csv")
-        classes = classes[classes["control"].isna()] if "control" in classes else classes
-    chance = 1 / classes["class"].nunique() if not classes.empty else None
-    figures["mis"] = plots.plot_mis_vs_sparsity(checkpoints, controls, title=f"{arch}: {plan} ({primary} similarity)",
-                                                chance=chance)
-    units = pd.read_csv(folder / "per_unit.csv")
-    units = units[units["control"].isna()] if "control" in units else units
-    figures["mis_units"] = plots.plot_unit_distributions(units, primary, title=f"{arch}: {plan}")
-    layers = pd.read_csv(folder / "plots" / "mis_layers.csv")
-    layers = layers[layers["control"].isna()] if "control" in layers else layers
-    figures["mis_layers"] = plots.plot_layer_profiles(layers, primary, title=f"{arch}: {plan}, mean MIS per layer")
-    if not classes.empty:
-        figures["mis_classes"] = plots.plot_class_units(classes, primary, title=f"{arch}: {plan}")
-    return figures
+    classes_csv = folder / "plots" / "mis_classes.csv"
+    classes = pd.read_csv(classes_csv) if classes_csv.is_file() else pd.DataFrame()
+    if "test_acc" not in (metrics.get("chance") or {}) and not classes.empty:  # written before chance was recorded
+        metrics = {**metrics, "chance": {"test_acc": 1 / classes["class"].nunique()}}
+    return stage_figures(pd.read_csv(folder / "plots" / "mis.csv"), pd.read_csv(folder / "per_unit.csv"),
+                         pd.read_csv(folder / "plots" / "mis_layers.csv"), classes, metrics)
 
 
 # The table that tells which stage wrote a folder, and the function that redraws that stage's figures.
@@ -157,6 +124,9 @@ def redraw(folder: str | Path) -> dict[str, Path | None]:
         raise FileNotFoundError(f"folder={str(folder)!r} has no metrics.json: pass a stage's output folder "
                                 f"(results/NAME or data/<stage>/<arch>/<plan>)")
     metrics = storage.load_json(folder / "metrics.json")
+    classes = _preset_classes(folder)
+    if "test_acc" not in (metrics.get("chance") or {}) and classes:  # written before chance was recorded
+        metrics["chance"] = {**(metrics.get("chance") or {}), "test_acc": 1 / classes}
     written = {}
     for table, draw in STAGE_TABLES.items():
         if (folder / "plots" / table).is_file():

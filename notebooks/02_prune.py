@@ -70,8 +70,9 @@ out_dir = "data/smoke/prune/cnn/lrr/seed0"
 import pandas as pd
 
 import lib.project
-from lib.prune.runs import accuracy_table, configure, layer_table, plot_accuracy, prune, save_results
-from lib.plots import chance_of
+from lib.prune.plots import stage_figures
+from lib.prune.runs import accuracy_table, configure, layer_table, prune, save_results
+from lib.plots import chance_levels
 from lib.results import save_figure
 
 lib.project.enter_project()
@@ -115,10 +116,13 @@ accuracy_table(frame, "pruned_acc").round(4)
 layer_table(next(iter(results['records'].values()))).round(3)
 
 # %% [markdown]
-# ## Accuracy against sparsity
+# ## Metrics, and accuracy against sparsity
+#
+# `metrics.json` also records chance (1 / the classes of the trained model; a grid's models are not in train_dir:
+# not given), which the figure draws; `lib.redraw` draws it again from the folder.
 
 # %%
-# chance: 1 / the classes of the trained model (a grid's models are not in train_dir: chance not given)
-fig = plot_accuracy(frame, chance=None if models else chance_of(f"{train_dir}/model.pt"))
-save_figure(fig, out_dir, "accuracy")
-save_results(out_dir, results, arch, plan_name)
+chance = {} if models else chance_levels(f"{train_dir}/model.pt")
+save_results(out_dir, results, arch, plan_name, chance)
+for name, fig in stage_figures(frame, {"chance": chance}).items():
+    save_figure(fig, out_dir, name)

@@ -72,13 +72,17 @@ out_dir = "data/smoke/interpret/cnn/lrr/seed0"
 import pandas as pd
 
 import lib.project
-from lib.interpret import score_checkpoints
-from lib.interpret.plots import plot_gallery, plot_scores
+from lib.interpret.run import configure, score
+from lib.interpret.plots import plot_gallery, stage_figures
 from lib.data.masks import load_ground_truth
-from lib.plots import chance_of
+from lib.plots import chance_levels
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
+# every scoring parameter checked and parsed once, before any compute (the stage's check is this same call)
+run = configure(source, attributions, {"ig_smoothgrad": ig_smoothgrad, "rollout": rollout}, cam_layer, metrics,
+                pointing_tolerance, perturbation_steps, blur_sigma, batch_size, eval_batch_size, gallery_size,
+                sanity_images, sanity_seed, sanity_threshold, device, state_dir=f"{out_dir}/state")
 data = load_ground_truth(dataset, data_dir, split=split, limit=n_images, image_size=image_size, mask=mask)
 print(f"{len(data['masks'])} images of {dataset}, {data['images'].shape[1]} px; "
       f"objects cover {data['masks'].mean():.1%} of the pixels")
@@ -87,12 +91,7 @@ print(f"{len(data['masks'])} images of {dataset}, {data['images'].shape[1]} px; 
 # ## Attribute and score every checkpoint
 
 # %%
-scores = score_checkpoints(source, data, attributions=attributions, cam_layer=cam_layer,
-                           attribution_options={"ig_smoothgrad": ig_smoothgrad, "rollout": rollout},
-                           tolerance=pointing_tolerance, perturbation_steps=perturbation_steps, blur_sigma=blur_sigma,
-                           batch_size=batch_size, eval_batch_size=eval_batch_size, gallery_size=gallery_size,
-                           device=device, state_dir=f"{out_dir}/state", metrics=metrics, sanity_images=sanity_images,
-                           sanity_seed=sanity_seed, sanity_threshold=sanity_threshold)
+scores = score(run, data)
 table = pd.DataFrame(scores.rows).assign(arch=arch, plan=plan)
 print("uniform map:", {k: round(v, 3) for k, v in scores.baseline.items()})
 table.round(3)
@@ -107,20 +106,25 @@ table.round(3)
 pd.DataFrame(scores.sanity).T
 
 # %% [markdown]
-# ## RMA and RRA against sparsity, test accuracy on the second axis (Study A's figure)
+# ## Metrics
+#
+# Beside `plots/scores.csv`, `metrics.json` holds what the figures below are drawn from (`lib.redraw` draws them
+# again from the folder): the attributions, the uniform map's scores, and chance (1 / the network's classes).
 
 # %%
-fig = plot_scores(scores.rows, ["rma", "rra"], scores.attributions, scores.baseline, title=f"{arch} / {plan}",
-                  chance=chance_of(source))
-save_figure(fig, out_dir, "rma_rra")
+metrics = {"arch": arch, "plan": plan, **source_lineage(source), "dataset": dataset, "n_images": len(data["masks"]),
+           "attributions": scores.attributions, "sanity": scores.sanity, "n_sanity_images": sanity_images,
+           **scores.baseline, "chance": chance_levels(source)}
+save_stage_metrics(out_dir, table.to_dict("records"), plot="scores", per_image=scores.per_image, **metrics)
 
 # %% [markdown]
-# ## Pointing game, sparseness and faithfulness against sparsity
+# ## Scores against sparsity, test accuracy on the second axis
+#
+# `rma_rra`: RMA and RRA (Study A's figure); `scores`: the pointing game, sparseness and faithfulness.
 
 # %%
-fig = plot_scores(scores.rows, ["pointing", "gini", "deletion", "insertion"], scores.attributions, scores.baseline,
-                  title=f"{arch} / {plan}", chance=chance_of(source))
-save_figure(fig, out_dir, "scores")
+for name, fig in stage_figures(table, metrics).items():
+    save_figure(fig, out_dir, name)
 
 # %% [markdown]
 # ## The same images across sparsities (yellow: the ground-truth mask)
@@ -128,9 +132,3 @@ save_figure(fig, out_dir, "scores")
 # %%
 fig = plot_gallery(scores.gallery, scores.attributions)
 save_figure(fig, out_dir, "gallery")
-
-# %%
-save_stage_metrics(out_dir, table.to_dict("records"), plot="scores", per_image=scores.per_image, arch=arch,
-                   plan=plan, **source_lineage(source), dataset=dataset, n_images=len(data["masks"]),
-                   attributions=scores.attributions, sanity=scores.sanity, n_sanity_images=sanity_images,
-                   **scores.baseline)

@@ -56,24 +56,24 @@ out_dir = "data/smoke/discover/cnn/lrr/seed0"
 import pandas as pd
 
 import lib.project
-from lib.checkpoints import validate_source
-from lib.data.boxes import load_boxes
-from lib.discover import (build_algorithms, centred_baseline, diagnose_features, discover, gallery_steps,
-                           plot_corloc, plot_gallery)
-from lib.plots import chance_of
+from lib.discover import centred_baseline, gallery_steps, plot_gallery
+from lib.discover.plots import stage_figures
+from lib.discover.run import configure, diagnose, score
+from lib.plots import chance_levels
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
-validate_source(source)
-build_algorithms(algorithms)
-data = load_boxes(**dataset).with_boxes().sample(n_images, seed=seed)
+# every parameter checked and parsed once, before any compute (the stage's check is this same call)
+run = configure(source, dataset, n_images, seed, resize, features, compare_features, algorithms, batch_size,
+                centre_fractions, gallery_images, gallery_rows, state_dir=f"{out_dir}/state")
+data = run.load_data()
 print(f"{data.name}: {len(data)} images, {sum(len(b) for b in data.boxes)} ground-truth boxes")
 
 # %% [markdown]
 # ## Baseline: a box centred in the image
 
 # %%
-baseline = centred_baseline(data, centre_fractions)
+baseline = centred_baseline(data, run.centre_fractions)
 best = baseline.loc[baseline["corloc"].idxmax()]
 baseline.round(3)
 
@@ -85,39 +85,42 @@ baseline.round(3)
 # ground-truth box. Then both algorithms with `compare_features` on the dense checkpoint.
 
 # %%
-settings = {"features": features, "compare_features": compare_features}
-diagnosis = diagnose_features(source, data, settings, algorithms, resize, batch_size)
-compare_rows, _ = discover(source, data, algorithms, compare_features, resize, batch_size, steps=[0],
-                           state_dir=f"{out_dir}/state")
+diagnosis = diagnose(run, data)
+compare_rows, _ = score(run, data, run.compare_features, steps=[0])
 diagnosis
 
 # %% [markdown]
 # ## Discover objects with every checkpoint
 
 # %%
-rows, per_image = discover(source, data, algorithms, features, resize, batch_size, state_dir=f"{out_dir}/state")
+rows, per_image = score(run, data)
 table = pd.DataFrame(rows)
 table.round(3)
+
+# %% [markdown]
+# ## Metrics
+#
+# Beside `plots/corloc.csv`, `metrics.json` holds what the CorLoc figure is drawn from (`lib.redraw` draws it again
+# from the folder): the algorithms, the tuned centred box, and chance (1 / the network's classes).
+
+# %%
+compare = {f"compare_{k}": v for k, v in compare_rows[0].items() if k.startswith(("corloc_", "miou_"))}
+metrics = {"arch": arch, "plan": plan, **source_lineage(source), "dataset": data.name, "n_images": len(data),
+           "features": features, "algorithms": algorithms, "centred_box_corloc": float(best["corloc"]),
+           "centred_box_fraction": float(best["fraction"]), "compare_features": compare_features, **compare,
+           "chance": chance_levels(source)}
+save_stage_metrics(out_dir, rows, plot="corloc", per_image=per_image, **metrics)
 
 # %% [markdown]
 # ## CorLoc against sparsity (test accuracy on the right axis)
 
 # %%
-ax = plot_corloc(rows, list(algorithms), baseline=best["corloc"], title=f"{arch} / {plan}: {data.name}",
-                 chance=chance_of(source),
-                 baseline_label=f"centred box ({best['fraction']:.0%} of each side, tuned)")
-save_figure(ax.figure, out_dir, "corloc")
+for name, fig in stage_figures(rows, metrics).items():
+    save_figure(fig, out_dir, name)
 
 # %% [markdown]
 # ## Predicted (dashed, dotted) and true (yellow) boxes across sparsities
 
 # %%
-fig = plot_gallery(data, per_image, gallery_steps(rows, gallery_rows), gallery_images, list(algorithms))
+fig = plot_gallery(data, per_image, gallery_steps(rows, run.gallery_rows), run.gallery_images, list(run.algorithms))
 save_figure(fig, out_dir, "gallery")
-
-# %%
-compare = {f"compare_{k}": v for k, v in compare_rows[0].items() if k.startswith(("corloc_", "miou_"))}
-save_stage_metrics(out_dir, rows, plot="corloc", per_image=per_image, arch=arch, plan=plan, **source_lineage(source),
-                   dataset=data.name,
-                   n_images=len(data), features=features, algorithms=algorithms, centred_box_corloc=float(best["corloc"]),
-                   centred_box_fraction=float(best["fraction"]), compare_features=compare_features, **compare)

@@ -55,14 +55,15 @@ import pandas as pd
 
 import lib.project
 from lib.align.metrics import checkpoint_rows, human_summary, per_image
-from lib.align.plots import (distortion_levels, plot_distortion_curves, plot_error_consistency, plot_examples,
-                                 plot_metric_per_dataset, plot_shape_bias)
-from lib.align.run import evaluate, prepare, save_observer_trials
+from lib.align.plots import distortion_levels, plot_examples, stage_figures
+from lib.align.run import configure, decide_checkpoints, evaluation_set, save_observer_trials
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
-evaluation = prepare(data_dir, mvh_root, datasets, distortions, n_images, n_split, seed=seed,
-                     eidolon_size=eidolon_size, eidolon_fields=eidolon_fields, image_size=image_size)
+# every parameter checked and parsed once, before any compute (the stage's check is this same call)
+run = configure(source, data_dir, mvh_root, datasets, distortions, n_images, n_split, seed, eidolon_size,
+                eidolon_fields, image_size, accuracy_over, batch_size, state_dir=f"{out_dir}/state")
+evaluation = evaluation_set(run)
 pd.DataFrame([{"dataset": c.dataset, "condition": c.condition, "images": len(c.images)} for c in evaluation.conditions])
 
 # %% [markdown]
@@ -75,8 +76,8 @@ save_figure(plot_examples(evaluation), out_dir, 'stimuli')
 # ## Decisions of every checkpoint
 
 # %%
-records, trials = evaluate(source, evaluation, batch_size=batch_size, state_dir=f"{out_dir}/state")
-frame = pd.DataFrame(checkpoint_rows(records, trials, evaluation.humans, accuracy_over)).assign(arch=arch, plan=plan)
+records, trials = decide_checkpoints(run, evaluation)
+frame = pd.DataFrame(checkpoint_rows(records, trials, evaluation.humans, run.accuracy_over)).assign(arch=arch, plan=plan)
 frame.set_index("step").T
 
 # %% [markdown]
@@ -89,44 +90,29 @@ humans = human_summary(evaluation.humans)
 pd.DataFrame(humans).T
 
 # %% [markdown]
-# ## OOD accuracy against sparsity, per dataset (dashed: chance)
-
-# %%
-fig = plot_metric_per_dataset(frame, "acc", evaluation.datasets, humans, "accuracy", ylabel="accuracy",
-                              chance=1 / len(evaluation.categories), title=f"{arch}: {plan}")
-save_figure(fig, out_dir, "accuracy")
-
-# %% [markdown]
-# ## Shape bias on cue-conflict against sparsity
-
-# %%
-fig = plot_shape_bias(frame, humans, title=f'{arch}: {plan}')
-if fig is not None:  # no cue-conflict dataset: no figure
-    save_figure(fig, out_dir, 'shape_bias')
-
-# %% [markdown]
-# ## Error consistency against sparsity
-
-# %%
-save_figure(plot_error_consistency(frame, evaluation.datasets, humans), out_dir, 'error_consistency')
-
-# %% [markdown]
-# ## Accuracy against distortion level, one line per checkpoint
-
-# %%
-fig = plot_distortion_curves(trials, distortion_levels(distortions), evaluation.humans,
-                             chance=1 / len(evaluation.categories))
-if fig is not None:  # no parametric distortions: no figure
-    save_figure(fig, out_dir, "distortions")
-
-# %% [markdown]
 # ## Metrics
 #
 # Beside the per-trial table, `human_trials.csv`: the observers' trials of the images the model decided (none for
 # the embedded default), from which the report recomputes `ec_humans` for its test of every checkpoint against dense.
+# `metrics.json` also holds what the figures below are drawn from besides the tables (`lib.redraw` draws them again
+# from the folder): the datasets, the observers' summary, chance and the distortions' levels.
 
 # %%
-save_stage_metrics(out_dir, frame.to_dict("records"), plot="alignment", per_image=per_image(trials, accuracy_over), arch=arch,
-                   plan=plan, **source_lineage(source), datasets=evaluation.datasets, humans=humans,
-                   chance={m: 1 / len(evaluation.categories) for m in ("ood_acc", "ood_acc_all_images")})
+metrics = {"arch": arch, "plan": plan, **source_lineage(source), "datasets": evaluation.datasets, "humans": humans,
+           "chance": {m: 1 / len(evaluation.categories) for m in ("ood_acc", "ood_acc_all_images")},
+           "distortions": distortion_levels(run.distortions)}
+trial_table = per_image(trials, run.accuracy_over)
+save_stage_metrics(out_dir, frame.to_dict("records"), plot="alignment", per_image=trial_table, **metrics)
 save_observer_trials(out_dir, evaluation.humans, trials)
+
+# %% [markdown]
+# ## Figures
+#
+# `accuracy`: OOD accuracy against sparsity, per dataset (dashed: chance); `shape_bias`: shape bias on cue-conflict
+# (no cue-conflict dataset: no figure); `error_consistency`: error consistency against sparsity; `distortions`:
+# accuracy against distortion level, one line per checkpoint (no parametric distortions: no figure).
+
+# %%
+for name, fig in stage_figures(frame, trial_table, metrics).items():
+    if fig is not None:
+        save_figure(fig, out_dir, name)

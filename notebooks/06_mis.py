@@ -53,57 +53,49 @@ out_dir = "data/smoke/mis/cnn/lrr/seed0"
 import pandas as pd
 
 import lib.project
-from lib.checkpoints import validate_source
 from lib.data.image_pool import load_pool
-from lib.mis import TaskConfig, create_backend
 from lib.mis.metrics import class_table_correlations, trend_table
-from lib.mis.plots import (plot_class_units, plot_layer_profiles, plot_mis_vs_sparsity, plot_unit_distributions,
-                           plot_unit_tasks)
-from lib.mis.run import build_scorers, save_tables, score_checkpoints
-from lib.plots import chance_of
+from lib.mis.plots import plot_unit_tasks, stage_figures
+from lib.mis.run import build_scorers, configure, save_tables, score
+from lib.plots import chance_levels
 from lib.results import save_figure, save_stage_metrics, source_lineage
 
 lib.project.enter_project()
-validate_source(source)
-backends = [create_backend(spec) for spec in backends]
-task_config = TaskConfig.from_dict(tasks)
-pool = load_pool(pool, data_dir)
-print(f"pool: {len(pool)} images of {pool.image_size} px ({pool.source}); backends: {[b.name for b in backends]}")
+# every parameter checked and parsed once, before any compute (the stage's check is this same call): the backends
+# built, the task counts parsed
+run = configure(source, data_dir, pool, backends, tasks, embeddings_dir, layers, alpha, aggregation, controls, seed,
+                batch_size, state_dir=f"{out_dir}/state")
+images = load_pool(run.pool, run.data_dir)
+print(f"pool: {len(images)} images of {images.image_size} px ({images.source}); "
+      f"backends: {[b.name for b in run.backends]}")
 
 # %% [markdown]
 # ## Similarity of every pair of pool images (embeddings cached per pool and backend)
 
 # %%
-scorers = build_scorers(pool, backends, embeddings_dir, task_config, alpha, aggregation, seed)
-primary = backends[0].name
+scorers = build_scorers(images, list(run.backends), run.embeddings_dir, run.tasks, run.alpha, run.aggregation, run.seed)
+primary = run.backends[0].name
 scorers[primary].tasks
 
 # %% [markdown]
 # ## MIS of every unit of every checkpoint, and of the controls
 
 # %%
-run, control = score_checkpoints(source, pool, scorers, layers, controls, batch_size, seed,
-                                 state_dir=f"{out_dir}/state")
-pd.concat([run.checkpoints, control.checkpoints], ignore_index=True).drop(columns="model").round(3)
+result, control = score(run, images, scorers)
+pd.concat([result.checkpoints, control.checkpoints], ignore_index=True).drop(columns="model").round(3)
 
 # %% [markdown]
-# ## MIS against sparsity (Spearman's rank correlation over the checkpoints)
+# ## MIS against sparsity: Spearman's rank correlation over the checkpoints
 
 # %%
-trend = trend_table(run.checkpoints)
-fig = plot_mis_vs_sparsity(run.checkpoints, control.checkpoints, title=f"{arch}: {plan} ({primary} similarity)",
-                           chance=chance_of(source))
-save_figure(fig, out_dir, "mis")
+trend = trend_table(result.checkpoints)
 trend.round(4)
 
 # %% [markdown]
-# ## Per-unit distributions and per-layer profiles
+# ## Mean MIS per layer and checkpoint
 
 # %%
-save_figure(plot_unit_distributions(run.units, primary, title=f"{arch}: {plan}"), out_dir, "mis_units")
-fig = plot_layer_profiles(run.layers, primary, title=f"{arch}: {plan}, mean MIS per layer")
-save_figure(fig, out_dir, "mis_layers")
-run.layers[run.layers.backend == primary].pivot_table(index="layer", columns="sparsity", values="mis", sort=False).round(3)
+result.layers[result.layers.backend == primary].pivot_table(index="layer", columns="sparsity", values="mis", sort=False).round(3)
 
 # %% [markdown]
 # ## The classifier's units against per-class accuracy
@@ -113,9 +105,7 @@ run.layers[run.layers.backend == primary].pivot_table(index="layer", columns="sp
 # accuracy on that class's pool images (undefined, NaN, where every class has the same accuracy).
 
 # %%
-class_units = class_table_correlations(run.classes)
-if not run.classes.empty:
-    save_figure(plot_class_units(run.classes, primary, title=f"{arch}: {plan}"), out_dir, "mis_classes")
+class_units = class_table_correlations(result.classes)
 class_units.round(3)
 
 # %% [markdown]
@@ -132,19 +122,34 @@ control.checkpoints.drop(columns='model').round(3) if not control.checkpoints.em
 # ## One task of the dense model's most and least interpretable unit
 
 # %%
-if run.examples:
-    save_figure(plot_unit_tasks(pool, run.examples), out_dir, "mis_tasks")
+if result.examples:
+    save_figure(plot_unit_tasks(images, result.examples), out_dir, "mis_tasks")
 
 # %% [markdown]
 # ## Metrics
+#
+# Beside the tables, `metrics.json` holds what the figures below are drawn from (`lib.redraw` draws them again from
+# the folder): the primary backend, the controls' rows and chance (1 / the network's classes).
 
 # %%
-rows = run.checkpoints.drop(columns="model").assign(arch=arch, plan=plan).to_dict("records")
-save_stage_metrics(out_dir, rows, plot="mis", arch=arch, plan=plan, **source_lineage(source),
-                   similarity=primary,
-                   backends=[b.config() for b in backends], pool={"source": pool.source, "images": len(pool)},
-                   tasks=vars(scorers[primary].tasks), alpha=alpha, aggregation=aggregation,
-                   spearman=trend.set_index("metric").to_dict("index"),
-                   controls=control.checkpoints.drop(columns="model", errors="ignore").to_dict("records"),
-                   class_units=class_units.to_dict("records"))
-save_tables(out_dir, run, control)
+rows = result.checkpoints.drop(columns="model").assign(arch=arch, plan=plan).to_dict("records")
+metrics = {"arch": arch, "plan": plan, **source_lineage(source), "similarity": primary,
+           "backends": [b.config() for b in run.backends], "pool": {"source": images.source, "images": len(images)},
+           "tasks": vars(scorers[primary].tasks), "alpha": run.alpha, "aggregation": run.aggregation,
+           "spearman": trend.set_index("metric").to_dict("index"),
+           "controls": control.checkpoints.drop(columns="model", errors="ignore").to_dict("records"),
+           "class_units": class_units.to_dict("records"), "chance": chance_levels(source)}
+save_stage_metrics(out_dir, rows, plot="mis", **metrics)
+save_tables(out_dir, result, control)
+
+# %% [markdown]
+# ## Figures
+#
+# `mis`: MIS against sparsity, accuracy on the second axis (the controls marked); `mis_units`: the distribution of
+# the units' MIS per checkpoint; `mis_layers`: mean MIS per layer; `mis_classes`: the classifier's units against
+# per-class accuracy (where the pool has labels).
+
+# %%
+for name, fig in stage_figures(pd.DataFrame(rows), result.units, result.layers, result.classes, metrics).items():
+    if fig is not None:
+        save_figure(fig, out_dir, name)

@@ -46,14 +46,17 @@ out_dir = "data/smoke/forget/cnn/lrr"
 import pandas as pd
 
 import lib.project
-from lib.forget import (across_dimensions, class_names, forget, most_forgotten, plot_class_changes, plot_dimensions,
+from lib.forget import (across_dimensions, class_names, most_forgotten, plot_class_changes, plot_dimensions,
                         plot_forgetting, plot_gallery, save_tables, seed_dir)
+from lib.forget.run import configure, measure
 from lib.plots import chance_of
 from lib.results import save_figure, save_stage_metrics
 
 lib.project.enter_project()
-result = forget(source, seeds, dataset, split, n_images, batch_size, correction, alpha, gallery_size, device,
-                state_dir=f"{out_dir}/state")
+# every parameter checked and parsed once, before any compute (the stage's check is this same call)
+run = configure(source, seeds, dataset, split, n_images, batch_size, correction, alpha, gallery_size, interpret_dir,
+                discover_dir, device, state_dir=f"{out_dir}/state")
+result = measure(run)
 names = class_names(dataset)
 print(f"{result.images['image'].nunique()} images x {result.images['step'].nunique()} checkpoints x "
       f"{len(result.seeds)} seed(s)")
@@ -101,8 +104,8 @@ forgotten
 # over the others, at every pruned sparsity. Only the images both stages score are joined.
 
 # %%
-joined, compare, joined_stages = across_dimensions(result.images, {"interpret": interpret_dir,
-                                                                    "discover": discover_dir}, result.seeds)
+joined, compare, joined_stages = across_dimensions(result.images, {"interpret": run.interpret_dir,
+                                                                    "discover": run.discover_dir}, result.seeds)
 fig = plot_dimensions(compare, title=f"{arch} / {plan}: forgotten (flipped) images against the others")
 save_figure(fig, out_dir, "dimensions")
 print(f"joined with {joined_stages or 'no stage'}: {joined['image'].nunique()} images in common")

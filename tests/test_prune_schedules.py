@@ -102,7 +102,7 @@ def test_accuracy_figure_is_against_the_target_with_before_retraining_dashed():
     import pandas as pd
 
     matplotlib.use("Agg")
-    from lib.prune.runs import plot_accuracy
+    from lib.prune.plots import plot_accuracy
 
     # a regrowing run: measured sparsity near 0 after retraining, its target is what it was pruned to
     frame = pd.DataFrame({"arch": "r20", "plan": ["a", "a", "b", "b"], "target": [0.0, 0.5, 0.0, 0.5],

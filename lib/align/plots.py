@@ -1,5 +1,9 @@
 """RQ3 figures in model-vs-human's style: humans in the benchmark's red (their range shaded), chance dashed;
-one legend per figure, outside the panels (``lib.plots``)."""
+one legend per figure, outside the panels (``lib.plots``).
+
+:func:`stage_figures` draws the stage's figures from what its folder keeps (``plots/alignment.csv``,
+``per_image.csv``, ``metrics.json``): notebook 05 and ``lib.redraw`` both call it. The stimuli are images, which no
+table holds: the notebook's alone."""
 
 from __future__ import annotations
 
@@ -34,6 +38,20 @@ def _grid(n: int, width: float = 3.2, height: float = 2.6):
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, list(axes.flat[:n])
+
+
+def stage_figures(frame: pd.DataFrame, trials: pd.DataFrame, metrics: dict) -> dict:
+    """The stage's figures by name (None: nothing to draw, no figure) from its checkpoint rows
+    (``plots/alignment.csv``), its trials (``per_image.csv``) and its ``metrics.json``: ``arch``, ``plan``,
+    ``datasets``, the observers' summary ``humans``, ``chance`` (``ood_acc``: 1 / the categories) and
+    ``distortions`` (the parametric distortions' levels, :func:`distortion_levels`; none: no curves)."""
+    datasets, humans = metrics["datasets"], metrics.get("humans") or {}
+    chance, title = (metrics.get("chance") or {}).get("ood_acc"), f"{metrics['arch']}: {metrics['plan']}"
+    return {"accuracy": plot_metric_per_dataset(frame, "acc", datasets, humans, "accuracy", ylabel="accuracy",
+                                                chance=chance, title=title),
+            "shape_bias": plot_shape_bias(frame, humans, title=title),
+            "error_consistency": plot_error_consistency(frame, datasets, humans),
+            "distortions": plot_distortion_curves(trials, metrics.get("distortions") or {}, chance=chance)}
 
 
 @styled

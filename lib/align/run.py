@@ -7,6 +7,10 @@ depend on the weights (loading, distorting) is done once; ``evaluate`` then load
 (the analyses' checkpoint loop, ``lib.analysis``: with ``state_dir`` an interrupted run resumes) and runs
 all its conditions in batches, identical image sets (e.g. the greyscale control shared by several
 distortions) only once. ``lib.align.metrics`` turns the decisions into each checkpoint's row.
+
+:func:`configure` checks and parses the stage's parameters once, into the :class:`AlignRun` that notebook 05 runs
+(:func:`evaluation_set`, :func:`decide_checkpoints`); the stage's check (:func:`check_stage`) is the same call before
+the notebook starts.
 """
 
 from __future__ import annotations
@@ -26,27 +30,93 @@ from lib.analysis import Scored, digest
 
 EMBEDDED_SPLITS = {"cue-conflict": "cue_conflict", "edge": "edge", "silhouette": "silhouette"}  # benchmark -> split
 
-def check_stage(p: dict) -> list[tuple]:
-    """The align stage's parameters, checked before any compute; returns the input paths it reads."""
-    from pathlib import Path
+@dataclass(frozen=True)
+class AlignRun:
+    """RQ3's run with every parameter checked and parsed (:func:`configure`): what notebook 05 runs.
 
+    The evaluation set (:func:`evaluation_set`): model-vs-human's ``datasets`` under ``mvh_root`` (at
+    ``image_size`` px), or else the embedded default in ``data_dir``: its ``datasets`` (the first ``n_split`` images
+    of each) and the ``distortions`` ({distortion: [condition, ...]}) of its first ``n_images`` test images (seeded
+    by ``seed``; the eidolons at ``eidolon_size`` px with ``eidolon_fields`` fields). Every checkpoint of ``source``
+    decides on it (:func:`decide_checkpoints`, ``batch_size`` images a pass, kept in ``state_dir``); ``accuracy_over``
+    says how ``lib.align.metrics`` aggregates accuracy."""
+
+    source: str
+    data_dir: str | None = None
+    mvh_root: str | None = None
+    datasets: tuple[str, ...] = tuple(EMBEDDED_SPLITS)
+    distortions: dict = field(default_factory=dict)
+    n_images: int = 50
+    n_split: int | None = None
+    seed: int = 0
+    eidolon_size: int | None = None
+    eidolon_fields: int | None = None
+    image_size: int = 224
+    accuracy_over: str = "ood_conditions"
+    batch_size: int = 256
+    state_dir: str | None = None
+
+
+def check_evaluation(data_dir, mvh_root, datasets, distortions) -> None:
+    """The evaluation set's parameters (the embedded default's splits and distortions in ``data_dir``, or
+    model-vs-human's datasets under ``mvh_root``), checked before anything is loaded."""
     from lib.data import modelvshuman as mvh
+
+    if mvh_root:
+        if distortions:
+            raise ValueError("distortions apply to the embedded default; model-vs-human's parametric datasets are read "
+                             "as released: with mvh_root list them in `datasets`")
+        unknown = sorted(set(datasets) - set(mvh.DATASETS))
+        if unknown:
+            raise ValueError(f"unknown model-vs-human dataset(s) {unknown}; the 17 are {mvh.DATASETS}")
+        return
+    if not data_dir:
+        raise ValueError("give data_dir (the embedded dataset) or mvh_root (model-vs-human)")
+    check_conditions(distortions or {})
+    unknown = [d for d in datasets if d not in EMBEDDED_SPLITS]
+    if unknown:
+        raise ValueError(f"the embedded dataset has no {unknown}; its evaluation splits are {list(EMBEDDED_SPLITS)}")
+
+
+def configure(source, data_dir=None, mvh_root=None, datasets=tuple(EMBEDDED_SPLITS), distortions: dict | None = None,
+              n_images: int = 50, n_split: int | None = None, seed: int = 0, eidolon_size: int | None = None,
+              eidolon_fields: int | None = None, image_size: int = 224, accuracy_over: str = "ood_conditions",
+              batch_size: int = 256, state_dir=None, exists: bool = True) -> AlignRun:
+    """RQ3's one check and parse, before any compute: the parameters of notebook 05 as an :class:`AlignRun`.
+    :func:`check_stage` calls it with ``exists`` False (before the notebook starts); the notebook with ``exists``
+    True (``source`` is then a prune stage's output, every checkpoint the file that stage wrote) and runs what it
+    returns."""
+    from lib.align.metrics import ACCURACY_OVER
     from lib.params import check_at_least
 
-    check_at_least(p, {"n_split": 1, "n_images": 1})
-    if not p["mvh_root"]:
-        check_conditions(p["distortions"] or {})
+    check_at_least({"n_split": n_split, "n_images": n_images, "batch_size": batch_size},
+                   {"n_split": 1, "n_images": 1, "batch_size": 1})
+    check_evaluation(data_dir, mvh_root, datasets, distortions)
+    if accuracy_over not in ACCURACY_OVER:
+        raise ValueError(f"unknown accuracy_over {accuracy_over!r}; choose one of {ACCURACY_OVER}")
+    if exists:
+        from lib.checkpoints import validate_source
+
+        validate_source(source)
+    return AlignRun(str(source), data_dir, mvh_root or None, tuple(datasets), dict(distortions or {}), n_images, n_split,
+                    seed, eidolon_size, eidolon_fields, image_size, accuracy_over, batch_size,
+                    None if state_dir is None else str(state_dir))
+
+
+def check_stage(p: dict) -> list[tuple]:
+    """The align stage's parameters, checked before any compute (:func:`configure`); returns the input paths it
+    reads."""
+    from pathlib import Path
+
+    run = configure(p.get("source"), p["data_dir"], p["mvh_root"], p["datasets"], p["distortions"], p["n_images"],
+                    p["n_split"], p["seed"], p["eidolon_size"], p["eidolon_fields"], p["image_size"],
+                    p.get("accuracy_over", "ood_conditions"), p.get("batch_size", 256), exists=False)
+    if not run.mvh_root:
         return []
-    if p["distortions"]:
-        raise ValueError("distortions apply to the embedded default; with mvh_root list the benchmark's parametric "
-                         "datasets in `datasets`")
-    unknown = sorted(set(p["datasets"]) - set(mvh.DATASETS))
-    if unknown:
-        raise ValueError(f"unknown model-vs-human dataset(s) {unknown}; the 17 are {mvh.DATASETS}")
-    root = Path(p["mvh_root"])
+    root = Path(run.mvh_root)
     if not root.exists():
         return [("mvh_root", root, "mvh")]
-    found = {name: [c for c in (root / name, root / "datasets" / name) if c.is_dir()] for name in p["datasets"]}
+    found = {name: [c for c in (root / name, root / "datasets" / name) if c.is_dir()] for name in run.datasets}
     return [(f"datasets[{name}]", (dirs or [root / name])[0], "mvh") for name, dirs in found.items()]
 
 
@@ -91,15 +161,11 @@ def prepare_embedded(data_dir, distortions: dict, n_images: int, datasets=tuple(
                      eidolon_size: int | None = None, eidolon_fields: int | None = None,
                      progress: bool = True) -> EvaluationSet:
     """The embedded default: its cue-conflict/edge/silhouette splits (the first ``n_split`` images) and the
-    distortions of the first ``n_images`` of ``source_split``."""
+    distortions of the first ``n_images`` of ``source_split`` (checked: :func:`check_evaluation`)."""
     from lib.storage import progress_bar as tqdm
 
     from lib.data import shapes
 
-    check_conditions(distortions)
-    unknown = [d for d in datasets if d not in EMBEDDED_SPLITS]
-    if unknown:
-        raise ValueError(f"the embedded dataset has no {unknown}; its evaluation splits are {list(EMBEDDED_SPLITS)}")
     classes = tuple(shapes.load_meta(data_dir)["classes"])
     out = []
     for dataset in datasets:
@@ -149,14 +215,23 @@ def prepare(data_dir=None, mvh_root=None, datasets=tuple(EMBEDDED_SPLITS), disto
             n_split: int | None = None, seed: int = 0, eidolon_size: int | None = None,
             eidolon_fields: int | None = None, image_size: int = 224, progress: bool = True) -> EvaluationSet:
     """The evaluation set of a stage: model-vs-human's datasets and observers when ``mvh_root`` is given,
-    else the embedded default's splits and distortions."""
+    else the embedded default's splits and distortions (:func:`check_evaluation`, then :func:`load_evaluation`)."""
+    check_evaluation(data_dir, mvh_root, datasets, distortions)
+    return load_evaluation(data_dir, mvh_root, datasets, distortions, n_images, n_split, seed, eidolon_size,
+                           eidolon_fields, image_size, progress)
+
+
+def evaluation_set(run: AlignRun, progress: bool = True) -> EvaluationSet:
+    """The evaluation set of a checked :class:`AlignRun`, prepared once for all its checkpoints."""
+    return load_evaluation(run.data_dir, run.mvh_root, run.datasets, run.distortions, run.n_images, run.n_split,
+                           run.seed, run.eidolon_size, run.eidolon_fields, run.image_size, progress)
+
+
+def load_evaluation(data_dir, mvh_root, datasets, distortions, n_images, n_split, seed, eidolon_size, eidolon_fields,
+                    image_size, progress) -> EvaluationSet:
+    """:func:`prepare` with its parameters already checked."""
     if mvh_root:
-        if distortions:
-            raise ValueError("distortions apply to the embedded default; model-vs-human's parametric datasets "
-                             "are read as released (list them in datasets)")
         return prepare_modelvshuman(mvh_root, datasets, image_size, progress)
-    if not data_dir:
-        raise ValueError("give data_dir (the embedded dataset) or mvh_root (model-vs-human)")
     return prepare_embedded(data_dir, distortions or {}, n_images, datasets, n_split, seed=seed,
                             eidolon_size=eidolon_size, eidolon_fields=eidolon_fields, progress=progress)
 
@@ -199,13 +274,24 @@ def _gather(indices: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 
 def evaluate(source, evaluation: EvaluationSet, batch_size: int = 256, progress: bool = True, state_dir=None):
-    """(records, trials): every checkpoint of ``source`` on every condition, one model load per checkpoint.
-    state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes
-    (``lib.analysis``)."""
+    """(records, trials): every checkpoint of ``source`` (checked: a prune stage's output) on every condition, one
+    model load per checkpoint. state_dir: where each finished checkpoint is kept, so that a rerun after an
+    interruption resumes (``lib.analysis``)."""
     from lib.checkpoints import validate_source
-    from lib.models import get_spec
 
     validate_source(source)
+    return decisions(source, evaluation, batch_size, progress, state_dir)
+
+
+def decide_checkpoints(run: AlignRun, evaluation: EvaluationSet, progress: bool = True):
+    """(records, trials) of a checked :class:`AlignRun`: :func:`evaluate` of its source on ``evaluation``."""
+    return decisions(run.source, evaluation, run.batch_size, progress, run.state_dir)
+
+
+def decisions(source, evaluation: EvaluationSet, batch_size: int, progress: bool, state_dir):
+    """:func:`evaluate` with ``source`` already checked."""
+    from lib.models import get_spec
+
     # identical image sets are evaluated once (e.g. the greyscale control of several distortions)
     unique, keys = {}, []
     for condition in evaluation.conditions:
@@ -222,8 +308,8 @@ def evaluate(source, evaluation: EvaluationSet, batch_size: int = 256, progress:
 
     def score(record: dict, model) -> Scored:
         spec = get_spec(record["model"])
-        decisions = decide(model, stacked, spec.mean, spec.std, evaluation.decider, batch_size, device)
-        by_key = {k: decisions[bounds[i]:bounds[i + 1]] for i, k in enumerate(order)}
+        decided = decide(model, stacked, spec.mean, spec.std, evaluation.decider, batch_size, device)
+        by_key = {k: decided[bounds[i]:bounds[i + 1]] for i, k in enumerate(order)}
         frames = [condition.table.assign(subj=f"step_{record['step']:02d}", step=record["step"],
                                          sparsity=record["sparsity"], dataset=condition.dataset,
                                          condition=condition.condition, object_response=by_key[key])

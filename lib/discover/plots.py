@@ -1,4 +1,8 @@
-"""The object-discovery figures: CorLoc against sparsity, predicted and true boxes across sparsities."""
+"""The object-discovery figures: CorLoc against sparsity, predicted and true boxes across sparsities.
+
+:func:`stage_figures` draws the stage's figures from what its folder keeps (``plots/corloc.csv``, ``metrics.json``):
+notebook 04 and ``lib.redraw`` both call it. The gallery is drawn on the dataset's images, which no table holds: the
+notebook's (``lib.redraw`` draws it where the preset's dataset is at hand)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,17 @@ import pandas as pd
 
 from lib.data.boxes import BoxDataset
 from lib.discover.run import BOX_COLUMNS
+
+
+def stage_figures(rows, metrics: dict) -> dict:
+    """The stage's figures by name from its checkpoint rows (``plots/corloc.csv``) and its ``metrics.json``
+    (``arch``, ``plan``, ``dataset``, ``algorithms``, the tuned centred box's ``centred_box_corloc`` and
+    ``centred_box_fraction``, and ``chance``: ``{"test_acc": 1 / classes}``, absent where unknown)."""
+    label = f"centred box ({metrics['centred_box_fraction']:.0%} of each side, tuned)"
+    ax = plot_corloc(rows, list(metrics["algorithms"]), baseline=metrics["centred_box_corloc"],
+                     title=f"{metrics['arch']} / {metrics['plan']}: {metrics['dataset']}",
+                     chance=(metrics.get("chance") or {}).get("test_acc"), baseline_label=label)
+    return {"corloc": ax.figure}
 
 
 def plot_corloc(rows, algorithms=("lost", "tokencut"), baseline: float | None = None, ax=None, title: str | None = None,

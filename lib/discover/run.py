@@ -4,11 +4,15 @@ What does not depend on the checkpoint (decoding, resizing and grouping the imag
 each checkpoint then costs one batched forward pass per group of equally sized images, plus the
 algorithms themselves. The checkpoint loop is the analyses' one (``lib.analysis``): with ``state_dir`` an
 interrupted run resumes.
+
+:func:`configure` checks and parses the stage's parameters once, into the :class:`DiscoverRun` that notebook 04 runs
+(:func:`score`, :func:`diagnose`); the stage's check (:func:`check_stage`) is the same call before the notebook starts.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -74,27 +78,82 @@ class InputImages:
         return np.asarray(box, dtype=np.float32) / np.array([factor_x, factor_y, factor_x, factor_y], dtype=np.float32)
 
 
-def check_stage(p: dict) -> list[tuple]:
-    """The discover stage's parameters, checked before any compute; returns the input paths it reads."""
+@dataclass(frozen=True)
+class DiscoverRun:
+    """RQ2's run with every parameter checked and parsed (:func:`configure`): what notebook 04 runs (:func:`score`,
+    :func:`diagnose`).
+
+    ``dataset``: ``lib.data.boxes.load_boxes``' arguments; its images with boxes, ``n_images`` of them drawn with
+    ``seed`` (None: all); ``algorithms``: {algorithm: options}; ``features``, ``compare_features``: keyword arguments
+    of :class:`PatchFeatures` (the run's, and the dense checkpoint's comparison); ``resize``, ``batch_size``: the
+    inputs (:class:`InputImages`); ``gallery_images`` x ``gallery_rows``: the notebook's gallery."""
+
+    source: str
+    dataset: dict
+    n_images: int | None = None
+    seed: int = 0
+    resize: int | None = None
+    features: dict = field(default_factory=dict)
+    compare_features: dict = field(default_factory=dict)
+    algorithms: dict = field(default_factory=lambda: {"lost": {}, "tokencut": {}})
+    batch_size: int = 32
+    centre_fractions: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    gallery_images: int = 6
+    gallery_rows: int = 3
+    state_dir: str | None = None
+
+    def load_data(self) -> BoxDataset:
+        """The images scored: the dataset's images with boxes, ``n_images`` of them drawn with ``seed``."""
+        from lib.data.boxes import load_boxes
+
+        data = load_boxes(**self.dataset).with_boxes().sample(self.n_images, seed=self.seed)
+        _check_dataset(data)
+        return data
+
+
+def configure(source, dataset: dict, n_images: int | None = None, seed: int = 0, resize: int | None = None,
+              features: dict | None = None, compare_features: dict | None = None, algorithms: dict | None = None,
+              batch_size: int = 32, centre_fractions=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), gallery_images: int = 6,
+              gallery_rows: int = 3, state_dir=None, exists: bool = True) -> DiscoverRun:
+    """RQ2's one check and parse, before any compute: the parameters of notebook 04 as a :class:`DiscoverRun`.
+    :func:`check_stage` calls it with ``exists`` False (before the notebook starts); the notebook with ``exists``
+    True (``source`` is then a prune stage's output, every checkpoint the file that stage wrote) and runs what it
+    returns."""
     from pathlib import Path
 
     from lib.data.boxes import DATASETS, voc_dir
     from lib.params import check_at_least, check_options, keys_of
 
-    check_at_least(p, {"n_images": 1, "batch_size": 1, "gallery_images": 1, "gallery_rows": 1})
-    dataset = dict(p["dataset"])
+    check_at_least({"n_images": n_images, "batch_size": batch_size, "gallery_images": gallery_images,
+                    "gallery_rows": gallery_rows}, {"n_images": 1, "batch_size": 1, "gallery_images": 1, "gallery_rows": 1})
+    dataset = dict(dataset)
     if dataset.get("name") not in DATASETS:
         raise ValueError(f"unknown box dataset {dataset.get('name')!r}; choose one of {DATASETS}")
-    build_algorithms(p["algorithms"])
-    for key in ("features", "compare_features"):
-        check_options(p[key], keys_of(PatchFeatures.__init__, ("self", "model", "name")), key)
+    algorithms = dict(algorithms if algorithms is not None else {"lost": {}, "tokencut": {}})
+    build_algorithms(algorithms)
+    features, compare_features = dict(features or {}), dict(compare_features or {})
+    for key, options in (("features", features), ("compare_features", compare_features)):
+        check_options(options, keys_of(PatchFeatures.__init__, ("self", "model", "name")), key)
     if dataset["name"] in ("voc07", "voc12") and Path(dataset["root"]).exists():
         try:
             voc_dir(dataset["root"], "2007" if dataset["name"] == "voc07" else "2012")
         except FileNotFoundError as error:
             raise ValueError(f"dataset.root: {error}") from None
-    kind = "voc" if dataset["name"].startswith("voc") else "boxes"
-    return [] if dataset["name"] == "shapes" else [("dataset.root", dataset["root"], kind)]
+    if exists:
+        validate_source(source)
+    return DiscoverRun(str(source), dataset, n_images, seed, resize, features, compare_features, algorithms, batch_size,
+                       tuple(centre_fractions), gallery_images, gallery_rows,
+                       None if state_dir is None else str(state_dir))
+
+
+def check_stage(p: dict) -> list[tuple]:
+    """The discover stage's parameters, checked before any compute (:func:`configure`); returns the input paths it
+    reads."""
+    run = configure(p.get("source"), p["dataset"], p.get("n_images"), p.get("seed", 0), p.get("resize"), p["features"],
+                    p["compare_features"], p["algorithms"], p["batch_size"], p.get("centre_fractions", ()),
+                    p["gallery_images"], p["gallery_rows"], exists=False)
+    name = run.dataset["name"]
+    return [] if name == "shapes" else [("dataset.root", run.dataset["root"], "voc" if name.startswith("voc") else "boxes")]
 
 
 def predict_boxes(extractor: PatchFeatures, images: InputImages, algorithms: dict, mean, std) -> dict[str, list]:
@@ -147,14 +206,29 @@ def discover(source, dataset: BoxDataset, algorithms: dict | None = None, featur
     """
     validate_source(source)
     options = algorithms if algorithms is not None else {"lost": {}, "tokencut": {}}
-    algorithms = build_algorithms(options)
+    build_algorithms(options)
     _check_dataset(dataset)
+    return corloc(source, dataset, options, features, resize, batch_size, threshold, steps, progress, device, state_dir)
+
+
+def score(run: DiscoverRun, data: BoxDataset, features: dict | None = None, steps=None, threshold: float = 0.5,
+          progress: bool = True, device: str | torch.device = "cpu") -> tuple[list[dict], pd.DataFrame]:
+    """:func:`discover` of a checked :class:`DiscoverRun` on ``data`` (:meth:`DiscoverRun.load_data`), with the run's
+    features (or ``features``, e.g. its ``compare_features``) and only checkpoints ``steps`` (default: all)."""
+    return corloc(run.source, data, run.algorithms, run.features if features is None else features, run.resize,
+                  run.batch_size, threshold, steps, progress, device, run.state_dir)
+
+
+def corloc(source, dataset: BoxDataset, options: dict, features, resize, batch_size, threshold, steps, progress, device,
+           state_dir) -> tuple[list[dict], pd.DataFrame]:
+    """:func:`discover` with its parameters already checked."""
+    algorithms = build_algorithms(options)
     metric, features = CorLoc(threshold), dict(features or {})
     key = {"algorithms": options, "features": features, "resize": resize, "batch_size": batch_size,
            "threshold": threshold, "dataset": dataset_digest(dataset)}
     inputs = []  # the same inputs serve every checkpoint: made at the first one (they need its patch size)
 
-    def score(record: dict, model) -> Scored:
+    def score_one(record: dict, model) -> Scored:
         spec = get_spec(record["model"])
         extractor = PatchFeatures(model, record["model"], **features)
         if not inputs:
@@ -175,7 +249,7 @@ def discover(source, dataset: BoxDataset, algorithms: dict | None = None, featur
                 frame[f"{name}_{column}"] = values
         return Scored(row, frame)
 
-    done = analysis.score_checkpoints(source, score, key, state_dir, steps=steps, device=device, progress=progress)
+    done = analysis.score_checkpoints(source, score_one, key, state_dir, steps=steps, device=device, progress=progress)
     return done.rows, done.items
 
 
@@ -184,10 +258,23 @@ def diagnose_features(source, dataset: BoxDataset, settings: dict[str, dict], al
     """Why LOST works or not, on the first (dense) checkpoint, for each named feature setting:
     the share of patch pairs that correlate positively (LOST's degree needs many negative pairs) and the
     share of images whose LOST seed (with the ``lost`` entry of ``algorithms``) lies inside a ground-truth box."""
-    from lib.discover.methods import LOST
-
     validate_source(source)
     _check_dataset(dataset)
+    return lost_diagnosis(source, dataset, settings, algorithms, resize, batch_size)
+
+
+def diagnose(run: DiscoverRun, data: BoxDataset) -> pd.DataFrame:
+    """:func:`diagnose_features` of a checked :class:`DiscoverRun` on ``data``: its ``features`` and
+    ``compare_features``."""
+    return lost_diagnosis(run.source, data, {"features": run.features, "compare_features": run.compare_features},
+                          run.algorithms, run.resize, run.batch_size)
+
+
+def lost_diagnosis(source, dataset: BoxDataset, settings: dict[str, dict], algorithms: dict | None, resize: int | None,
+                   batch_size: int) -> pd.DataFrame:
+    """:func:`diagnose_features` with its parameters already checked."""
+    from lib.discover.methods import LOST
+
     lost = LOST(**((algorithms or {}).get("lost") or {}))
     record, model = next(iter(iter_checkpoints(source)))
     spec, rows = get_spec(record["model"]), []

@@ -5,6 +5,9 @@ One run per (arch, plan) reads the prune output of every seed (:func:`seed_dir`)
 the analyses' loop (``lib.analysis.score_checkpoints``: resumable per checkpoint with ``state_dir``, kept by the
 checkpoint's content and the inputs' digest) and keeps one row per (seed, checkpoint, image). The predictions are
 all it computes (one forward pass per image and checkpoint); everything else is counted from them.
+
+:func:`configure` checks and parses the stage's parameters once, into the :class:`ForgetRun` that notebook 08 runs
+(:func:`measure`); the stage's check (:func:`check_stage`) is the same call before the notebook starts.
 """
 
 from __future__ import annotations
@@ -32,28 +35,73 @@ def seed_dir(folder: str | Path, seed: int) -> Path:
     return Path(folder) / f"seed{seed}"
 
 
-def check_stage(p: dict) -> list[tuple]:
-    """The forget stage's parameters, checked before any compute; returns the input paths it reads."""
-    from lib.data.datasets import DATASETS, dataset_paths
+@dataclass(frozen=True)
+class ForgetRun:
+    """A forget stage's run with every parameter checked and parsed (:func:`configure`): what notebook 08 runs
+    (:func:`measure`).
 
-    seeds = p["seeds"]
+    ``source``: the prune stage's (arch, plan) folder, each seed's run at :func:`seed_dir`; ``dataset``, ``split``,
+    ``n_images``: the images predicted (``lib.data.datasets.classification_data``; None: every image of the split);
+    ``correction``, ``alpha``: the per-class tests (``lib.stats.adjust``); ``gallery_size``: the most forgotten images
+    kept; ``interpret_dir``, ``discover_dir``: the other stages' (arch, plan) folders joined (None: not joined)."""
+
+    source: str
+    seeds: tuple[int, ...]
+    dataset: dict
+    split: str = "test"
+    n_images: int | None = None
+    batch_size: int = 256
+    correction: str = "holm"
+    alpha: float = 0.05
+    gallery_size: int = 12
+    interpret_dir: str | None = None
+    discover_dir: str | None = None
+    device: str | None = "cpu"
+    state_dir: str | None = None
+
+
+def configure(source, seeds, dataset: dict, split: str = "test", n_images: int | None = None, batch_size: int = 256,
+              correction: str = "holm", alpha: float = 0.05, gallery_size: int = 12, interpret_dir=None,
+              discover_dir=None, device: str | None = "cpu", state_dir=None, exists: bool = True) -> ForgetRun:
+    """The forget stage's one check and parse, before any compute: the parameters of notebook 08 as a
+    :class:`ForgetRun`. :func:`check_stage` calls it with ``exists`` False (before the notebook starts); the notebook
+    (and :func:`forget`) with ``exists`` True (every seed's prune run there, each checkpoint the file that stage
+    wrote) and runs what it returns."""
+    from lib.data.datasets import DATASETS
+
     if not isinstance(seeds, (list, tuple)) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                                     for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list of distinct integers (params.yaml `seeds`), got {seeds!r}")
-    dataset = p["dataset"]
     if not isinstance(dataset, dict) or dataset.get("name", "shapes") not in DATASETS or "root" not in dataset:
         raise ValueError(f"dataset must be {{name, root, ...}} with a name of {sorted(DATASETS)}, got {dataset!r}")
-    if p["split"] not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test (the classification loader's splits), got {p['split']!r}")
-    if p["n_images"] is not None and (not isinstance(p["n_images"], int) or p["n_images"] < 1):
-        raise ValueError(f"n_images must be a positive integer or null (every image), got {p['n_images']!r}")
-    if p["correction"] not in CORRECTIONS:
-        raise ValueError(f"correction must be one of {CORRECTIONS} (lib.stats.adjust), got {p['correction']!r}")
-    if not 0 < p["alpha"] < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {p['alpha']!r}")
-    if p["batch_size"] < 1 or p["gallery_size"] < 0:
-        raise ValueError(f"batch_size must be >= 1 and gallery_size >= 0, got {p['batch_size']}, {p['gallery_size']}")
-    return [] if dataset.get("name", "shapes") == "shapes" else dataset_paths(dataset)
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test (the classification loader's splits), got {split!r}")
+    if n_images is not None and (not isinstance(n_images, int) or n_images < 1):
+        raise ValueError(f"n_images must be a positive integer or null (every image), got {n_images!r}")
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {CORRECTIONS} (lib.stats.adjust), got {correction!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    if batch_size < 1 or gallery_size < 0:
+        raise ValueError(f"batch_size must be >= 1 and gallery_size >= 0, got {batch_size}, {gallery_size}")
+    if exists:
+        for seed in seeds:
+            validate_source(seed_dir(source, seed))
+    return ForgetRun(str(source), tuple(seeds), dict(dataset), split, n_images, batch_size, correction, alpha,
+                     gallery_size, None if interpret_dir is None else str(interpret_dir),
+                     None if discover_dir is None else str(discover_dir), device,
+                     None if state_dir is None else str(state_dir))
+
+
+def check_stage(p: dict) -> list[tuple]:
+    """The forget stage's parameters, checked before any compute (:func:`configure`); returns the input paths it
+    reads."""
+    from lib.data.datasets import dataset_paths
+
+    run = configure(p.get("source"), p["seeds"], p["dataset"], p["split"], p["n_images"], p["batch_size"],
+                    p["correction"], p["alpha"], p["gallery_size"], p.get("interpret_dir"), p.get("discover_dir"),
+                    p.get("device"), exists=False)
+    return [] if run.dataset.get("name", "shapes") == "shapes" else dataset_paths(run.dataset)
 
 
 @dataclass
@@ -152,31 +200,35 @@ def forget(source, seeds, dataset: dict, split: str = "test", n_images: int | No
     seed's run at :func:`seed_dir`) and measure what pruning forgets (``lib.forget.metrics``).
 
     state_dir: each seed's finished checkpoints are kept in ``<state_dir>/seed<k>``, so that a rerun resumes.
+    :func:`configure`, then :func:`measure`.
     """
-    check_stage({"seeds": list(seeds), "dataset": dataset, "split": split, "n_images": n_images,
-                 "correction": correction, "alpha": alpha, "batch_size": batch_size, "gallery_size": gallery_size})
+    return measure(configure(source, seeds, dataset, split, n_images, batch_size, correction, alpha, gallery_size,
+                             device=device, state_dir=state_dir), progress)
+
+
+def measure(run: ForgetRun, progress: bool = True) -> Forgetting:
+    """What pruning forgets, for a checked :class:`ForgetRun` (see :func:`forget`)."""
+    source, seeds, state_dir = run.source, list(run.seeds), run.state_dir
     sources = {seed: seed_dir(source, seed) for seed in seeds}
-    for path in sources.values():
-        validate_source(path)
     models = {seed: model_of(path) for seed, path in sources.items()}
     if len(set(models.values())) > 1:
         raise ValueError(f"source: the seeds' prune runs hold different models {models}; a population is one "
                          "architecture")
     model = models[seeds[0]]
-    data, ids, name = load_images(dataset, split, n_images, model)
+    data, ids, name = load_images(run.dataset, run.split, run.n_images, model)
     frames, records = [], {}
     for seed, path in sources.items():
-        done = predict_checkpoints(path, data, ids, name, seed, batch_size, device,
+        done = predict_checkpoints(path, data, ids, name, seed, run.batch_size, run.device,
                                    None if state_dir is None else Path(state_dir) / f"seed{seed}", progress)
         frames.append(done.items)
         for row in done.rows:
             records.setdefault(row["step"], []).append(row)
     predictions = pd.concat(frames, ignore_index=True)
     images = per_image(predictions)
-    classes = class_changes(predictions, correction, alpha)
+    classes = class_changes(predictions, run.correction, run.alpha)
     means = {step: {"test_acc": _mean([r.get("test_acc") for r in rows])} for step, rows in records.items()}
     rows = checkpoint_rows(images, classes, means)
-    shown = most_forgotten(images, gallery_size)["image"].tolist()
+    shown = most_forgotten(images, run.gallery_size)["image"].tolist()
     index = {image: i for i, image in enumerate(ids)}
     return Forgetting(predictions, images, classes, rows, list(seeds), len(seeds) >= MIN_POPULATION,
                       np.array(shown), pictures_of(data, [index[i] for i in shown], model))

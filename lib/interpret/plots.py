@@ -1,4 +1,8 @@
-"""RQ1 figures: scores against sparsity with test accuracy on a second axis (Study A's figure), and map galleries."""
+"""RQ1 figures: scores against sparsity with test accuracy on a second axis (Study A's figure), and map galleries.
+
+:func:`stage_figures` draws the stage's figures from what its folder keeps (``plots/scores.csv``, ``metrics.json``):
+notebook 03 and ``lib.redraw`` both call it. The gallery is drawn from relevance maps, which no table holds: the
+notebook's alone."""
 
 from __future__ import annotations
 
@@ -53,6 +57,19 @@ def plot_scores(rows: list[dict] | pd.DataFrame, metrics, attributions, baseline
         fig.suptitle(title)
     legend_below(fig, ncol=4)
     return fig
+
+
+PANELS = {"rma_rra": ["rma", "rra"], "scores": ["pointing", "gini", "deletion", "insertion"]}  # figure -> metrics
+
+
+def stage_figures(rows: list[dict] | pd.DataFrame, metrics: dict) -> dict:
+    """The stage's figures by name (``PANELS``), from its checkpoint rows (``plots/scores.csv``) and its
+    ``metrics.json`` (``arch``, ``plan``, ``attributions``, the uniform map's ``uniform_<metric>`` and ``chance``:
+    ``{"test_acc": 1 / classes}``, absent where unknown)."""
+    chance = (metrics.get("chance") or {}).get("test_acc")
+    title = f"{metrics['arch']} / {metrics['plan']}"
+    return {name: plot_scores(rows, panels, metrics["attributions"], metrics, title=title, chance=chance)
+            for name, panels in PANELS.items()}
 
 
 def gallery_steps(sparsity: dict, columns: int) -> list:

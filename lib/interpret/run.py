@@ -8,6 +8,9 @@ resolution and scores them. Everything that does not depend on the checkpoint (t
 distance transform, the uniform-map baseline, the normalised inputs) is computed once, before the loop.
 With ``state_dir``, every finished checkpoint is kept there, and a rerun after an interruption picks
 up where the first one stopped.
+
+:func:`configure` checks and parses the stage's parameters once, into the :class:`InterpretRun` that :func:`score`
+runs; the stage's check (:func:`check_stage`) is the same call before the notebook starts.
 """
 
 from __future__ import annotations
@@ -49,30 +52,83 @@ class Scores:
     sanity: dict = field(default_factory=dict)  # per attribution: the randomisation test's verdict (lib.interpret.sanity)
 
 
-def check_stage(p: dict) -> list[tuple]:
-    """The attribution stage's parameters, checked before any compute; returns the input paths it reads."""
+@dataclass(frozen=True)
+class InterpretRun:
+    """RQ1's run with every parameter checked and parsed (:func:`configure`): what notebook 03 runs (:func:`score`).
+
+    ``attributions``: names of ``lib.interpret.ATTRIBUTIONS`` (None: every one that applies to the model family);
+    ``attribution_options``: {attribution: {option: value}}; ``metrics``: the scores computed, names of ``METRICS``;
+    the rest as :func:`score_checkpoints` describes them."""
+
+    source: str
+    attributions: tuple[str, ...] | None = None
+    attribution_options: dict = field(default_factory=dict)
+    cam_layer: str | None = None
+    metrics: tuple[str, ...] = METRICS
+    pointing_tolerance: float = 15.0
+    perturbation_steps: int = 16
+    blur_sigma: float = 5.0
+    batch_size: int = 16
+    eval_batch_size: int = 128
+    gallery_size: int = 4
+    sanity_images: int = 0
+    sanity_seed: int = 0
+    sanity_threshold: float = 0.5
+    device: str | None = "cpu"
+    state_dir: str | None = None
+
+
+def configure(source, attributions=None, attribution_options: dict | None = None, cam_layer: str | None = None,
+              metrics=None, pointing_tolerance: float = 15.0, perturbation_steps: int = 16, blur_sigma: float = 5.0,
+              batch_size: int = 16, eval_batch_size: int = 128, gallery_size: int = 4, sanity_images: int = 0,
+              sanity_seed: int = 0, sanity_threshold: float = 0.5, device: str | None = "cpu", state_dir=None,
+              exists: bool = True) -> InterpretRun:
+    """RQ1's one check and parse, before any compute: the scoring parameters of notebook 03 as an
+    :class:`InterpretRun`. :func:`check_stage` calls it with ``exists`` False (before the notebook starts); the
+    notebook (and :func:`score_checkpoints`) with ``exists`` True (``source`` is then a prune stage's output, every
+    checkpoint the file that stage wrote) and runs what it returns (:func:`score`)."""
     from lib.interpret.methods import ATTRIBUTIONS
-    from lib.data.masks import DATASETS
     from lib.params import check_at_least, check_options, keys_of
 
-    check_at_least(p, {"n_images": 1, "gallery_size": 1, "batch_size": 1, "eval_batch_size": 1,
-                       "perturbation_steps": 1, "pointing_tolerance": 0})
+    check_at_least({"batch_size": batch_size, "eval_batch_size": eval_batch_size, "gallery_size": gallery_size,
+                    "perturbation_steps": perturbation_steps, "pointing_tolerance": pointing_tolerance},
+                   {"batch_size": 1, "eval_batch_size": 1, "perturbation_steps": 1, "pointing_tolerance": 0,
+                    "gallery_size": 0})
+    if attributions is not None:
+        check_attribution_names(attributions)
+        attributions = tuple(attributions)
+    attribution_options = dict(attribution_options or {})
+    check_attribution_names(attribution_options)
+    for name, options in attribution_options.items():
+        check_options(options, keys_of(ATTRIBUTIONS[name].__init__, ("self", "model")), name)
+    try:
+        metrics = check_metrics(metrics)
+    except ValueError as error:
+        raise ValueError(f"metrics: {error}") from None
+    if not isinstance(sanity_images, int) or isinstance(sanity_images, bool) or sanity_images < 0:
+        raise ValueError(f"sanity_images must be a number of images >= 0 (0: no randomisation test), got {sanity_images!r}")
+    if not -1 < sanity_threshold <= 1:
+        raise ValueError(f"sanity_threshold must be a rank correlation in (-1, 1], got {sanity_threshold!r}")
+    if exists:
+        validate_source(source)
+    return InterpretRun(str(source), attributions, attribution_options, cam_layer, metrics, pointing_tolerance,
+                        perturbation_steps, blur_sigma, batch_size, eval_batch_size, gallery_size, sanity_images,
+                        sanity_seed, sanity_threshold, device, None if state_dir is None else str(state_dir))
+
+
+def check_stage(p: dict) -> list[tuple]:
+    """The attribution stage's parameters, checked before any compute (:func:`configure`, and the notebook's own:
+    the ground truth it loads, the gallery it draws); returns the input paths it reads."""
+    from lib.data.masks import DATASETS
+    from lib.params import check_at_least
+
+    check_at_least(p, {"n_images": 1, "gallery_size": 1})  # the gallery figure draws at least one image
     if p["dataset"] not in DATASETS:
         raise ValueError(f"unknown ground-truth dataset {p['dataset']!r}; choose one of {DATASETS}")
-    if p["attributions"] is not None:
-        check_attribution_names(p["attributions"])
-    if p.get("metrics") is not None:
-        try:
-            check_metrics(p["metrics"])
-        except ValueError as error:
-            raise ValueError(f"metrics: {error}") from None
-    sanity_images, threshold = p.get("sanity_images", 0), p.get("sanity_threshold", 0.5)
-    if not isinstance(sanity_images, int) or sanity_images < 0:
-        raise ValueError(f"sanity_images must be a number of images >= 0 (0: no randomisation test), got {sanity_images!r}")
-    if not -1 < threshold <= 1:
-        raise ValueError(f"sanity_threshold must be a rank correlation in (-1, 1], got {threshold!r}")
-    for attribution in ("ig_smoothgrad", "rollout"):
-        check_options(p[attribution], keys_of(ATTRIBUTIONS[attribution].__init__, ("self", "model")), attribution)
+    configure(p.get("source"), p["attributions"], {"ig_smoothgrad": p["ig_smoothgrad"], "rollout": p["rollout"]},
+              p["cam_layer"], p.get("metrics"), p["pointing_tolerance"], p["perturbation_steps"], p["blur_sigma"],
+              p["batch_size"], p["eval_batch_size"], p["gallery_size"], p.get("sanity_images", 0),
+              p.get("sanity_seed", 0), p.get("sanity_threshold", 0.5), p.get("device"), exists=False)
     if p["dataset"] == "voc12":
         return [("data_dir", Path(p["data_dir"]) / "ImageSets" / "Segmentation" / f"{p['split'] or 'val'}.txt", "voc")]
     return [("data_dir", p["data_dir"], "coco")] if p["dataset"] == "coco" else []
@@ -84,12 +140,6 @@ def check_data(data: dict) -> None:
         raise ValueError(f"data['images'] must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     if masks.shape != images.shape[:3]:
         raise ValueError(f"data['masks'] {masks.shape} must match the images' (N, H, W) {images.shape[:3]}")
-
-
-def check_options(attribution_options: dict | None) -> dict:
-    attribution_options = dict(attribution_options or {})
-    check_attribution_names(attribution_options)
-    return attribution_options
 
 
 def check_metrics(metrics) -> tuple[str, ...]:
@@ -142,7 +192,7 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
     attributions: names from ``lib.interpret.ATTRIBUTIONS`` (default: every attribution of the model family that applies
     to the model, ``lib.interpret.methods.default_attributions``);
     attribution_options: {attribution: {option: value}} (e.g. ``{"ig_smoothgrad": {"steps": 50, "samples": 2}}``);
-    tolerance: the pointing game's, in pixels; perturbation_steps, blur_sigma: deletion/insertion curves;
+    tolerance: the pointing game's (:func:`configure`'s ``pointing_tolerance``), in pixels; perturbation_steps, blur_sigma: deletion/insertion curves;
     batch_size: images per attribution call; eval_batch_size: images per forward pass of the perturbation curves;
     state_dir: where each finished checkpoint is kept, so that a rerun after an interruption resumes
     (``lib.analysis``);
@@ -156,32 +206,38 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
     ``random_rra_``: the randomised maps' scores, a floor); an attribution whose correlation reaches
     ``sanity_threshold`` at some checkpoint fails (``Scores.sanity``). It costs one more attribution pass of those
     images per checkpoint (the trained network's maps are RQ1's own).
+
+    :func:`configure`, then :func:`score`.
     """
+    return score(configure(source, attributions, attribution_options, cam_layer, metrics, tolerance, perturbation_steps,
+                           blur_sigma, batch_size, eval_batch_size, gallery_size, sanity_images, sanity_seed,
+                           sanity_threshold, device, state_dir), data, progress)
+
+
+def score(run: InterpretRun, data: dict, progress: bool = True) -> Scores:
+    """Attribute and score every checkpoint of a checked :class:`InterpretRun` on ``data`` (a ``lib.data.masks``
+    dict: its images and masks are checked here, before the first forward pass)."""
     from lib.distributed import default_device
 
-    device = device or default_device()
-    # Everything that can be wrong is checked before the first forward pass.
-    validate_source(source)
     check_data(data)
-    if attributions is not None:
-        check_attribution_names(attributions)
-    attribution_options = check_options(attribution_options)
-    metrics = check_metrics(metrics)
-    if batch_size < 1 or gallery_size < 0 or sanity_images < 0:
-        raise ValueError(f"batch_size must be >= 1, gallery_size and sanity_images >= 0, got {batch_size}, "
-                         f"{gallery_size}, {sanity_images}")
-    truth = GroundTruth(torch.from_numpy(np.asarray(data["masks"])), tolerance)
-    faithfulness = [cls(perturbation_steps, eval_batch_size, blur_sigma) for cls in FAITHFULNESS if cls.name in metrics]
+    device = run.device or default_device()
+    attributions, attribution_options, cam_layer, metrics = (run.attributions, run.attribution_options, run.cam_layer,
+                                                             run.metrics)
+    gallery_size, sanity_images, sanity_seed = run.gallery_size, run.sanity_images, run.sanity_seed
+    truth = GroundTruth(torch.from_numpy(np.asarray(data["masks"])), run.pointing_tolerance)
+    faithfulness = [cls(run.perturbation_steps, run.eval_batch_size, run.blur_sigma)
+                    for cls in FAITHFULNESS if cls.name in metrics]
     baseline = {f"uniform_{k}": float(v.mean()) for k, v in uniform_scores(truth).items() if k in metrics}
     key = {"metrics": list(metrics), "attributions": attributions, "options": attribution_options, "cam_layer": cam_layer,
-           "tolerance": tolerance, "perturbation_steps": perturbation_steps, "blur_sigma": blur_sigma,
-           "batch_size": batch_size, "eval_batch_size": eval_batch_size, "gallery_size": gallery_size,
+           "tolerance": run.pointing_tolerance, "perturbation_steps": run.perturbation_steps,
+           "blur_sigma": run.blur_sigma, "batch_size": run.batch_size, "eval_batch_size": run.eval_batch_size,
+           "gallery_size": gallery_size,
            **({"sanity": [sanity_images, sanity_seed]} if sanity_images else {}),
            "data": digest(*(data.get(k) for k in ("images", "masks", "labels", "ids")))}
     images = to_tensor(np.asarray(data["images"]))
     inputs_by_norm: dict[tuple, torch.Tensor] = {}
 
-    def score(record: dict, model) -> Scored:
+    def score_one(record: dict, model) -> Scored:
         started, cpu_started = time.perf_counter(), time.process_time()
         spec = get_spec(record["model"])
         names = list(attributions or default_attributions(model, spec))
@@ -192,7 +248,7 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
         if norm not in inputs_by_norm:
             inputs_by_norm[norm] = normalize(images, spec.mean, spec.std).contiguous(memory_format=layout)
         model.to(memory_format=layout)
-        frame, maps = score_model(model, chosen, inputs_by_norm[norm], truth, batch_size, faithfulness,
+        frame, maps = score_model(model, chosen, inputs_by_norm[norm], truth, run.batch_size, faithfulness,
                                   keep=max(gallery_size, sanity_images), progress=progress, metrics=metrics)
         sanity = {}
         if sanity_images:
@@ -200,7 +256,7 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
                 return [create_attribution(n, network, spec, cam_layer=cam_layer, **attribution_options.get(n, {}))
                         for n in names]
             count = min(sanity_images, len(truth))
-            sanity = sanity_check(model, make, inputs_by_norm[norm][:count], truth[:count], batch_size, sanity_seed,
+            sanity = sanity_check(model, make, inputs_by_norm[norm][:count], truth[:count], run.batch_size, sanity_seed,
                                   trained_maps=maps, targets=torch.tensor(frame["prediction"].to_numpy()[:count]))
             sanity = {c: float(sanity[c].mean()) for c in sanity.columns}
         maps = {name: kept[:gallery_size] for name, kept in maps.items()}
@@ -212,7 +268,7 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
                **{c: float(frame[c].mean()) for c in frame.columns if c.split("_")[0] in METRICS}, **sanity}
         return Scored(row, frame, {"maps": maps, "names": names})
 
-    done = analysis.score_checkpoints(source, score, key, state_dir, device=device, progress=progress)
+    done = analysis.score_checkpoints(run.source, score_one, key, run.state_dir, device=device, progress=progress)
     keep = min(gallery_size, len(truth))
     gallery = {"images": np.asarray(data["images"])[:keep], "masks": np.asarray(data["masks"])[:keep],
                "ids": np.asarray(data.get("ids", np.arange(keep)))[:keep],
@@ -220,7 +276,7 @@ def score_checkpoints(source, data: dict, attributions: list[str] | None = None,
                "sparsity": {r["step"]: r["sparsity"] for r in done.records}}
     names = done.extras[done.records[-1]["step"]]["names"] if done.records else None
     return Scores(done.rows, done.items, names, baseline, gallery,
-                  verdicts(done.rows, names or [], sanity_threshold) if sanity_images else {})
+                  verdicts(done.rows, names or [], run.sanity_threshold) if sanity_images else {})
 
 
 def describe_images(frame: pd.DataFrame, record: dict, data: dict) -> pd.DataFrame:

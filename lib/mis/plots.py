@@ -1,5 +1,9 @@
 """The unit-interpretability figures: MIS against sparsity, per-layer profiles, per-unit distributions,
-the classifier's units against class accuracy, and example tasks."""
+the classifier's units against class accuracy, and example tasks.
+
+:func:`stage_figures` draws the stage's figures from what its folder keeps (``plots/mis.csv``, ``per_unit.csv``,
+``plots/mis_layers.csv``, ``plots/mis_classes.csv``, ``metrics.json``): notebook 06 and ``lib.redraw`` both call it.
+The example tasks are images of the pool, which no table holds: the notebook's alone."""
 
 from __future__ import annotations
 
@@ -10,6 +14,25 @@ from lib.data.image_pool import ImagePool
 from lib.mis.activations import OUTPUT_LAYERS
 from lib.mis.metrics import rank_correlation
 from lib.plots import accuracy_axis, colour, legend_beside, legend_below, styled
+
+
+def stage_figures(checkpoints: pd.DataFrame, units: pd.DataFrame, layers: pd.DataFrame, classes: pd.DataFrame,
+                  metrics: dict) -> dict:
+    """The stage's figures by name (None: nothing to draw, no figure) from its tables (``plots/mis.csv``: a row per
+    checkpoint; ``per_unit.csv``, ``plots/mis_layers.csv``, ``plots/mis_classes.csv``: the rows of the controls, where
+    they have a ``control``, are left out) and its ``metrics.json``: ``arch``, ``plan``, the primary backend
+    ``similarity``, the ``controls``' rows and ``chance`` (``{"test_acc": 1 / classes}``, absent where unknown)."""
+    def checkpoints_only(table: pd.DataFrame) -> pd.DataFrame:
+        return table[table["control"].isna()] if "control" in table else table
+
+    primary, name = metrics["similarity"], f"{metrics['arch']}: {metrics['plan']}"
+    classes = checkpoints_only(classes)
+    return {"mis": plot_mis_vs_sparsity(checkpoints, pd.DataFrame(metrics.get("controls") or []),
+                                        title=f"{name} ({primary} similarity)",
+                                        chance=(metrics.get("chance") or {}).get("test_acc")),
+            "mis_units": plot_unit_distributions(checkpoints_only(units), primary, title=name),
+            "mis_layers": plot_layer_profiles(checkpoints_only(layers), primary, title=f"{name}, mean MIS per layer"),
+            "mis_classes": None if classes.empty else plot_class_units(classes, primary, title=name)}
 
 
 @styled

@@ -5,6 +5,10 @@ interrupted run resumes): one forward pass per checkpoint over the pool, every u
 scored with every similarity backend. Then the chance-accuracy controls of the dense checkpoint (random
 re-initialisation, pruning to collapse). The tables it returns feed ``lib.mis.metrics`` (MIS against
 sparsity with a rank correlation, the classifier's units against per-class accuracy) and ``lib.mis.plots``.
+
+:func:`configure` checks and parses the stage's parameters once, into the :class:`MISRun` that notebook 06 runs
+(:func:`build_scorers` of its backends, then :func:`score`); the stage's check (:func:`check_stage`) is the same call
+before the notebook starts.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from lib.checkpoints import iter_checkpoints, prune_global_magnitude, validate_s
 from lib.data.image_pool import ImagePool
 from lib.mis.activations import OUTPUT_LAYERS, constant_units, resolve_layers, unit_activations
 from lib.mis.embeddings import cached_embeddings
-from lib.mis.methods import MIS, UnitScores, single_thread
+from lib.mis.methods import DEFAULT_ALPHA, MIS, UnitScores, single_thread
 from lib.mis.metrics import class_table, metric_name, model_level, nanmean, pool_accuracy
 from lib.mis.similarity import SimilarityBackend, similarity_matrix
 from lib.mis.tasks import TaskConfig
@@ -33,24 +37,72 @@ CONTROL_NAMES = {"random_init": "random_init", "collapse_sparsity": "collapse"} 
 CONTROL_KEYS = set(CONTROL_NAMES)
 
 
-def check_stage(p: dict) -> list[tuple]:
-    """The MIS stages' parameters (``mis`` and ``mis_embeddings``), checked before any compute; returns the
-    input paths they read."""
+@dataclass(frozen=True)
+class MISRun:
+    """Study B's MIS run with every parameter checked and parsed (:func:`configure`): what notebook 06 runs.
+
+    ``pool``: ``lib.data.image_pool.load_pool``'s spec (the embedded dataset's in ``data_dir``); ``backends``: the
+    similarity backends, built (the first is the primary one), their embeddings cached in ``embeddings_dir``;
+    ``tasks``: the task counts; ``alpha``, ``aggregation``, ``seed``: the scorer's (``lib.mis.methods.MIS``);
+    ``layers``: the units scored (None: every block, logits, softmax); ``controls``: the chance-accuracy controls
+    of the dense checkpoint (:func:`check_controls`); ``batch_size``: pool images a forward pass."""
+
+    source: str | None
+    data_dir: str | None
+    pool: dict
+    backends: tuple[SimilarityBackend, ...]
+    tasks: TaskConfig
+    embeddings_dir: str | None = None
+    layers: list | None = None
+    alpha: float = DEFAULT_ALPHA
+    aggregation: str = "mean"
+    controls: dict = field(default_factory=dict)
+    seed: int = 0
+    batch_size: int = 128
+    state_dir: str | None = None
+
+
+def configure(source, data_dir, pool: dict, backends: list[dict], tasks: dict | None = None, embeddings_dir=None,
+              layers=None, alpha: float = DEFAULT_ALPHA, aggregation: str = "mean", controls: dict | None = None, seed: int = 0,
+              batch_size: int = 128, state_dir=None, exists: bool = True) -> MISRun:
+    """The MIS stages' one check and parse, before any compute: the parameters of notebook 06 (and of the
+    ``mis_embeddings`` stage: its pool and backends) as a :class:`MISRun`. :func:`check_stage` calls it with
+    ``exists`` False (before the notebook starts); the notebook with ``exists`` True (``source`` is then a prune
+    stage's output, every checkpoint the file that stage wrote) and runs what it returns."""
     from lib.data.image_pool import POOL_KEYS
+    from lib.mis.methods import AGGREGATIONS
     from lib.mis.similarity import BackendUnavailable, create_backend
     from lib.params import check_at_least, check_options
 
-    check_at_least(p, {"batch_size": 1})
+    check_at_least({"batch_size": batch_size}, {"batch_size": 1})
+    check_options(pool, POOL_KEYS, "pool")
+    try:
+        built = tuple(create_backend(spec) for spec in backends)
+    except BackendUnavailable as error:
+        raise ValueError(str(error)) from None
+    names = [b.name for b in built]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"give one or more distinct similarity backends, got {names}")
+    task_config = TaskConfig.from_dict(tasks)
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
+    if not alpha > 0:
+        raise ValueError(f"alpha (the sigmoid's scale) must be positive, got {alpha}")
+    controls = check_controls(controls)
+    if exists and source is not None:
+        validate_source(source)
+    return MISRun(None if source is None else str(source), None if data_dir is None else str(data_dir), dict(pool),
+                  built, task_config, None if embeddings_dir is None else str(embeddings_dir), layers, alpha,
+                  aggregation, controls, seed, batch_size, None if state_dir is None else str(state_dir))
 
-    check_options(p["pool"], POOL_KEYS, "pool")
-    for spec in p["backends"]:
-        try:
-            create_backend(spec)
-        except BackendUnavailable as error:
-            raise ValueError(str(error)) from None
-    if "tasks" in p:
-        TaskConfig.from_dict(p["tasks"])
-    return [("pool.folder", p["pool"]["folder"], "pool")] if "folder" in p["pool"] else []
+
+def check_stage(p: dict) -> list[tuple]:
+    """The MIS stages' parameters (``mis`` and ``mis_embeddings``), checked before any compute (:func:`configure`);
+    returns the input paths they read."""
+    run = configure(p.get("source"), p.get("data_dir"), p["pool"], p["backends"], p.get("tasks"),
+                    p.get("embeddings_dir"), p.get("layers"), p.get("alpha", DEFAULT_ALPHA), p.get("aggregation", "mean"),
+                    p.get("controls"), p.get("seed", 0), p.get("batch_size", 128), exists=False)
+    return [("pool.folder", run.pool["folder"], "pool")] if "folder" in run.pool else []
 
 
 def build_scorers(pool: ImagePool, backends: list[SimilarityBackend], cache_dir, tasks: TaskConfig, alpha: float,
@@ -64,7 +116,7 @@ def build_scorers(pool: ImagePool, backends: list[SimilarityBackend], cache_dir,
 
 
 @dataclass
-class MISRun:
+class MISTables:
     """Tables of one run: a row per checkpoint (or control), per layer, per unit and per class."""
 
     checkpoints: pd.DataFrame
@@ -88,7 +140,7 @@ def score_units(activations: dict[str, torch.Tensor], scorers: dict[str, MIS]) -
 
 
 def score_model(model: nn.Module, model_name: str, pool: ImagePool, scorers: dict[str, MIS], layers=None,
-                batch_size: int = 128, record: dict | None = None, keep_examples: bool = False) -> MISRun:
+                batch_size: int = 128, record: dict | None = None, keep_examples: bool = False) -> MISTables:
     """Every unit of ``layers`` (default: every block, logits, softmax) of one model, under every backend."""
     spec = get_spec(model_name)
     layers = resolve_layers(model, model_name, layers)
@@ -112,37 +164,51 @@ def score_model(model: nn.Module, model_name: str, pool: ImagePool, scorers: dic
         classes.append(class_table(scores, activations, pool, {**keys, "backend": backend}))
         if backend == primary and keep_examples:
             examples = _examples(scores)
-    return MISRun(pd.DataFrame([row]), pd.DataFrame(layer_rows), pd.concat(units, ignore_index=True),
+    return MISTables(pd.DataFrame([row]), pd.DataFrame(layer_rows), pd.concat(units, ignore_index=True),
                   pd.concat(classes, ignore_index=True), examples)
 
 
 def score_checkpoints(source, pool: ImagePool, scorers: dict[str, MIS], layers=None, controls: dict | None = None,
                       batch_size: int = 128, seed: int = 0, progress: bool = True,
-                      device: str | torch.device = "cpu", state_dir=None) -> tuple[MISRun, MISRun]:
+                      device: str | torch.device = "cpu", state_dir=None) -> tuple[MISTables, MISTables]:
     """(run over every checkpoint of ``source``, run over the controls of its densest checkpoint (empty if none)).
     ``device``: where the models compute the unit activations; ``state_dir``: where each finished checkpoint
     and control is kept, so that a rerun after an interruption resumes (``lib.analysis``)."""
     validate_source(source)
-    controls = check_controls(controls)
+    return score_units_of(source, pool, scorers, layers, check_controls(controls), batch_size, seed, progress, device,
+                          state_dir)
+
+
+def score(run: MISRun, pool: ImagePool, scorers: dict[str, MIS], progress: bool = True,
+          device: str | torch.device = "cpu") -> tuple[MISTables, MISTables]:
+    """:func:`score_checkpoints` of a checked :class:`MISRun` (``pool``: its pool loaded; ``scorers``:
+    :func:`build_scorers` of its backends)."""
+    return score_units_of(run.source, pool, scorers, run.layers, run.controls, run.batch_size, run.seed, progress,
+                          device, run.state_dir)
+
+
+def score_units_of(source, pool: ImagePool, scorers: dict[str, MIS], layers, controls: dict, batch_size: int,
+                   seed: int, progress: bool, device, state_dir) -> tuple[MISTables, MISTables]:
+    """:func:`score_checkpoints` with its parameters already checked."""
     key = {"pool": pool.fingerprint(), "layers": layers, "batch_size": batch_size,
            "scorers": [(name, digest(s.similarity), vars(s.tasks), s.alpha, s.aggregation, s.seed)
                        for name, s in scorers.items()]}
     first = {}  # the first checkpoint scored here, kept for the controls
 
-    def score(record: dict, model) -> Scored:
+    def score_one(record: dict, model) -> Scored:
         record = {k: record[k] for k in ("step", "sparsity", "test_acc", "model") if k in record}
         first.setdefault("checkpoint", (record, model))
         return _scored(score_model(model, record["model"], pool, scorers, layers, batch_size, record,
                                    keep_examples=True))
 
-    done = analysis.score_checkpoints(source, score, key, state_dir, device=device, progress=progress)
-    runs = [MISRun(extra["checkpoints"], extra["layers"], units, extra["classes"],
+    done = analysis.score_checkpoints(source, score_one, key, state_dir, device=device, progress=progress)
+    runs = [MISTables(extra["checkpoints"], extra["layers"], units, extra["classes"],
                    extra["examples"] if i == 0 else [])  # the examples of the dense checkpoint only
             for i, (extra, units) in enumerate(zip(done.extras.values(), _per_checkpoint(done.items, done.records)))]
     run = _concat(runs)
     names = [CONTROL_NAMES[k] for k in CONTROL_NAMES if controls.get(k)]
     if not names or not done.records:
-        return run, MISRun(*(pd.DataFrame() for _ in range(4)))
+        return run, MISTables(*(pd.DataFrame() for _ in range(4)))
     dense = done.records[0]
     state = analysis.State(state_dir, {**key, "device": str(device), "controls": controls, "seed": seed})
     kept = {name: state.load(dense, name) for name in names}
@@ -156,11 +222,11 @@ def score_checkpoints(source, pool: ImagePool, scorers: dict[str, MIS], layers=N
                 kept[name] = _scored(score_model(control, dense["model"], pool, scorers, layers, batch_size,
                                                  {"control": name, "sparsity": sparsity, "model": dense["model"]}))
                 state.save(dense, kept[name], name)
-    return run, _concat([MISRun(k.extra["checkpoints"], k.extra["layers"], k.items, k.extra["classes"],
+    return run, _concat([MISTables(k.extra["checkpoints"], k.extra["layers"], k.items, k.extra["classes"],
                                 k.extra["examples"]) for k in (kept[name] for name in names)])
 
 
-def _scored(run: MISRun) -> Scored:
+def _scored(run: MISTables) -> Scored:
     """One model's run as the analysis loop keeps it: its row, its units (the per-item table), the rest."""
     return Scored(run.checkpoints.iloc[0].to_dict(), run.units, {"checkpoints": run.checkpoints, "layers": run.layers,
                                                                  "classes": run.classes, "examples": run.examples})
@@ -218,7 +284,7 @@ def reinitialised(model: nn.Module, seed: int = 0) -> nn.Module:
     return fresh.eval()
 
 
-def save_tables(out_dir, run: MISRun, controls: MISRun | None = None) -> None:
+def save_tables(out_dir, run: MISTables, controls: MISTables | None = None) -> None:
     """``per_unit.csv`` (every unit of every checkpoint and control), ``plots/mis_layers.csv``, ``plots/mis_classes.csv``."""
     from pathlib import Path
 
@@ -231,8 +297,8 @@ def save_tables(out_dir, run: MISRun, controls: MISRun | None = None) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _concat(runs: list[MISRun]) -> MISRun:
-    return MISRun(*(pd.concat([getattr(r, f) for r in runs], ignore_index=True)
+def _concat(runs: list[MISTables]) -> MISTables:
+    return MISTables(*(pd.concat([getattr(r, f) for r in runs], ignore_index=True)
                     for f in ("checkpoints", "layers", "units", "classes")),
                   examples=[e for r in runs for e in r.examples])
 

@@ -22,7 +22,6 @@ import pandas as pd
 from lib import storage
 from lib.data.datasets import check_dataset, check_training_data, classification_data
 from lib.models import check_pretrained, get_spec, load_pretrained, save_checkpoint
-from lib.plots import accuracy_axis, legend_beside, plot_against_sparsity, styled
 from lib.prune.schedules import CONTROLS, PruningPlan, lineage, run_random_init, run_schedule
 from lib.train import Recipe, evaluate, with_seed
 
@@ -264,41 +263,18 @@ def accuracy_table(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFram
     return frame.pivot_table(index=["arch", "plan"], columns="target_pct", values=metric, aggfunc="first")
 
 
-@styled
-def plot_accuracy(frame: pd.DataFrame, metric: str = "test_acc", ylabel: str = "test accuracy",
-                  chance: float | None = None):
-    """One panel per architecture: ``metric`` against the target sparsity (a regrowing run's measured sparsity
-    is near 0 after retraining), one line per plan (its colour in every figure); dashed, in the same colour:
-    before retraining (``pruned_acc``), where recorded; chance dashed (``chance``: 1 / classes; unknown, the
-    axis still starts at 0 and says so); one legend beside the panels."""
-    import matplotlib.pyplot as plt
-
-    archs = list(dict.fromkeys(frame["arch"]))
-    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.6), squeeze=False, layout="constrained")
-    for ax, arch in zip(axes[0], archs):
-        part = frame[frame["arch"] == arch]
-        plot_against_sparsity(part, metric, ax=ax, label_by=("plan",), ylabel=ylabel, title=arch, legend=False,
-                              x="target")
-        if "pruned_acc" in part and part["pruned_acc"].notna().any():
-            for line, (_, run) in zip(ax.get_lines(), part.groupby("plan", sort=True)):
-                run = run.dropna(subset=["pruned_acc"]).sort_values("target")
-                ax.plot(run["target"] * 100, run["pruned_acc"], ls="--", marker="x", ms=3, color=line.get_color())
-            ax.plot([], [], ls="--", color="grey", label="before retraining (dashed)")
-        accuracy_axis(ax, chance, label=ylabel)
-    legend_beside(axes[0, -1])
-    return fig
-
-
-def save_results(out_dir: str | Path, results: dict, arch: str, plan_name: str) -> Path:
+def save_results(out_dir: str | Path, results: dict, arch: str, plan_name: str, chance: dict | None = None) -> Path:
     """Metrics files: a run's ``metrics.json`` (the stage contract) in every run directory; for a grid,
     also ``out_dir/metrics.json`` with the dense accuracies and the accuracy table, and
-    ``out_dir/plots/accuracy.csv`` with every checkpoint of every run."""
+    ``out_dir/plots/accuracy.csv`` with every checkpoint of every run. ``chance``: ``{"test_acc": 1 / classes}``
+    (``lib.plots.chance_levels``), recorded in ``out_dir/metrics.json`` for the figure (:mod:`lib.prune.plots`)."""
     from lib.results import save_stage_metrics
 
     frame = pd.DataFrame(results["rows"])
     if not results["grid"]:
         return save_stage_metrics(out_dir, results["rows"], plot="accuracy", arch=arch, plan=plan_name,
-                                  **lineage(results["seed"], results["control"], results["control_of"]))
+                                  **lineage(results["seed"], results["control"], results["control_of"]),
+                                  chance=chance or {})
     for (run_arch, name), part in frame.groupby(["arch", "plan"], sort=False):
         save_stage_metrics(Path(out_dir) / run_arch / name, part.to_dict("records"), plot="accuracy",
                            arch=run_arch, plan=name, **lineage(results["seed"]))
@@ -308,6 +284,7 @@ def save_results(out_dir: str | Path, results: dict, arch: str, plan_name: str) 
         "test_acc": by_run(table),
         "pruned_acc": by_run(accuracy_table(frame, "pruned_acc")),  # before retraining
         "runs": sorted({f"{a}/{m}" for a, m in results["records"]}),
+        "chance": chance or {},
     })
     storage.write_bytes(Path(out_dir) / "plots" / "accuracy.csv", frame.to_csv(index=False).encode())
     return Path(out_dir) / "metrics.json"
