@@ -498,6 +498,8 @@ def test_lite0_study_protocol():
     assert {"interpret_variant@lite0-oneshot-0-red_channel", "discover_variant@lite0-oneshot-0-tiny_imagenet",
             "align@lite0-oneshot-0", "mis@lite0-oneshot-0", "mis@lite0-random_init-0"} <= names
     assert params["plans"] == ["oneshot", "random_init"] and params["prune"]["random_init"] == {"control": "random_init"}
+    judges = [backend["name"] for backend in params["mis"]["backends"]]
+    assert judges == ["lite2", "pixel"]  # MIS's similarity network is not the network analysed (issue #28)
 
 
 @pytest.mark.slow
