@@ -130,7 +130,7 @@ def test_layer_profiles_name_every_checkpoint():
     plt.close(fig)
 
 
-@pytest.mark.parametrize("name", ["lite0/align/lite0/oneshot", "lite0/discover/lite0/oneshot", "cifar10_resnet"])
+@pytest.mark.parametrize("name", ["lite0/align/lite0/oneshot", "lite0/discover/lite0/oneshot/seed0", "cifar10_resnet"])
 def test_redraw_from_saved_tables(tmp_path, name, monkeypatch, capsys):
     from lib.redraw import main, redraw
 
