@@ -466,6 +466,9 @@ def _interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, fl
 
 
 SANITY_FAILED = "; its maps fail the randomisation sanity check: read as the image, not the network"
+# A retrained control whose score is undefined (NaN: e.g. an all-zero map's RMA) at one of its checkpoints for every
+# item cannot be paired with the pruned run: the test against dense stands, the control comparison is not made.
+CONTROL_UNDEFINED = "; not compared with its retrained control: the control's score is undefined at one of its checkpoints"
 
 
 def sanity_verdicts(folders: dict) -> dict:
@@ -594,6 +597,9 @@ def family_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 20
                                                              ).reindex(index=seeds, columns=steps).to_numpy()[:, None, :]
                         if reference is not None and reference.shape != values.shape:
                             reference = None  # different items or steps: no paired comparison
+                        elif reference is not None and not _paired_items(values[:, :, defined],
+                                                                         reference[:, :, defined]):
+                            reference, base = None, {**base, "control_note": CONTROL_UNDEFINED}
                     spot = stats.sweet_spot(values[:, :, defined], [sparsity[steps[j]] for j in defined],
                                             higher_is_better=metric.higher_is_better, n_resamples=n_resamples,
                                             seed=seed, level=level, alpha=alpha,
@@ -613,7 +619,15 @@ def family_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 20
     for row in rows:
         if row.get("sanity", "").startswith("fails"):
             row["verdict"] += SANITY_FAILED
+        if "control_note" in row:
+            row["verdict"] = row["verdict"].replace("; no retrained control in the run", "") + row.pop("control_note")
     return pd.DataFrame(rows), pd.DataFrame(points)
+
+
+
+def _paired_items(values: np.ndarray, reference: np.ndarray) -> bool:
+    """Whether some item has a value at every checkpoint of every seed in both (seeds, items, checkpoints) arrays."""
+    return bool((~np.isnan(values).any((0, 2)) & ~np.isnan(reference).any((0, 2))).any())
 
 
 def sweet_spot_table(root, frame: pd.DataFrame, columns: dict, n_resamples: int = 2000, seed: int = 0,

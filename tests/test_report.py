@@ -296,3 +296,28 @@ def test_an_attribution_that_fails_the_sanity_check_is_marked(tmp_path):
     frame, columns = load_dimensions(tmp_path)
     spots = family_table(tmp_path, frame, columns, n_resamples=50)[0]
     assert "sanity" not in spots.columns and not spots["verdict"].str.contains("sanity").any()
+
+
+def test_a_control_undefined_at_a_checkpoint_keeps_the_test_against_dense(tmp_path):
+    """A retrained control whose RMA is undefined (NaN, an all-zero map) at one checkpoint for every image cannot be
+    paired: the test against dense stands, the verdict says the control comparison was not made (the Study A dry
+    run's resnet50 control on one machine)."""
+    from lib.report import CONTROL_UNDEFINED, family_table
+
+    rows = _two_seed_tree(tmp_path)
+    for seed in (0, 1):
+        save_stage_metrics(tmp_path / "prune" / "a" / "c" / f"seed{seed}", rows, arch="a", plan="c", seed=seed,
+                           control="retrained", control_of="m")
+        per_image = pd.DataFrame([{"step": s, "image": i, **{f"{m}_{a}": np.nan if (s == 2 and a == "bad") else 0.5
+                                                             for m in ("rma", "rra") for a in ("good", "bad")}}
+                                  for s in range(3) for i in range(6)])
+        save_stage_metrics(tmp_path / "interpret" / "a" / "c" / f"seed{seed}", rows, per_image=per_image, arch="a",
+                           plan="c", seed=seed)
+    frame, columns = load_dimensions(tmp_path)
+    spots = family_table(tmp_path, frame, columns, n_resamples=50)[0]
+    spots = spots[spots["plan"] == "m"].set_index("metric")
+    for column in ("rma_bad", "rra_bad"):
+        assert not pd.isna(spots.loc[column, "p_value"]) and spots.loc[column, "verdict"].endswith(CONTROL_UNDEFINED)
+        assert "no retrained control in the run" not in spots.loc[column, "verdict"]
+    for column in ("rma_good", "rra_good"):  # defined everywhere: compared with the control as before
+        assert not pd.isna(spots.loc[column, "p_control"]) and CONTROL_UNDEFINED not in spots.loc[column, "verdict"]
